@@ -1,0 +1,1 @@
+"""Offline side: data, networks, training, export. Needs the ``train`` extra (torch)."""

@@ -1,0 +1,49 @@
+"""Packaging for edge-runtime.
+
+Edge box:        pip install .            (ONNX Runtime, Numba, zstandard, OpenCV, pyzmq; no torch)
+Offline machine: pip install ".[train]"   (adds torch==2.13.0 CPU, onnx, onnxscript)
+Development:     pip install ".[train,dev]"
+"""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "numpy>=1.26,<2.6",  # numba supports numpy < 2.6
+    "numba>=0.61",
+    "onnxruntime>=1.20",
+    "zstandard>=0.23",
+    "opencv-python-headless>=4.10",
+    "pyzmq>=26",
+]
+TRAIN = [
+    # Pinned: an unpinned torch pulls several GB of CUDA packages; 2.13.0 has a CPU build here.
+    "torch==2.13.0",
+    "onnx>=1.17",
+    "onnxscript>=0.2",  # the dynamo ONNX exporter needs it
+    "tqdm>=4.66",
+    "flask>=3.0",
+]
+DEV = [
+    "pytest>=8",
+    "hypothesis>=6.100",
+    "ruff>=0.6",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+]
+
+setup(
+    name="edge-runtime",
+    version="0.1.0",
+    description="Importance-guided split inference at the edge: ONNX front half, Numba kernels, "
+    "entropy-coded features over ZeroMQ",
+    python_requires=">=3.11",
+    packages=find_packages(include=["edge_runtime", "edge_runtime.*", "kernels", "kernels.*",
+                                    "models", "models.*"]),
+    package_data={
+        "edge_runtime": ["bundles/*/*.onnx", "bundles/*/*.json"],
+        "models": ["editor/static/*"],
+    },
+    install_requires=RUNTIME,
+    extras_require={"train": TRAIN, "dev": DEV},
+    entry_points={"console_scripts": ["edge-runtime=edge_runtime.cli:main"]},
+)
