@@ -37,8 +37,9 @@ setup(
     description="Importance-guided split inference at the edge: ONNX front half, Numba kernels, "
     "entropy-coded features over ZeroMQ",
     python_requires=">=3.11",
-    packages=find_packages(include=["edge_runtime", "edge_runtime.*", "kernels", "kernels.*",
-                                    "models", "models.*"]),
+    packages=find_packages(
+        include=["edge_runtime", "edge_runtime.*", "kernels", "kernels.*", "models", "models.*"]
+    ),
     package_data={
         "edge_runtime": ["bundles/*/*.onnx", "bundles/*/*.json"],
         "models": ["editor/static/*"],

@@ -1,0 +1,49 @@
+"""Shared plumbing of the benchmark scripts: machine and version info, JSON output."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+_PACKAGES = ("numpy", "numba", "onnxruntime", "zstandard", "opencv-python-headless", "pyzmq", "torch", "onnx")
+
+
+def environment() -> dict:
+    """The machine and package versions a result was measured with."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {
+        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "versions": versions,
+    }
+
+
+def write_result(name: str, summary: dict, parameters: dict, results, out: str | Path | None = None) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (or ``out``) with a top-level ``summary``."""
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": name,
+        "summary": summary,
+        "parameters": parameters,
+        "environment": environment(),
+        "results": results,
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,149 @@
+"""Offline subcommands of ``edge-runtime`` (need the ``train`` extra): train, export, split.
+
+``edge_runtime.cli`` registers their arguments and calls these functions lazily, so the edge box
+(without torch) still gets ``--help`` and a clear message instead of an ImportError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+__all__ = ["add_train_args", "add_export_args", "add_split_args", "cmd_train", "cmd_export", "cmd_split"]
+
+log = logging.getLogger(__name__)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", default="runs/abn", help="run folder for checkpoint.pt and metrics (default: %(default)s)"
+    )
+    p.add_argument(
+        "--arch", default="abn-s", help="registered model name: abn-s, plain-s (default: %(default)s)"
+    )
+    p.add_argument("--data", help="ImageFolder tree (root/<class>/<image>) instead of the built-in scenes")
+    p.add_argument("--num-train", type=int, default=24000, help="built-in scenes to train on")
+    p.add_argument("--num-test", type=int, default=2000, help="built-in held-out scenes")
+    p.add_argument("--size", type=int, default=128, help="input size in pixels")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--bottleneck", type=int, default=8, help="channels of the split tensor")
+    p.add_argument("--synthesis", choices=["mul", "residual"], default="mul", help="ABN: M*f or (1+M)*f")
+    p.add_argument("--decoy", choices=["label", "random"], help="add the decoy cue to the training scenes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when training ends")
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint.pt written by `edge-runtime train`")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--name", help="model name in the manifest (default: the architecture)")
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=None,
+        help="gradient graphs to export: plain guided selective extsel (default: all)",
+    )
+
+
+def add_split_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an ONNX classifier: one N x 3 x H x W image input, logits output")
+    p.add_argument("--at", required=True, help="name of the tensor to split at (the split tensor)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--classes", help="comma-separated class names, or a file with one name per line")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="if the model's is dynamic")
+    p.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406])
+    p.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225])
+    p.add_argument("--name", help="model name in the manifest")
+
+
+def _data(args):
+    from models.data import image_folder, scene_dataset
+
+    if args.data:
+        import numpy as np
+
+        data = image_folder(args.data, args.size)
+        order = np.random.default_rng(args.seed).permutation(len(data))
+        n_test = max(1, len(data) // 10)
+        return data.subset(order[n_test:]), data.subset(order[:n_test])
+    train = scene_dataset(args.num_train, seed=args.seed * 1000 + 1, size=args.size, decoy=args.decoy)
+    test = scene_dataset(args.num_test, seed=args.seed * 1000 + 2, size=args.size)
+    return train, test
+
+
+def cmd_train(args) -> int:
+    from models.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        bottleneck=args.bottleneck,
+        synthesis=args.synthesis,
+        threads=args.threads,
+    )
+    train_data, test_data = _data(args)
+    print(f"training {args.arch} on {len(train_data)} images, testing on {len(test_data)}")
+    path = train(cfg, train_data, test_data, args.out)
+    print(f"checkpoint: {path}")
+    if args.export:
+        return _export(path, args.export, None, None)
+    return 0
+
+
+def _export(checkpoint, out, name, variants) -> int:
+    from edge_runtime.bundle import GRAD_VARIANTS
+    from models.export import export_bundle
+    from models.train import load_checkpoint
+
+    model, ckpt = load_checkpoint(checkpoint)
+    final = ckpt["history"][-1] if ckpt.get("history") else {}
+    metrics = {k: final[k] for k in ("top1", "top1_attention_branch", "n") if k in final}
+    manifest = export_bundle(
+        model,
+        out,
+        classes=ckpt["classes"],
+        input_spec=ckpt["input"],
+        model_name=name or ckpt["arch"],
+        variants=GRAD_VARIANTS if variants is None else variants,
+        metrics=metrics,
+        extra={"training": ckpt.get("train", {})},
+    )
+    print(f"bundle {out}: model id {manifest['model_id'][:16]}, graphs {sorted(manifest['graphs'])}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    return _export(args.checkpoint, args.out, args.name, args.variants)
+
+
+def cmd_split(args) -> int:
+    from models.split import split_model
+
+    classes = None
+    if args.classes:
+        p = Path(args.classes)
+        classes = p.read_text().split() if p.is_file() else [c.strip() for c in args.classes.split(",")]
+    manifest = split_model(
+        args.model,
+        args.at,
+        args.out,
+        classes=classes,
+        size=tuple(args.input_size) if args.input_size else None,
+        mean=args.mean,
+        std=args.std,
+        model_name=args.name,
+    )
+    print(
+        json.dumps(
+            {"bundle": args.out, "model_id": manifest["model_id"][:16], "split": manifest["split"]}, indent=2
+        )
+    )
+    return 0

@@ -1,0 +1,155 @@
+"""Training of the ABN (``L = L_att + L_per``) and of the plain baseline.
+
+Seeded, with a progress bar and a checkpoint per epoch. A checkpoint is a dict with the model's
+``arch``, ``config``, ``state_dict``, ``classes``, the input spec (size, mean, std) and metrics,
+which is everything :mod:`models.export` needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.data import MEAN, STD, ArrayDataset, to_tensor
+from models.networks import build_model
+
+__all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "abn-s"
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    bottleneck: int = 8
+    synthesis: str = "mul"
+    threads: int = 0  # 0: leave torch's default
+
+
+def logits_of(outputs) -> torch.Tensor:
+    """The logits the product uses: the perception branch for ABN, the only head otherwise."""
+    return outputs[1] if len(outputs) == 3 else outputs[0]
+
+
+def _loss(outputs, y: torch.Tensor) -> torch.Tensor:
+    if len(outputs) == 3:  # ABN: L = L_att + L_per
+        return F.cross_entropy(outputs[0], y) + F.cross_entropy(outputs[1], y)
+    return F.cross_entropy(outputs[0], y)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: ArrayDataset, batch_size: int = 256) -> dict:
+    """Top-1 accuracy of each head on ``data`` (``per``: the product's head)."""
+    model.eval()
+    correct_per = correct_att = 0
+    for i in range(0, len(data), batch_size):
+        x = to_tensor(data.images[i : i + batch_size])
+        y = torch.from_numpy(data.labels[i : i + batch_size])
+        out = model(x)
+        correct_per += (logits_of(out).argmax(1) == y).sum().item()
+        if len(out) == 3:
+            correct_att += (out[0].argmax(1) == y).sum().item()
+    n = len(data)
+    result = {"top1": correct_per / n, "n": n}
+    if hasattr(model, "attention"):
+        result["top1_attention_branch"] = correct_att / n
+    return result
+
+
+def train(
+    cfg: TrainConfig,
+    train_data: ArrayDataset,
+    test_data: ArrayDataset,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Train ``cfg.arch`` and write ``out_dir/checkpoint.pt`` (after every epoch); returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    num_classes = len(train_data.classes)
+    kwargs = {"num_classes": num_classes, "bottleneck": cfg.bottleneck}
+    if cfg.arch.startswith("abn"):
+        kwargs["synthesis"] = cfg.synthesis
+    model = build_model(cfg.arch, **kwargs)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_data) // cfg.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
+    )
+    path = out_dir / "checkpoint.pt"
+    start = time.perf_counter()
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = rng.permutation(len(train_data))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+        running = 0.0
+        for step in bar:
+            idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            images = train_data.images[idx]
+            flip = rng.random(len(idx)) < 0.5
+            images[flip] = images[flip, :, ::-1]
+            x = to_tensor(images)
+            y = torch.from_numpy(train_data.labels[idx])
+            loss = _loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}")
+        metrics = evaluate(model, test_data)
+        metrics.update(epoch=epoch + 1, seconds=round(time.perf_counter() - start, 1))
+        history.append(metrics)
+        log.info("epoch %d: %s", epoch + 1, metrics)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: test top-1 {metrics['top1']:.4f}")
+        _save(path, model, cfg, train_data, history)
+    return path
+
+
+def _save(path: Path, model, cfg: TrainConfig, data: ArrayDataset, history: list) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "arch": cfg.arch,
+            "config": model.config,
+            "state_dict": model.state_dict(),
+            "classes": list(data.classes),
+            "input": {
+                "size": [int(data.images.shape[1]), int(data.images.shape[2])],
+                "mean": list(MEAN),
+                "std": list(STD),
+            },
+            "train": vars(cfg) | {"num_train": len(data)},
+            "history": history,
+        },
+        tmp,
+    )
+    tmp.replace(path)  # atomic: a crash mid-write leaves the previous checkpoint readable
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model of a checkpoint in eval mode; returns ``(model, checkpoint)``."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ckpt["arch"], **ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt
