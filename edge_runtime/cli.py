@@ -1,6 +1,7 @@
 """``edge-runtime``: the command line. Every subcommand is ``main(argv)``-testable.
 
-Runtime subcommands (edge box, no torch): ``info``, ``demo``.
+Runtime subcommands (edge box, no torch) come from :data:`COMMANDS`: each names a module with
+``add_arguments(parser)`` and ``run(args) -> int``; a module that is not there is not offered.
 Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``.
 """
 
@@ -20,6 +21,14 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("edge_runtime")
 
 _OFFLINE = {"train", "export", "split"}
+
+# name -> (module with add_arguments / run, help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("edge_runtime.service", "run the edge pipeline (source -> importance -> reduce -> send)"),
+    "receive": ("edge_runtime.receiver", "run the receiver (decode -> back half -> result sinks)"),
+    "keys": ("edge_runtime.transport", "generate and list CURVE key pairs"),
+    "train-dict": ("edge_runtime.codec.dictionary", "train a zstd dictionary on quantized feature maps"),
+}
 
 
 def _offline_module():
@@ -70,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--bits", type=int, default=4, help="quantization bits (1..8)")
     demo.add_argument("--every", type=int, default=50, help="print a status line every N frames")
 
+    import importlib
+    import importlib.util
+
+    for name, (module, help_) in COMMANDS.items():
+        if importlib.util.find_spec(module) is None:
+            continue
+        mod = importlib.import_module(module)
+        sp = sub.add_parser(name, help=help_)
+        mod.add_arguments(sp)
+        sp.set_defaults(_run=mod.run)
+
     _add_offline(sub)
     return p
 
@@ -114,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in _OFFLINE:
             return getattr(_offline_module(), f"cmd_{args.command}")(args)
+        if hasattr(args, "_run"):
+            return args._run(args)
         return {"info": _cmd_info, "demo": _cmd_demo}[args.command](args)
     except EdgeRuntimeError as e:
         print(f"edge-runtime {args.command}: error: {e}", file=sys.stderr)

@@ -60,6 +60,15 @@ def _load_samples(paths: list[Path]) -> list:
     return out
 
 
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-runtime train-dict``."""
+    ap.add_argument("inputs", nargs="*", type=Path, help=".npy / .npz files or folders of them")
+    ap.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic feature maps")
+    ap.add_argument("--bits", type=int, default=8, help="bit depth of the synthetic maps")
+    ap.add_argument("--size", type=int, default=16384, help="dictionary size in bytes (default 16384)")
+    ap.add_argument("-o", "--output", type=Path, required=True, help="where to write the dictionary")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``edge-runtime train-dict``: train a zstd dictionary from quantized feature maps.
 
@@ -67,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     optional ``keep``, or ``--synthetic N`` synthetic maps.
     """
     ap = argparse.ArgumentParser(prog="edge-runtime train-dict", description=main.__doc__.splitlines()[0])
-    ap.add_argument("inputs", nargs="*", type=Path, help=".npy / .npz files or folders of them")
-    ap.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic feature maps")
-    ap.add_argument("--bits", type=int, default=8, help="bit depth of the synthetic maps")
-    ap.add_argument("--size", type=int, default=16384, help="dictionary size in bytes (default 16384)")
-    ap.add_argument("-o", "--output", type=Path, required=True, help="where to write the dictionary")
-    args = ap.parse_args(argv)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args) -> int:
+    """Run ``train-dict`` with parsed arguments."""
     samples = _load_samples(args.inputs)
     if args.synthetic:
         from edge_runtime.codec.synthetic import synthetic_tensor
