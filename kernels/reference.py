@@ -30,7 +30,7 @@ __all__ = [
 
 
 def threshold_value(imp: np.ndarray, thr: float) -> np.ndarray:
-    return imp > thr
+    return imp > np.float64(thr)  # exact comparison; a bare Python float would be rounded to float32
 
 
 def threshold_keep_ratio(imp: np.ndarray, ratio: float) -> np.ndarray:

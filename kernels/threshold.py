@@ -89,7 +89,10 @@ def _check_map(imp: object) -> np.ndarray:
 
 
 def threshold_value(imp: np.ndarray, thr: float) -> np.ndarray:
-    """Keep-mask ``imp > thr`` (bool, H x W). Pixels *at* the threshold are not kept."""
+    """Keep-mask ``imp > thr`` (bool, H x W). Pixels *at* the threshold are not kept.
+
+    The comparison is exact (float64), so a ``thr`` that float32 cannot hold is not rounded first.
+    """
     imp = _check_map(imp)
     thr = check_real("thr", thr)
     out = np.empty(imp.shape, np.bool_)
