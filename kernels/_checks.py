@@ -32,9 +32,8 @@ def as_array(name: str, a: object, dtypes: tuple[type, ...], ndim: int, layout: 
         raise TypeError(f"{name} must be a numpy.ndarray ({layout}), got {type(a).__name__}")
     if a.dtype not in [np.dtype(d) for d in dtypes]:
         allowed = " or ".join(np.dtype(d).name for d in dtypes)
-        raise TypeError(
-            f"{name} must have dtype {allowed}, got {a.dtype}; convert with {name}.astype(np.{np.dtype(dtypes[0]).name})"
-        )
+        fix = f"{name}.astype(np.{np.dtype(dtypes[0]).name})"
+        raise TypeError(f"{name} must have dtype {allowed}, got {a.dtype}; convert with {fix}")
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D ({layout}), got shape {a.shape}")
     if a.size == 0:

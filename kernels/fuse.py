@@ -61,7 +61,9 @@ def _normalise(acc, out):
             out[y, x] = (acc[y, x] - lo) / span if span > 0.0 else 0.0
 
 
-def weighted_sum(layers: Sequence[np.ndarray], weights: Sequence[float], out_hw: tuple[int, int]) -> np.ndarray:
+def weighted_sum(
+    layers: Sequence[np.ndarray], weights: Sequence[float], out_hw: tuple[int, int]
+) -> np.ndarray:
     """Combine layer outputs into one float32 map of shape ``out_hw``, normalised to [0, 1].
 
     ``layers``: 2-D (H x W) or 3-D (C x H x W) float32 arrays, any resolutions; ``weights``: one
@@ -74,7 +76,9 @@ def weighted_sum(layers: Sequence[np.ndarray], weights: Sequence[float], out_hw:
     if len(layers) == 0:
         raise ValueError("layers must not be empty")
     if len(weights) != len(layers):
-        raise ValueError(f"weights must have one entry per layer: {len(layers)} layers, {len(weights)} weights")
+        raise ValueError(
+            f"weights must have one entry per layer: {len(layers)} layers, {len(weights)} weights"
+        )
     if not isinstance(out_hw, Sequence) or len(out_hw) != 2:
         raise TypeError(f"out_hw must be a pair (out_h, out_w), got {out_hw!r}")
     oh = check_int("out_hw[0]", out_hw[0], 1)

@@ -196,7 +196,9 @@ def _run(x, keep, bits, per_channel, clip_percentile, zero_masked, xname, kname)
     scale = np.empty(g, np.float32)
     offset = np.empty(g, np.float32)
     levels = (1 << bits) - 1
-    check_finite(xname, _quantize(x, keep, use_mask, zero_masked, bool(per_channel), pct, levels, q, scale, offset))
+    check_finite(
+        xname, _quantize(x, keep, use_mask, zero_masked, bool(per_channel), pct, levels, q, scale, offset)
+    )
     return q, scale, offset
 
 
@@ -245,7 +247,9 @@ def dequantize(
     nc = q.shape[0]
     for name, a in (("scale", scale), ("offset", offset)):
         if a.shape[0] not in (1, nc):
-            raise ValueError(f"{name} must have shape (1,) or ({nc},) to match q's {nc} channels, got {a.shape}")
+            raise ValueError(
+                f"{name} must have shape (1,) or ({nc},) to match q's {nc} channels, got {a.shape}"
+            )
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or infinite values: {a}")
     if scale.shape != offset.shape:

@@ -194,7 +194,9 @@ def reduce_image(
     return out
 
 
-def reduce_features(feat: np.ndarray, keep: np.ndarray, mode: str, *, radius: int | None = None) -> np.ndarray:
+def reduce_features(
+    feat: np.ndarray, keep: np.ndarray, mode: str, *, radius: int | None = None
+) -> np.ndarray:
     """Reduce a feature map (C x H x W float32) where ``keep`` (bool H x W) is False.
 
     ``mode``: ``"zero"`` or ``"blur"`` (box blur per channel, ``radius`` default 2).

@@ -147,7 +147,9 @@ def reduce_image(
     raise ValueError(mode)
 
 
-def reduce_features(feat: np.ndarray, keep: np.ndarray, mode: str, *, radius: int | None = None) -> np.ndarray:
+def reduce_features(
+    feat: np.ndarray, keep: np.ndarray, mode: str, *, radius: int | None = None
+) -> np.ndarray:
     if mode == "zero":
         return np.where(keep, feat, np.float32(0.0))
     if mode == "blur":

@@ -26,11 +26,15 @@ def maps(draw, h=small_side, w=small_side, elements=None):
     kind = draw(st.sampled_from(["ties", "wide", "unit", "constant"]))
     if kind == "constant":
         return np.full(shape, draw(_wide_values), np.float32)
-    el = elements if elements is not None else {
-        "ties": _tie_values,
-        "wide": _wide_values,
-        "unit": st.floats(0, 1, width=32),
-    }[kind]
+    el = (
+        elements
+        if elements is not None
+        else {
+            "ties": _tie_values,
+            "wide": _wide_values,
+            "unit": st.floats(0, 1, width=32),
+        }[kind]
+    )
     return draw(hnp.arrays(np.float32, shape, elements=el))
 
 

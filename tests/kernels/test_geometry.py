@@ -22,7 +22,13 @@ def test_resize_matches_reference(m, oh, ow):
 
 @pytest.mark.parametrize(
     ("shape", "out"),
-    [((128, 128), (480, 640)), ((480, 640), (128, 128)), ((16, 16), (128, 128)), ((37, 53), (20, 71)), ((1, 1), (5, 3))],
+    [
+        ((128, 128), (480, 640)),
+        ((480, 640), (128, 128)),
+        ((16, 16), (128, 128)),
+        ((37, 53), (20, 71)),
+        ((1, 1), (5, 3)),
+    ],
 )
 def test_resize_matches_cv2_inter_linear(shape, out):
     m = rng(1).random(shape, dtype=np.float32)
@@ -44,7 +50,12 @@ def test_warp_matches_cv2_remap_on_the_1_32_grid():
     flow = (np.round(rng(3).normal(0, 4, (h, w, 2)) * 32) / 32).astype(np.float32)  # cv2 rounds to 1/32
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     want = cv2.remap(
-        m, xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.25
+        m,
+        xx + flow[..., 0],
+        yy + flow[..., 1],
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.25,
     )
     np.testing.assert_allclose(kernels.warp_flow(m, flow, fill=0.25), want, atol=1e-5)
 

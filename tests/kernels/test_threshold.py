@@ -49,7 +49,9 @@ def test_keep_ratio_large_map_matches_reference():
     imp = rng(3).random((480, 640), dtype=np.float32)
     imp[100:200, 100:300] = 0.75  # a block of ties at many ranks
     for ratio in (0.01, 0.1, 0.33, 0.9):
-        np.testing.assert_array_equal(kernels.threshold_keep_ratio(imp, ratio), ref.threshold_keep_ratio(imp, ratio))
+        np.testing.assert_array_equal(
+            kernels.threshold_keep_ratio(imp, ratio), ref.threshold_keep_ratio(imp, ratio)
+        )
 
 
 @given(maps(), st.floats(0, 100))
