@@ -82,41 +82,57 @@ def cases(rng: np.random.Generator) -> list[dict]:
     layers = [rng.standard_normal(s, dtype=np.float32) for s in ((16, 32, 32), (32, 16, 16), (64, 8, 8))]
     lw = [0.2, 0.3, 0.5]
 
-    def c(name, k, r, nbytes, single=False):
-        return {"name": name, "kernel": k, "reference": r, "bytes": int(nbytes), "numpy_single_pass": single}
-
-    K, R = kernels, ref
-    return [
-        c("threshold_value 128x128", lambda: K.threshold_value(imp_s, 0.5), lambda: R.threshold_value(imp_s, 0.5), imp_s.nbytes, True),
-        c("threshold_value 480x640", lambda: K.threshold_value(imp_l, 0.5), lambda: R.threshold_value(imp_l, 0.5), imp_l.nbytes, True),
-        c("threshold_keep_ratio 128x128", lambda: K.threshold_keep_ratio(imp_s, 0.2), lambda: R.threshold_keep_ratio(imp_s, 0.2), imp_s.nbytes),
-        c("threshold_keep_ratio 480x640", lambda: K.threshold_keep_ratio(imp_l, 0.2), lambda: R.threshold_keep_ratio(imp_l, 0.2), imp_l.nbytes),
-        c("threshold_percentile 480x640", lambda: K.threshold_percentile(imp_l, 80), lambda: R.threshold_percentile(imp_l, 80), imp_l.nbytes),
-        c("dilate_mask r=3 128x128", lambda: K.dilate_mask(keep_s, 3), lambda: R.dilate_mask(keep_s, 3), keep_s.nbytes),
-        c("dilate_mask r=3 480x640", lambda: K.dilate_mask(keep_l, 3), lambda: R.dilate_mask(keep_l, 3), keep_l.nbytes),
-        c("reduce_image zero 480x640x3 u8", lambda: K.reduce_image(img, keep_l, "zero"), lambda: R.reduce_image(img, keep_l, "zero"), img.nbytes, True),
-        c("reduce_image blur r=2 480x640x3 u8", lambda: K.reduce_image(img, keep_l, "blur"), lambda: R.reduce_image(img, keep_l, "blur"), img.nbytes),
-        c("reduce_image blur r=2 480x640x3 f32", lambda: K.reduce_image(imgf, keep_l, "blur"), lambda: R.reduce_image(imgf, keep_l, "blur"), imgf.nbytes),
-        c("reduce_image colour 480x640x3 u8", lambda: K.reduce_image(img, keep_l, "colour"), lambda: R.reduce_image(img, keep_l, "colour"), img.nbytes),
-        c("reduce_image grey 480x640x3 u8", lambda: K.reduce_image(img, keep_l, "grey"), lambda: R.reduce_image(img, keep_l, "grey"), img.nbytes),
-        c("reduce_features zero 64x32x32", lambda: K.reduce_features(f_l, k32, "zero"), lambda: R.reduce_features(f_l, k32, "zero"), f_l.nbytes, True),
-        c("reduce_features blur r=1 16x16x16", lambda: K.reduce_features(f_s, k16, "blur", radius=1), lambda: R.reduce_features(f_s, k16, "blur", radius=1), f_s.nbytes),
-        c("reduce_features blur r=1 64x32x32", lambda: K.reduce_features(f_l, k32, "blur", radius=1), lambda: R.reduce_features(f_l, k32, "blur", radius=1), f_l.nbytes),
-        c("resize_bilinear 128x128->480x640", lambda: K.resize_bilinear(imp_s, 480, 640), lambda: R.resize_bilinear(imp_s, 480, 640), 480 * 640 * 4),
-        c("resize_bilinear 480x640->128x128", lambda: K.resize_bilinear(imp_l, 128, 128), lambda: R.resize_bilinear(imp_l, 128, 128), imp_l.nbytes),
-        c("resize_bilinear 480x640->32x32", lambda: K.resize_bilinear(imp_l, 32, 32), lambda: R.resize_bilinear(imp_l, 32, 32), 32 * 32 * 4),
-        c("warp_flow 128x128", lambda: K.warp_flow(imp_s, flow_s), lambda: R.warp_flow(imp_s, flow_s), imp_s.nbytes + flow_s.nbytes),
-        c("warp_flow 480x640", lambda: K.warp_flow(imp_l, flow_l), lambda: R.warp_flow(imp_l, flow_l), imp_l.nbytes + flow_l.nbytes),
-        c("shift_map 480x640", lambda: K.shift_map(imp_l, 3.5, -2.25), lambda: R.shift_map(imp_l, 3.5, -2.25), imp_l.nbytes),
-        c("quantize 8b 16x16x16", lambda: K.quantize(f_s, 8), lambda: R.quantize(f_s, 8), f_s.nbytes),
-        c("quantize 8b 64x32x32", lambda: K.quantize(f_l, 8), lambda: R.quantize(f_l, 8), f_l.nbytes),
-        c("quantize 4b per-tensor masked 64x32x32", lambda: K.quantize(f_l, 4, per_channel=False, mask=k32), lambda: R.quantize(f_l, 4, per_channel=False, mask=k32), f_l.nbytes),
-        c("quantize 8b clip 99.9 64x32x32", lambda: K.quantize(f_l, 8, clip_percentile=99.9), lambda: R.quantize(f_l, 8, clip_percentile=99.9), f_l.nbytes),
-        c("mask_quantize 8b 16x16x16", lambda: K.mask_quantize(f_s, k16, 8), lambda: R.mask_quantize(f_s, k16, 8), f_s.nbytes),
-        c("mask_quantize 8b 64x32x32", lambda: K.mask_quantize(f_l, k32, 8), lambda: R.mask_quantize(f_l, k32, 8), f_l.nbytes),
-        c("dequantize 64x32x32", lambda: K.dequantize(q_l, s_l, o_l), lambda: R.dequantize(q_l, s_l, o_l), q_l.nbytes),
-        c("weighted_sum 3 layers->128x128", lambda: K.weighted_sum(layers, lw, (128, 128)), lambda: R.weighted_sum(layers, lw, (128, 128)), sum(a.nbytes for a in layers)),
+    table = [
+        # name, function, args, kwargs, input bytes, NumPy already a single pass
+        ("threshold_value 128x128", "threshold_value", (imp_s, 0.5), {}, imp_s.nbytes, True),
+        ("threshold_value 480x640", "threshold_value", (imp_l, 0.5), {}, imp_l.nbytes, True),
+        ("threshold_keep_ratio 128x128", "threshold_keep_ratio", (imp_s, 0.2), {}, imp_s.nbytes, False),
+        ("threshold_keep_ratio 480x640", "threshold_keep_ratio", (imp_l, 0.2), {}, imp_l.nbytes, False),
+        ("threshold_percentile 480x640", "threshold_percentile", (imp_l, 80), {}, imp_l.nbytes, False),
+        ("dilate_mask r=3 128x128", "dilate_mask", (keep_s, 3), {}, keep_s.nbytes, False),
+        ("dilate_mask r=3 480x640", "dilate_mask", (keep_l, 3), {}, keep_l.nbytes, False),
+        ("reduce_image zero 480x640x3 u8", "reduce_image", (img, keep_l, "zero"), {}, img.nbytes, True),
+        ("reduce_image blur r=2 480x640x3 u8", "reduce_image", (img, keep_l, "blur"), {}, img.nbytes, False),
+        ("reduce_image blur r=2 480x640x3 f32", "reduce_image", (imgf, keep_l, "blur"), {},
+         imgf.nbytes, False),
+        ("reduce_image colour 480x640x3 u8", "reduce_image", (img, keep_l, "colour"), {}, img.nbytes, False),
+        ("reduce_image grey 480x640x3 u8", "reduce_image", (img, keep_l, "grey"), {}, img.nbytes, False),
+        ("reduce_features zero 64x32x32", "reduce_features", (f_l, k32, "zero"), {}, f_l.nbytes, True),
+        ("reduce_features blur r=1 16x16x16", "reduce_features", (f_s, k16, "blur"), {"radius": 1},
+         f_s.nbytes, False),
+        ("reduce_features blur r=1 64x32x32", "reduce_features", (f_l, k32, "blur"), {"radius": 1},
+         f_l.nbytes, False),
+        ("resize_bilinear 128x128->480x640", "resize_bilinear", (imp_s, 480, 640), {}, 480 * 640 * 4, False),
+        ("resize_bilinear 480x640->128x128", "resize_bilinear", (imp_l, 128, 128), {}, imp_l.nbytes, False),
+        ("resize_bilinear 480x640->32x32", "resize_bilinear", (imp_l, 32, 32), {}, 32 * 32 * 4, False),
+        ("warp_flow 128x128", "warp_flow", (imp_s, flow_s), {}, imp_s.nbytes + flow_s.nbytes, False),
+        ("warp_flow 480x640", "warp_flow", (imp_l, flow_l), {}, imp_l.nbytes + flow_l.nbytes, False),
+        ("shift_map 480x640", "shift_map", (imp_l, 3.5, -2.25), {}, imp_l.nbytes, False),
+        ("quantize 8b 16x16x16", "quantize", (f_s, 8), {}, f_s.nbytes, False),
+        ("quantize 8b 64x32x32", "quantize", (f_l, 8), {}, f_l.nbytes, False),
+        ("quantize 4b per-tensor masked 64x32x32", "quantize", (f_l, 4), {"per_channel": False, "mask": k32},
+         f_l.nbytes, False),
+        ("quantize 8b clip 99.9 64x32x32", "quantize", (f_l, 8), {"clip_percentile": 99.9},
+         f_l.nbytes, False),
+        ("mask_quantize 8b 16x16x16", "mask_quantize", (f_s, k16, 8), {}, f_s.nbytes, False),
+        ("mask_quantize 8b 64x32x32", "mask_quantize", (f_l, k32, 8), {}, f_l.nbytes, False),
+        ("dequantize 64x32x32", "dequantize", (q_l, s_l, o_l), {}, q_l.nbytes, False),
+        ("weighted_sum 3 layers->128x128", "weighted_sum", (layers, lw, (128, 128)), {},
+         sum(a.nbytes for a in layers), False),
     ]  # fmt: skip
+    out = []
+    for name, fn, args, kw, nbytes, single in table:
+        k, r = getattr(kernels, fn), getattr(ref, fn)
+        out.append(
+            {
+                "name": name,
+                "kernel": lambda k=k, a=args, kw=kw: k(*a, **kw),
+                "reference": lambda r=r, a=args, kw=kw: r(*a, **kw),
+                "bytes": int(nbytes),
+                "numpy_single_pass": single,
+            }
+        )
+    return out
 
 
 def startup(repeats: int) -> dict[str, float]:
@@ -188,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         src = np.ones(case["bytes"], np.uint8)
         dst = np.empty_like(src)
         t = measure(
-            {"kernel": case["kernel"], "reference": case["reference"], "copy": lambda s=src, d=dst: np.copyto(d, s)},
+            {
+                "kernel": case["kernel"],
+                "reference": case["reference"],
+                "copy": lambda s=src, d=dst: np.copyto(d, s),
+            },
             rounds,
             target,
         )
