@@ -1,0 +1,47 @@
+"""The one place that holds the Numba JIT flags; every kernel in ``kernels/`` is decorated with :func:`jit`.
+
+Flags and why:
+
+- ``cache=True``: compiled machine code is stored on disk, so a restarted edge service starts in
+  well under a second instead of recompiling (``benchmarks/kernels.py`` measures both). Numba reads
+  ``NUMBA_CACHE_DIR`` itself; when it is unset the cache lives in ``__pycache__`` next to the
+  modules. Nothing here overrides it.
+- ``fastmath=False``: results must be bit-identical run to run and across cached / fresh
+  compilation; fast-math lets LLVM reassociate sums and assume no NaN, which changes results.
+- ``nogil=True``: the edge pipeline may run a kernel in a worker thread next to ONNX Runtime.
+- ``parallel=False``: the edge box has two cores shared with ONNX Runtime; per-frame kernels are
+  memory-bound and small, and thread start-up costs more than it saves at these sizes.
+- ``error_model="numpy"``: a float division by zero gives inf/NaN instead of raising inside the
+  loop; wrappers validate inputs first, so the only effect is that loops need no zero-checks.
+- ``boundscheck=False``: wrappers check shapes before the loops run.
+
+``tests/kernels/test_jit_flags.py`` greps the package so that no other file calls ``numba.njit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numba
+
+__all__ = ["JIT_FLAGS", "KERNELS", "jit"]
+
+JIT_FLAGS: dict[str, Any] = {
+    "cache": True,
+    "fastmath": False,
+    "nogil": True,
+    "parallel": False,
+    "error_model": "numpy",
+    "boundscheck": False,
+}
+
+#: Every function compiled through :func:`jit`, by qualified name (used by tests and warm-up checks).
+KERNELS: dict[str, Any] = {}
+
+
+def jit(fn: Callable) -> Any:
+    """Compile ``fn`` with the package's JIT flags (no per-kernel overrides, on purpose)."""
+    dispatcher = numba.njit(**JIT_FLAGS)(fn)
+    KERNELS[f"{fn.__module__}.{fn.__name__}"] = dispatcher
+    return dispatcher

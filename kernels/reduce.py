@@ -1,0 +1,214 @@
+"""Reduction of the pixels that are not kept, in images (H x W x C) and feature maps (C x H x W).
+
+Every kernel here works on an (H, W, C)-indexed view: images are passed as they are, feature maps
+as ``feat.transpose(1, 2, 0)``; loops run channel-outer, column-inner so both layouts stream.
+
+Modes (kept pixels are always copied unchanged):
+
+- ``"zero"``: set to 0.
+- ``"blur"``: box blur of radius ``r`` ((2r+1)^2 window, separable running sums in float64,
+  edges replicated). uint8 results are rounded half up (exact: the window size is odd).
+- ``"colour"``: ``levels`` evenly spaced levels including black and white (posterise):
+  uint8 ``q = round(v * (L-1) / 255)``, ``v' = round(q * 255 / (L-1))`` (half up);
+  float32 images are taken as [0, 1]: ``q = floor(clip(v, 0, 1) * (L-1) + 0.5)``, ``v' = q / (L-1)``.
+- ``"grey"``: luma, BT.601 weights for 3 channels in **RGB** order (0.299, 0.587, 0.114;
+  uint8 in integer arithmetic, ``(299 R + 587 G + 114 B + 500) // 1000``), else the channel mean;
+  written to every channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_array, check_choice, check_finite, check_int, check_mask
+from ._jit import jit
+from .threshold import _count_nonfinite
+
+__all__ = ["reduce_image", "reduce_features", "IMAGE_MODES", "FEATURE_MODES"]
+
+IMAGE_MODES = ("zero", "blur", "colour", "grey")
+FEATURE_MODES = ("zero", "blur")
+DEFAULT_RADIUS = 2
+DEFAULT_LEVELS = 4
+
+
+@jit
+def _zero(src, keep, out):
+    h, w, nc = src.shape
+    for y in range(h):
+        for c in range(nc):
+            for x in range(w):
+                out[y, x, c] = src[y, x, c] if keep[y, x] else 0
+
+
+@jit
+def _hsum_row(src, y, r, row):
+    """row[x, c] = sum of src[y, clamp(x + d), c] for d in -r..r (float64 running sum)."""
+    w = src.shape[1]
+    nc = src.shape[2]
+    for c in range(nc):
+        s = 0.0
+        for d in range(-r, r + 1):
+            s += src[y, min(max(d, 0), w - 1), c]
+        for x in range(w):
+            row[x, c] = s
+            s += np.float64(src[y, min(x + r + 1, w - 1), c]) - np.float64(src[y, max(x - r, 0), c])
+
+
+@jit
+def _blur(src, keep, r, integer, out):
+    """Box blur where keep is False; ``integer``: round half up (uint8 output)."""
+    h, w, nc = src.shape
+    col = np.zeros((w, nc), np.float64)
+    row = np.empty((w, nc), np.float64)
+    for d in range(-r, r + 1):
+        _hsum_row(src, min(max(d, 0), h - 1), r, row)
+        col += row
+    cnt = np.float64((2 * r + 1) * (2 * r + 1))
+    for y in range(h):
+        for c in range(nc):
+            for x in range(w):
+                if keep[y, x]:
+                    out[y, x, c] = src[y, x, c]
+                elif integer:
+                    out[y, x, c] = np.floor(col[x, c] / cnt + 0.5)
+                else:
+                    out[y, x, c] = col[x, c] / cnt
+        if y + 1 < h:
+            _hsum_row(src, min(y + r + 1, h - 1), r, row)
+            col += row
+            _hsum_row(src, max(y - r, 0), r, row)
+            col -= row
+
+
+@jit
+def _lut(src, keep, lut, out):
+    h, w, nc = src.shape
+    for y in range(h):
+        for c in range(nc):
+            for x in range(w):
+                v = src[y, x, c]
+                out[y, x, c] = v if keep[y, x] else lut[v]
+
+
+@jit
+def _posterise(src, keep, levels, out):
+    h, w, nc = src.shape
+    lm1 = np.float64(levels - 1)
+    for y in range(h):
+        for c in range(nc):
+            for x in range(w):
+                v = src[y, x, c]
+                if keep[y, x]:
+                    out[y, x, c] = v
+                else:
+                    f = min(max(np.float64(v), 0.0), 1.0)
+                    out[y, x, c] = np.floor(f * lm1 + 0.5) / lm1
+
+
+@jit
+def _grey(src, keep, integer, out):
+    h, w, nc = src.shape
+    for y in range(h):
+        for x in range(w):
+            if keep[y, x]:
+                for c in range(nc):
+                    out[y, x, c] = src[y, x, c]
+                continue
+            if integer:
+                if nc == 3:
+                    s = 299 * np.int64(src[y, x, 0]) + 587 * np.int64(src[y, x, 1])
+                    g = (s + 114 * np.int64(src[y, x, 2]) + 500) // 1000
+                else:
+                    s = np.int64(0)
+                    for c in range(nc):
+                        s += np.int64(src[y, x, c])
+                    g = (2 * s + nc) // (2 * nc)
+                for c in range(nc):
+                    out[y, x, c] = g
+            else:
+                if nc == 3:
+                    gf = 0.299 * np.float64(src[y, x, 0]) + 0.587 * np.float64(src[y, x, 1])
+                    gf = gf + 0.114 * np.float64(src[y, x, 2])
+                else:
+                    gf = 0.0
+                    for c in range(nc):
+                        gf += np.float64(src[y, x, c])
+                    gf = gf / nc
+                for c in range(nc):
+                    out[y, x, c] = gf
+
+
+def _colour_lut(levels: int) -> np.ndarray:
+    v = np.arange(256, dtype=np.int64)
+    lm1 = levels - 1
+    q = (2 * v * lm1 + 255) // 510
+    return ((2 * q * 255 + lm1) // (2 * lm1)).astype(np.uint8)
+
+
+_LUTS: dict[int, np.ndarray] = {}
+
+
+def _options(mode: str, radius: int | None, levels: int | None) -> tuple[int, int]:
+    """Resolve radius / levels for ``mode``; refuse one that the mode would ignore."""
+    if radius is not None and mode != "blur":
+        raise ValueError(f"radius={radius!r} has no effect in mode {mode!r}; pass it only with mode='blur'")
+    if levels is not None and mode != "colour":
+        raise ValueError(f"levels={levels!r} has no effect in mode {mode!r}; pass it only with mode='colour'")
+    r = DEFAULT_RADIUS if radius is None else check_int("radius", radius, 0)
+    lv = DEFAULT_LEVELS if levels is None else check_int("levels", levels, 2, 256)
+    return r, lv
+
+
+def reduce_image(
+    img: np.ndarray, keep: np.ndarray, mode: str, *, radius: int | None = None, levels: int | None = None
+) -> np.ndarray:
+    """Reduce the pixels of ``img`` (H x W x C, uint8 or float32) where ``keep`` (bool H x W) is False.
+
+    ``mode``: ``"zero"``, ``"blur"`` (``radius``, default 2), ``"colour"`` (``levels`` in 2..256,
+    default 4) or ``"grey"``. Returns a new array of the same dtype and shape; see the module
+    docstring for the exact arithmetic.
+    """
+    img = as_array("img", img, (np.uint8, np.float32), 3, "H x W x C image")
+    keep = check_mask("keep", keep, img.shape[:2], "img")
+    mode = check_choice("mode", mode, IMAGE_MODES)
+    r, lv = _options(mode, radius, levels)
+    integer = img.dtype == np.uint8
+    if not integer:
+        check_finite("img", _count_nonfinite(img.reshape(-1)))
+    out = np.empty_like(img)
+    if mode == "zero":
+        _zero(img, keep, out)
+    elif mode == "blur":
+        _blur(img, keep, r, integer, out)
+    elif mode == "colour":
+        if integer:
+            lut = _LUTS.get(lv)
+            if lut is None:
+                lut = _LUTS[lv] = _colour_lut(lv)
+            _lut(img, keep, lut, out)
+        else:
+            _posterise(img, keep, lv, out)
+    else:
+        _grey(img, keep, integer, out)
+    return out
+
+
+def reduce_features(
+    feat: np.ndarray, keep: np.ndarray, mode: str, *, radius: int | None = None
+) -> np.ndarray:
+    """Reduce a feature map (C x H x W float32) where ``keep`` (bool H x W) is False.
+
+    ``mode``: ``"zero"`` or ``"blur"`` (box blur per channel, ``radius`` default 2).
+    """
+    feat = as_array("feat", feat, (np.float32,), 3, "C x H x W feature map")
+    keep = check_mask("keep", keep, feat.shape[1:], "feat")
+    mode = check_choice("mode", mode, FEATURE_MODES)
+    r, _ = _options(mode, radius, None)
+    check_finite("feat", _count_nonfinite(feat.reshape(-1)))
+    out = np.empty_like(feat)
+    if mode == "zero":
+        _zero(feat.transpose(1, 2, 0), keep, out.transpose(1, 2, 0))
+    else:
+        _blur(feat.transpose(1, 2, 0), keep, r, False, out.transpose(1, 2, 0))
+    return out
