@@ -96,6 +96,7 @@ class ReduceConfig:
     mode: str = field(default="zero", metadata=_choice("zero", "blur", "colour", "grey"))
     threshold: str = field(default="keep_ratio", metadata=_choice("keep_ratio", "value", "percentile"))
     value: float = field(default=0.3, metadata=_range(0.0))  # ratio (0..1), map value, or percentile
+    normalize: bool = True  # divide the map by its maximum first; false: absolute map values
     dilate: int = field(default=0, metadata=_range(0, 64))  # grow the keep-mask by this many cells
     radius: int = field(default=2, metadata=_range(1, 64))  # blur radius
     levels: int = field(default=4, metadata=_range(2, 256))  # colour reduction levels
