@@ -45,8 +45,11 @@ def test_image_folder(tmp_path):
         got = [src.read() for _ in range(4)]
     assert got[3] is None
     assert [int(g.image[0, 0, 0]) for g in got[:3]] == [0, 50, 100]
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no images"):
-        FolderSource(tmp_path / "empty").open() if (tmp_path / "empty").mkdir() is None else None
+        FolderSource(tmp_path / "empty").open()
+    with pytest.raises(SourceError, match="does not exist"):
+        FolderSource(tmp_path / "missing").open()
 
 
 def test_builtin_stream_matches_scenes():
