@@ -14,7 +14,7 @@ import zmq
 
 from edge_runtime.codec import Decoder
 from edge_runtime.config import config_from_dict
-from edge_runtime.pipeline import EdgeLoop, EdgePipeline
+from edge_runtime.pipeline import EdgeLoop, EdgeMetrics, EdgePipeline
 from edge_runtime.scenes import MovingObjectStream
 from edge_runtime.sender import Sender
 from edge_runtime.sources import FrameFeed
@@ -23,10 +23,11 @@ UNIT = Path(__file__).resolve().parents[2] / "deploy" / "edge-runtime.service"
 N = 24
 
 
-def _run(bundle, cfg, frames):
+def _run(bundle, cfg, frames, metrics=None):
     feed = FrameFeed.from_config(cfg.source, size=bundle.input.size[0])
     with Sender(cfg.sender) as sender:
-        return EdgeLoop(EdgePipeline(bundle, cfg), feed, sender, status_interval_s=0).run(max_frames=frames)
+        loop = EdgeLoop(EdgePipeline(bundle, cfg), feed, sender, metrics=metrics, status_interval_s=0.2)
+        return loop.run(max_frames=frames)
 
 
 def _collect(pull, n, timeout_s=10.0):
@@ -94,14 +95,19 @@ def test_no_receiver_never_blocks_and_accounts_for_every_frame(bundle, free_port
         },
         env={},
     )
+    metrics = EdgeMetrics()
     t0 = time.monotonic()
-    stats = _run(bundle, cfg, 40)
+    stats = _run(bundle, cfg, 40, metrics)
     took = time.monotonic() - t0
     assert took < 10.0, f"40 frames at 60 fps took {took:.1f} s with no receiver"
     assert stats.sent == 0
     assert stats.dropped["backpressure"] == 40
     assert stats.accounted(), stats.as_dict()
     assert stats.captured == 40 + stats.dropped["stale"] + stats.dropped["shutdown"]
+    text = metrics.registry.render()
+    assert 'edge_frames_total{outcome="dropped",reason="backpressure"} 40' in text
+    assert f"edge_frames_captured_total {stats.captured}" in text
+    assert 'edge_stage_seconds_count{stage="front"} 40' in text
 
 
 def test_slow_receiver_frames_are_dropped_not_queued(free_port):
