@@ -230,3 +230,47 @@ def test_threads_stopped():
     # no grabber or metrics thread outlives its run
     names = [t.name for t in threading.enumerate()]
     assert "frame-grabber" not in names and "metrics-http" not in names
+
+
+def test_dealer_spreads_frames_over_two_receivers(bundle):
+    ctx = zmq.Context()
+    routers = []
+    try:
+        eps = []
+        for _ in range(2):
+            r = ctx.socket(zmq.ROUTER)
+            r.setsockopt(zmq.LINGER, 0)
+            eps.append(f"tcp://127.0.0.1:{r.bind_to_random_port('tcp://127.0.0.1')}")
+            routers.append(r)
+        cfg = config_from_dict(
+            {
+                "importance": {"provider": "fused"},
+                "source": {"mode": "sequential"},
+                "sender": {"endpoints": eps, "socket": "dealer"},
+            },
+            env={},
+        )
+        with Sender(cfg.sender) as sender:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # both connections up before the run
+                sender.sock.poll(10, zmq.POLLOUT)
+                if sender.sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+                    time.sleep(0.2)
+                    break
+            loop = EdgeLoop(
+                EdgePipeline(bundle, cfg), FrameFeed.from_config(cfg.source), sender, status_interval_s=0
+            )
+            stats = loop.run(max_frames=12)
+        got = [0, 0]
+        dec = Decoder(model_ids=[bundle.model_id_bytes])
+        for i, r in enumerate(routers):
+            while r.poll(200):
+                ident, msg = r.recv_multipart()
+                assert ident and dec.decode(msg).stream_id == "cam0"
+                got[i] += 1
+    finally:
+        for r in routers:
+            r.close()
+        ctx.term()
+    assert stats.accounted() and sum(got) == stats.sent >= 6
+    assert min(got) >= 1, f"round-robin over both receivers, got {got}"
