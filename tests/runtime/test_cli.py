@@ -30,14 +30,18 @@ def test_bad_bundle_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 
 def test_keys_new_and_list(tmp_path, capsys):
     assert main(["keys", "new", "edge-01", "--dir", str(tmp_path)]) == 0
-    assert (tmp_path / "edge-01.key").is_file() and (tmp_path / "edge-01.key_secret").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "edge-01.key").is_file() and (
+        tmp_path / "edge-01.key_secret"
+    ).stat().st_mode & 0o077 == 0
     assert main(["keys", "list", "--dir", str(tmp_path)]) == 0
     assert "edge-01.key" in capsys.readouterr().out
     assert main(["keys", "new", "edge-01", "--dir", str(tmp_path)]) == 2  # refuses to overwrite
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.startswith("edge-runtime ")
 
 
