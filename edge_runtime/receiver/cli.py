@@ -32,7 +32,7 @@ DEFAULTS: dict[str, object] = {
     "workers": 0,
     "threads": 0,
     "max_batch": 16,
-    "max_wait_ms": 5.0,
+    "max_wait_ms": 2.0,
     "jsonl": None,
     "jsonl_max_mb": 64.0,
     "jsonl_backups": 5,
