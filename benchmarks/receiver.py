@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -106,8 +106,11 @@ def model_stages(bundle, reps=60):
     return {k: float(np.median(v)) for k, v in t.items()}
 
 
-def latency(bundle, rx_endpoint, n, fps, streams):
-    """Paced sender: front half live, capture time taken before preprocessing."""
+def latency(bundle_path, threads, rx_endpoint, n, fps, streams):
+    """Paced sender in its own process (an edge box on loopback): front half live, capture time
+    taken before preprocessing."""
+    bundle = load_bundle(bundle_path, threads=threads)
+    bundle.warmup()
     sc = scenes(bundle, 16, seed=5)
     enc = Encoder(bundle.model_id_bytes)
     ctx, s = _sender(rx_endpoint)
@@ -172,11 +175,12 @@ def main(argv=None) -> int:
         max_wait_ms=args.max_wait_ms,
         callback=lambda r: lat.append(r.latency_ms),
     ) as rx:
-        th = threading.Thread(
-            target=latency, args=(bundle, rx.endpoint, args.latency_frames, args.fps, streams)
+        proc = mp.get_context("spawn").Process(
+            target=latency,
+            args=(str(bundle.path), args.threads, rx.endpoint, args.latency_frames, args.fps, streams),
         )
-        th.start()
-        th.join()
+        proc.start()
+        proc.join()
         rx.wait(frames=args.latency_frames, duration=30)
     lat_a = np.asarray(lat)
     p50, p99 = float(np.percentile(lat_a, 50)), float(np.percentile(lat_a, 99))
