@@ -129,3 +129,13 @@ def test_workers_share_one_streams_load(bundle, tmp_path):
     assert totals["results"] == len(msgs) and totals["gaps"] == 0
     assert {r.worker for r in got} == {1, 2}
     assert sorted(r.seq for r in got) == list(range(len(msgs)))
+
+
+def test_router_socket_takes_dealer_senders(bundle, traffic):
+    msgs, _, _ = traffic
+    got: list[Result] = []
+    with Receiver([bundle], socket_type="router", callback=got.append) as rx:
+        with Sender(rx.endpoint, kind=zmq.DEALER) as s:
+            s.send(msgs[:3])
+            totals = rx.wait(frames=3, duration=20)
+    assert totals["results"] == 3 and totals["rejected"] == {}
