@@ -29,6 +29,8 @@ DEV = [
     "ruff>=0.6",
     "matplotlib>=3.8",
     "tqdm>=4.66",
+    # Drives Debian's headless Chromium (executablePath) in the editor test; never downloads a browser.
+    "playwright>=1.45",
 ]
 
 setup(

@@ -1,0 +1,174 @@
+"""``edge-runtime receive``: arguments, the optional TOML config file, and the service loop.
+
+Every option can come from the command line or from ``--config FILE`` (TOML, keys named like the
+long options with ``_`` for ``-``; see ``deploy/receiver.example.toml``); the command line wins.
+An unknown key in the file is a :class:`~edge_runtime.errors.ConfigError` that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.receiver import _seams
+from edge_runtime.receiver.service import SOCKET_TYPES, Receiver
+
+__all__ = ["add_arguments", "run", "DEFAULTS", "load_config"]
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, object] = {
+    "bind": "tcp://*:5555",
+    "socket": "pull",
+    "bundle": [],
+    "keys_secret": None,
+    "allow_dir": None,
+    "workers": 0,
+    "threads": 0,
+    "max_batch": 16,
+    "max_wait_ms": 2.0,
+    "jsonl": None,
+    "jsonl_max_mb": 64.0,
+    "jsonl_backups": 5,
+    "pub": None,
+    "metrics_host": "127.0.0.1",
+    "metrics_port": None,
+    "duration": None,
+    "frames": None,
+}
+_TYPES = {
+    "bind": str, "socket": str, "bundle": list, "keys_secret": str, "allow_dir": str, "workers": int,
+    "threads": int, "max_batch": int, "max_wait_ms": (int, float), "jsonl": str, "jsonl_max_mb": (int, float),
+    "jsonl_backups": int, "pub": str, "metrics_host": str, "metrics_port": int, "duration": (int, float),
+    "frames": int,
+}  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    # defaults are None here so that a value given in --config is not overridden by a default
+    a = p.add_argument
+    a("--config", help="TOML file with any of the options below (command line wins)")
+    a("--bind", help=f"public endpoint to bind (default: {DEFAULTS['bind']})")
+    a("--socket", choices=sorted(SOCKET_TYPES), help="pull (edge PUSH) or router (edge DEALER); default pull")
+    a("--bundle", action="append", help="bundle folder; repeat to serve several models (default: shipped)")
+    a("--keys-secret", help="the receiver's CURVE .key_secret file (with --allow-dir)")
+    a("--allow-dir", help="folder of enrolled edge boxes' public .key files (with --keys-secret)")
+    a("--workers", type=int, help="worker processes behind a ZeroMQ proxy (default 0: one process)")
+    a("--threads", type=int, help="ONNX Runtime intra-op threads per process (default: cores / workers)")
+    a("--max-batch", type=int, help=f"largest back-half batch (default {DEFAULTS['max_batch']})")
+    a(
+        "--max-wait-ms",
+        type=float,
+        help=f"longest a frame waits for its batch (default {DEFAULTS['max_wait_ms']})",
+    )
+    a("--jsonl", help="write results as JSON lines to this file (rotated by size)")
+    a(
+        "--jsonl-max-mb",
+        type=float,
+        help=f"rotate the JSONL file at this size (default {DEFAULTS['jsonl_max_mb']})",
+    )
+    a("--jsonl-backups", type=int, help=f"rotated files kept (default {DEFAULTS['jsonl_backups']})")
+    a("--pub", help="publish results on a ZeroMQ PUB socket bound here (topic = stream id)")
+    a("--metrics-host", help=f"metrics endpoint address (default {DEFAULTS['metrics_host']})")
+    a("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free port)")
+    a("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM)")
+    a("--frames", type=int, help="stop after this many messages were accounted for")
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a TOML config; unknown keys and wrong types raise ConfigError naming the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    # keys at the top level, or all inside one [receiver] table
+    section = data["receiver"] if list(data) == ["receiver"] and isinstance(data["receiver"], dict) else data
+    out = {}
+    for key, value in section.items():
+        k = key.replace("-", "_")
+        if k not in _TYPES:
+            raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(_TYPES))}")
+        if not isinstance(value, _TYPES[k]) or isinstance(value, bool):
+            raise ConfigError(f"{path}: key {key!r} has the wrong type ({type(value).__name__}: {value!r})")
+        out[k] = value
+    return out
+
+
+def _resolve(args) -> dict:
+    conf = dict(DEFAULTS)
+    if getattr(args, "config", None):
+        conf.update(load_config(args.config))
+    for k in DEFAULTS:
+        v = getattr(args, k, None)
+        if v is not None:
+            conf[k] = v
+    return conf
+
+
+def build_receiver(conf: dict) -> Receiver:
+    return Receiver(
+        conf["bundle"] or None,
+        bind=conf["bind"],
+        socket_type=conf["socket"],
+        server_secret=conf["keys_secret"],
+        allow_dir=conf["allow_dir"],
+        max_batch=conf["max_batch"],
+        max_wait_ms=conf["max_wait_ms"],
+        workers=conf["workers"],
+        threads=conf["threads"],
+        jsonl=conf["jsonl"],
+        jsonl_max_bytes=int(conf["jsonl_max_mb"] * (1 << 20)),
+        jsonl_backups=conf["jsonl_backups"],
+        pub=conf["pub"],
+        metrics_host=conf["metrics_host"],
+        metrics_port=conf["metrics_port"],
+    )
+
+
+def run(args) -> int:
+    conf = _resolve(args)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    frames, duration = conf["frames"], conf["duration"]
+    end = None if duration is None else time.monotonic() + duration
+    wd = _seams.watchdog_interval_s()
+    with build_receiver(conf) as rx:
+        print(  # noqa: T201 - CLI output
+            f"receiving on {rx.endpoint}"
+            + (f", metrics on port {rx.metrics_port}" if rx.metrics_port else "")
+        )
+        _seams.notify("READY=1")
+        next_wd = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if end is not None and now >= end:
+                break
+            t = rx.stats.totals()
+            if frames is not None and t["received"] >= frames:
+                break
+            if wd is not None and now >= next_wd:
+                if rx.alive():
+                    _seams.notify("WATCHDOG=1")  # only while the loop and every worker are alive
+                next_wd = now + wd
+            if not rx.alive(max_age_s=60):
+                log.error("receiver loop or a worker stopped; exiting so that systemd restarts us")
+                return 1
+            stop.wait(0.05)
+        _seams.notify("STOPPING=1")
+    t = rx.stats.totals()
+    print(  # noqa: T201 - CLI output
+        f"received {t['received']}, results {t['results']} ({t['empty']} empty), "
+        f"rejected {sum(t['rejected'].values())} {t['rejected']}, sequence gaps {t['gaps']}"
+    )
+    return 0

@@ -1,0 +1,310 @@
+"""The receiver's core, one per process: decode -> check -> batch across streams -> back half.
+
+:class:`Engine` owns a hardened :class:`~edge_runtime.codec.Decoder` for every model it serves
+(a registry by 8-byte model id) and one pending batch per model. Messages from all streams go
+into the same batch, which runs when it holds ``max_batch`` frames or its oldest frame has waited
+``max_wait_s``. While a batch runs, new messages queue in ZeroMQ, so the next batch is larger on
+its own: that is the dynamic part.
+
+Every message fed in comes out as exactly one event through ``emit``: a :class:`Result` (also
+for empty frames: class ``None``, "nothing important") or a :class:`Reject` with a reason
+(``DecodeError.reason``, ``"shape"`` or ``"framing"``, or ``"inference"``). Accounting is built
+on that one-to-one rule (see :mod:`edge_runtime.receiver.results`).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_runtime.bundle import Bundle
+from edge_runtime.codec import Decoder, Frame, Limits
+from edge_runtime.codec.wire import MAGIC
+from edge_runtime.errors import ConfigError, DecodeError
+
+__all__ = ["Engine", "Result", "Reject", "RateLimitedLog", "limits_for", "softmax"]
+
+log = logging.getLogger(__name__)
+
+_COMMON = struct.Struct("<3sBBB8sQq")  # same leading fields as edge_runtime.codec.wire (docs/wire.md)
+UNKNOWN_STREAM = "<unknown>"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the receiver concluded about one frame; ``cls`` is ``None`` for an empty frame."""
+
+    stream_id: str
+    seq: int
+    capture_time_ns: int
+    latency_ms: float  # result time minus capture time (wall clocks of edge and receiver)
+    model_id: str  # hex, 16 characters
+    cls: int | None
+    label: str | None
+    scores: list[float] | None  # softmax of the logits
+    batch: int = 0  # size of the batch this frame ran in (0: empty frame, no back half)
+    worker: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "stream": self.stream_id,
+            "seq": self.seq,
+            "capture_ns": self.capture_time_ns,
+            "latency_ms": round(self.latency_ms, 3),
+            "model": self.model_id,
+            "class": self.cls,
+            "label": self.label,
+            "scores": self.scores,
+            "batch": self.batch,
+            "worker": self.worker,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Result:
+        return cls(
+            d["stream"], d["seq"], d["capture_ns"], d["latency_ms"], d["model"], d["class"],
+            d["label"], d["scores"], d.get("batch", 0), d.get("worker", 0),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A message that was dropped. ``stream_id`` is read from the header when it parses."""
+
+    stream_id: str
+    reason: str
+    detail: str = ""
+
+
+class RateLimitedLog:
+    """At most one log line per key every ``interval_s``; the next line says how many were held back,
+    so hostile traffic cannot flood the log but nothing goes unmentioned."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0, max_keys: int = 256) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self._last: dict[str, list] = {}  # key -> [last time, suppressed count]
+
+    def log(self, level: int, key: str, msg: str, *args) -> bool:
+        now = time.monotonic()
+        st = self._last.get(key)
+        if st is None:
+            if len(self._last) >= self.max_keys:
+                key = "<other>"  # keys come from the wire; keep the table bounded
+                st = self._last.get(key)
+            if st is None:
+                st = self._last[key] = [-float("inf"), 0]
+        if now - st[0] < self.interval_s:
+            st[1] += 1
+            return False
+        held = st[1]
+        st[0], st[1] = now, 0
+        if held:
+            msg += " (%d similar messages held back in the last %.0f s)"
+            args = (*args, held, self.interval_s)
+        self.logger.log(level, msg, *args)
+        return True
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def limits_for(bundles: Iterable[Bundle], max_streams: int = 1024) -> Limits:
+    """Decoder limits no larger than the largest split tensor served: nothing bigger is ever allocated."""
+    shapes = [b.split_shape for b in bundles]
+    c = max(s[0] for s in shapes)
+    h = max(s[1] for s in shapes)
+    w = max(s[2] for s in shapes)
+    elements = max(int(np.prod(s)) for s in shapes)
+    # float32 raw payload + per-channel scale/offset + headers; anything longer is not ours
+    return Limits(
+        max_message_bytes=4 * elements + 8 * c + 4096,
+        max_elements=elements,
+        max_channels=c,
+        max_height=h,
+        max_width=w,
+        max_streams=max_streams,
+    )
+
+
+def peek_stream_id(buf: bytes, max_len: int = 64) -> str:
+    """The stream id named in a message's header, best effort, for accounting a rejected message."""
+    if len(buf) < _COMMON.size or buf[:3] != MAGIC:
+        return UNKNOWN_STREAM
+    sid_len = buf[5]
+    if sid_len > max_len or _COMMON.size + sid_len > len(buf):
+        return UNKNOWN_STREAM
+    try:
+        return bytes(buf[_COMMON.size : _COMMON.size + sid_len]).decode("utf-8")
+    except UnicodeDecodeError:
+        return UNKNOWN_STREAM
+
+
+@dataclass
+class _Pending:
+    frames: list[Frame] = field(default_factory=list)
+    inputs: list[np.ndarray] = field(default_factory=list)
+    first_ns: int = 0  # monotonic arrival of the oldest frame
+
+
+class Engine:
+    """Decode, batch and run the back half for the bundles in ``bundles``.
+
+    Parameters
+    ----------
+    bundles:
+        The models served; their 8-byte model ids must differ.
+    emit:
+        Called with every :class:`Result` and :class:`Reject`, in the engine's thread.
+    max_batch, max_wait_s:
+        A batch runs when it holds ``max_batch`` frames or its oldest frame has waited ``max_wait_s``.
+    parts:
+        Frames per ZeroMQ message: 1 from a PULL socket, 2 from a ROUTER socket (identity, payload).
+    """
+
+    def __init__(
+        self,
+        bundles: Iterable[Bundle],
+        emit: Callable[[Result | Reject], None],
+        *,
+        max_batch: int = 16,
+        max_wait_s: float = 0.005,
+        parts: int = 1,
+        max_streams: int = 1024,
+        worker: int = 0,
+    ) -> None:
+        self.bundles: dict[bytes, Bundle] = {}
+        for b in bundles:
+            if b.model_id_bytes in self.bundles:
+                raise ConfigError(
+                    f"bundles {self.bundles[b.model_id_bytes].path} and {b.path} have the same model id "
+                    f"{b.model_id[:16]}; give each model once"
+                )
+            self.bundles[b.model_id_bytes] = b
+        if not self.bundles:
+            raise ConfigError("the receiver needs at least one bundle (--bundle)")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        if not max_wait_s >= 0:
+            raise ConfigError(f"max_wait must be >= 0 s, got {max_wait_s!r}")
+        if parts not in (1, 2):
+            raise ConfigError(f"parts must be 1 (PULL) or 2 (ROUTER), got {parts!r}")
+        self.emit = emit
+        self.max_batch = max_batch
+        self.max_wait_ns = int(max_wait_s * 1e9)
+        self.parts = parts
+        self.worker = worker
+        self.limits = limits_for(self.bundles.values(), max_streams)
+        self.decoder = Decoder(model_ids=list(self.bundles), limits=self.limits)
+        self._pending: dict[bytes, _Pending] = {m: _Pending() for m in self.bundles}
+        self._rlog = RateLimitedLog(log)
+        # time spent, for benchmarks and metrics: decode+dequantize vs back half
+        self.decode_s = 0.0
+        self.back_s = 0.0
+        self.batches = 0
+
+    # -- input ---------------------------------------------------------
+
+    def feed(self, parts: list[bytes]) -> None:
+        """One ZeroMQ message (its frames); emits a Reject or queues the frame (empty: emits a Result)."""
+        t0 = time.perf_counter()
+        if len(parts) != self.parts:
+            self._reject(UNKNOWN_STREAM, "framing", f"{len(parts)} message parts, expected {self.parts}")
+            return
+        buf = parts[-1]
+        try:
+            frame = self.decoder.decode(buf)
+        except DecodeError as e:
+            self._reject(peek_stream_id(buf, self.limits.max_stream_id), e.reason, str(e))
+            return
+        bundle = self.bundles[frame.model_id]
+        if frame.tensor is None:
+            self._emit_result(frame, bundle, None, 0)
+            return
+        if frame.tensor.data.shape != bundle.split_shape:
+            self._reject(
+                frame.stream_id,
+                "shape",
+                f"tensor shape {frame.tensor.data.shape} is not the split shape {bundle.split_shape} "
+                f"of model {bundle.model_name} ({bundle.model_id[:16]})",
+            )
+            return
+        x = frame.tensor.dequantize()
+        pend = self._pending[frame.model_id]
+        if not pend.frames:
+            pend.first_ns = time.monotonic_ns()
+        pend.frames.append(frame)
+        pend.inputs.append(x)
+        self.decode_s += time.perf_counter() - t0
+        if len(pend.frames) >= self.max_batch:
+            self._run(frame.model_id)
+
+    def _reject(self, stream_id: str, reason: str, detail: str) -> None:
+        self._rlog.log(
+            logging.WARNING, reason, "rejected a message from stream %r: %s: %s", stream_id, reason, detail
+        )
+        self.emit(Reject(stream_id, reason, detail))
+
+    # -- batches -------------------------------------------------------
+
+    def pending(self) -> int:
+        return sum(len(p.frames) for p in self._pending.values())
+
+    def time_to_due(self) -> float | None:
+        """Seconds until the oldest pending batch is due (0: now); ``None`` when nothing waits."""
+        firsts = [p.first_ns for p in self._pending.values() if p.frames]
+        if not firsts:
+            return None
+        return max(0.0, (min(firsts) + self.max_wait_ns - time.monotonic_ns()) / 1e9)
+
+    def flush(self, force: bool = False) -> int:
+        """Run every batch that is due (all of them with ``force``); returns the frames run."""
+        now = time.monotonic_ns()
+        n = 0
+        for m, p in self._pending.items():
+            if p.frames and (force or now - p.first_ns >= self.max_wait_ns):
+                n += len(p.frames)
+                self._run(m)
+        return n
+
+    def _run(self, model_id: bytes) -> None:
+        pend = self._pending[model_id]
+        frames, inputs = pend.frames, pend.inputs
+        self._pending[model_id] = _Pending()
+        bundle = self.bundles[model_id]
+        t0 = time.perf_counter()
+        try:
+            logits = bundle.back(np.stack(inputs))
+        except Exception as e:  # onnxruntime raises its own types; account every frame, keep serving
+            self._rlog.log(logging.ERROR, "inference", "back half of %s failed on a batch of %d: %s",
+                           bundle.model_name, len(frames), e)  # fmt: skip
+            for f in frames:
+                self.emit(Reject(f.stream_id, "inference", str(e)))
+            return
+        self.back_s += time.perf_counter() - t0
+        self.batches += 1
+        scores = softmax(logits.astype(np.float64))
+        for f, s in zip(frames, scores, strict=True):
+            self._emit_result(f, bundle, s, len(frames))
+
+    def _emit_result(self, frame: Frame, bundle: Bundle, scores: np.ndarray | None, batch: int) -> None:
+        latency_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        if scores is None:
+            cls = label = sc = None
+        else:
+            cls = int(scores.argmax())
+            label = bundle.classes[cls]
+            sc = [round(float(v), 6) for v in scores]
+        self.emit(
+            Result(frame.stream_id, frame.seq, frame.capture_time_ns, latency_ms, bundle.model_id[:16],
+                   cls, label, sc, batch, self.worker)
+        )  # fmt: skip

@@ -1,0 +1,505 @@
+"""The :class:`Receiver`: bind, authenticate, decode, batch, run the back half, publish results.
+
+One process (``workers <= 1``)::
+
+    edge boxes --CURVE--> PULL/ROUTER (bind) -> Engine (decode, batch, back half) -> sinks
+
+Several worker processes (``workers = N``), scaled out with ZeroMQ's own proxy, not a scheduler::
+
+    edge boxes --CURVE--> PULL/ROUTER (bind, public) =zmq.proxy=> PUSH ipc://.../in
+        -> N worker processes: PULL, Engine -> PUSH ipc://.../out
+        -> PULL in the parent -> accounting + sinks (one JSONL writer, one PUB socket)
+
+Authentication happens once, at the public socket. PUSH hands messages to the workers round-robin
+(skipping a worker whose queue is full), so one stream's frames are spread over all workers; the
+per-stream accounting is done in the parent from the workers' events, and its gap count does not
+depend on arrival order. Inter-frame (delta) mode needs the key frame in the same process: with
+workers, run edge senders with ``keyframe_interval = 0`` (see docs/receiver.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import zmq
+
+from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.errors import ConfigError
+from edge_runtime.receiver import _seams
+from edge_runtime.receiver.engine import Engine, Reject, Result
+from edge_runtime.receiver.results import CallbackSink, JsonlSink, PubSink, Sink, Stats
+from edge_runtime.transport import SocketTimeouts, apply_timeouts, configure_server_curve, start_authenticator
+
+__all__ = ["Receiver", "SOCKET_TYPES"]
+
+log = logging.getLogger(__name__)
+
+SOCKET_TYPES = {"pull": zmq.PULL, "router": zmq.ROUTER}
+_READY_TIMEOUT_S = 120.0  # a worker loads its bundles and ONNX Runtime; slow on a busy machine
+
+
+def _bundle_paths(bundles: Iterable[Bundle | str | Path] | None) -> list[Bundle | Path]:
+    items = list(bundles) if bundles is not None else [None]
+    return [b if isinstance(b, Bundle) else Path(b) if b is not None else None for b in items]
+
+
+class Receiver:
+    """The receiver, as a context manager; results go to ``callback`` and any ``sinks``.
+
+    >>> with Receiver(["bundles/default"], bind="tcp://127.0.0.1:0", callback=print) as rx:
+    ...     rx.wait(frames=100, duration=60)
+
+    Parameters
+    ----------
+    bundles:
+        Bundle folders (or loaded :class:`Bundle` objects) by model id; ``None``: the shipped one.
+    bind:
+        Public endpoint; port 0 picks a free port (see :attr:`endpoint`).
+    socket_type:
+        ``"pull"`` (edge PUSH) or ``"router"`` (edge DEALER).
+    server_secret, allow_dir:
+        CURVE server key pair file and the folder of enrolled clients' ``.key`` files. Both or
+        neither; with neither the receiver is unauthenticated and says so in a warning.
+    max_batch, max_wait_ms:
+        Dynamic batching across streams: a batch runs when full or when its oldest frame waited this long.
+    workers:
+        0 or 1: one process; N >= 2: N worker processes behind a ZeroMQ proxy.
+    threads:
+        ONNX Runtime intra-op threads per process (0: cores / workers).
+    """
+
+    def __init__(
+        self,
+        bundles: Iterable[Bundle | str | Path] | None = None,
+        *,
+        bind: str = "tcp://127.0.0.1:0",
+        socket_type: str = "pull",
+        server_secret: str | Path | None = None,
+        allow_dir: str | Path | None = None,
+        max_batch: int = 16,
+        max_wait_ms: float = 2.0,
+        workers: int = 0,
+        threads: int = 0,
+        callback: Callable[[Result], None] | None = None,
+        sinks: Iterable[Sink] = (),
+        jsonl: str | Path | None = None,
+        jsonl_max_bytes: int = 64 << 20,
+        jsonl_backups: int = 5,
+        pub: str | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+        timeouts: SocketTimeouts | None = None,
+        max_streams: int = 1024,
+    ) -> None:
+        if socket_type not in SOCKET_TYPES:
+            raise ConfigError(f"socket type must be one of {sorted(SOCKET_TYPES)}, got {socket_type!r}")
+        if (server_secret is None) != (allow_dir is None):
+            raise ConfigError(
+                "CURVE needs both the server's secret key file (--keys-secret) and the allow folder of "
+                "client keys (--allow-dir); give both, or neither for an unauthenticated receiver"
+            )
+        if not isinstance(workers, int) or workers < 0:
+            raise ConfigError(f"workers must be an int >= 0, got {workers!r}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        if not max_wait_ms >= 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        self.bind = bind
+        self.socket_type = socket_type
+        self.server_secret = server_secret
+        self.allow_dir = allow_dir
+        self.max_batch = max_batch
+        self.max_wait_ms = float(max_wait_ms)
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+        self.timeouts = timeouts or SocketTimeouts()
+        self.max_streams = max_streams
+        self.stats = Stats(max_streams)
+        self.endpoint: str | None = None
+        self._bundle_specs = _bundle_paths(bundles)
+        self._sinks: list[Sink] = list(sinks)
+        if callback is not None:
+            self._sinks.append(CallbackSink(callback))
+        self._jsonl = (jsonl, jsonl_max_bytes, jsonl_backups)
+        self._pub = pub
+        self._metrics = (metrics_host, metrics_port)
+        self.metrics_port: int | None = None
+        self.pub_endpoint: str | None = None
+        self._owned_sinks: list[Sink] = []
+        self._ctx: zmq.Context | None = None
+        self._auth = None
+        self._threads: list[threading.Thread] = []
+        self._procs: list = []
+        self._stop = threading.Event()
+        self._heartbeat = time.monotonic()
+        self._engine: Engine | None = None
+        self._ipc_dir: str | None = None
+        self._metrics_server = None
+        self._lock = threading.Lock()
+        self.started = False
+
+    # -- lifecycle -----------------------------------------------------
+
+    def __enter__(self) -> Receiver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> Receiver:
+        if self.started:
+            raise ConfigError("receiver already started")
+        self.started = True
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self._ctx = zmq.Context()
+        if self.server_secret is not None:
+            self._auth = start_authenticator(self._ctx, self.allow_dir)
+        else:
+            log.warning(
+                "RECEIVER IS UNAUTHENTICATED: no CURVE keys configured, anyone who can reach %s can send "
+                "features, and nothing is encrypted; set --keys-secret and --allow-dir (docs/receiver.md)",
+                self.bind,
+            )
+        jsonl, max_bytes, backups = self._jsonl
+        if jsonl is not None:
+            self._owned_sinks.append(JsonlSink(jsonl, max_bytes=max_bytes, backups=backups))
+        if self._pub is not None:
+            pub = PubSink(self._pub, self._ctx, self.timeouts)
+            self.pub_endpoint = pub.endpoint
+            self._owned_sinks.append(pub)
+        front = self._public_socket()
+        if self.workers <= 1:
+            bundles = [
+                b if isinstance(b, Bundle) else load_bundle(b, threads=self.threads)
+                for b in self._bundle_specs
+            ]
+            self._engine = Engine(
+                bundles, self._on_event, max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1e3,
+                parts=1 if self.socket_type == "pull" else 2, max_streams=self.max_streams,
+            )  # fmt: skip
+            for b in bundles:
+                b.session("back")  # load now: the first frame pays no start-up cost
+                log.info("serving model %s (%s) from %s", b.model_name, b.model_id[:16], b.path)
+            self._spawn(self._single_loop, front)
+        else:
+            self._start_workers(front)
+        host, port = self._metrics
+        if port is not None:
+            self._metrics_server = _seams.serve_metrics(host, port, self.render_metrics)
+            self.metrics_port = self._metrics_server.port
+        log.info(
+            "receiving on %s (%s, %s), max batch %d, max wait %.1f ms, %s",
+            self.endpoint, self.socket_type, "CURVE" if self._auth else "UNAUTHENTICATED",
+            self.max_batch, self.max_wait_ms,
+            f"{self.workers} workers" if self.workers > 1 else f"one process, {self.threads} ORT threads",
+        )  # fmt: skip
+
+    def _public_socket(self) -> zmq.Socket:
+        sock = self._ctx.socket(SOCKET_TYPES[self.socket_type])
+        apply_timeouts(sock, self.timeouts)
+        if self.server_secret is not None:
+            configure_server_curve(sock, self.server_secret)
+        try:
+            sock.bind(self.bind)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            raise ConfigError(f"cannot bind the receiver to {self.bind!r}: {e}") from e
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return sock
+
+    def _spawn(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, name=f"receiver-{target.__name__}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def close(self) -> None:
+        """Stop receiving, finish pending batches, close sinks and sockets. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._procs:
+            self._stop_workers()
+        for t in self._threads:
+            t.join(timeout=30)
+            if t.is_alive():
+                log.error("receiver thread %s did not stop within 30 s", t.name)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        for s in self._owned_sinks + self._sinks:
+            s.close()
+        if self._auth is not None:
+            self._auth.stop()
+        if self._ctx is not None:
+            self._ctx.term()
+        if self._ipc_dir:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    # -- events --------------------------------------------------------
+
+    def _on_event(self, ev: Result | Reject) -> None:
+        self.stats.add(ev)
+        if isinstance(ev, Result):
+            for s in self._owned_sinks:
+                s.write(ev)
+            for s in self._sinks:
+                s.write(ev)
+
+    def _flush_sinks(self) -> None:
+        for s in self._owned_sinks + self._sinks:
+            s.flush()
+
+    # -- one process ---------------------------------------------------
+
+    def _single_loop(self, sock: zmq.Socket) -> None:
+        eng = self._engine
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        idle_ms = self.timeouts.recv_timeout_ms
+        drain = 4 * self.max_batch
+        try:
+            while not self._stop.is_set():
+                self._heartbeat = time.monotonic()
+                due = eng.time_to_due()
+                timeout = idle_ms if due is None else min(idle_ms, due * 1e3)
+                n = 0
+                if poller.poll(timeout):
+                    while n < drain:
+                        try:
+                            parts = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        eng.feed(parts)
+                        n += 1
+                if eng.flush() or n:
+                    self._flush_sinks()
+            eng.flush(force=True)
+            self._flush_sinks()
+        except Exception:
+            log.exception("receiver loop failed; the watchdog will see it stop")
+            raise
+        finally:
+            sock.close()
+
+    # -- worker processes ----------------------------------------------
+
+    def _start_workers(self, front: zmq.Socket) -> None:
+        self._ipc_dir = tempfile.mkdtemp(prefix="edge-rx-")
+        os.chmod(self._ipc_dir, 0o700)  # only this user can talk to the workers
+        ep_in = f"ipc://{self._ipc_dir}/in"
+        ep_out = f"ipc://{self._ipc_dir}/out"
+        back = self._ctx.socket(zmq.PUSH)
+        back.setsockopt(zmq.LINGER, 0)
+        back.setsockopt(zmq.SNDHWM, 2 * self.max_batch)  # a busy worker's queue fills, PUSH skips it
+        back.bind(ep_in)
+        results = self._ctx.socket(zmq.PULL)
+        results.setsockopt(zmq.LINGER, 0)
+        results.bind(ep_out)
+        ctrl_ep = f"inproc://proxy-ctrl-{id(self)}"
+        self._ctrl = self._ctx.socket(zmq.PAIR)
+        self._ctrl.bind(ctrl_ep)
+        ctrl_peer = self._ctx.socket(zmq.PAIR)
+        ctrl_peer.connect(ctrl_ep)
+        spec = {
+            "bundles": [
+                str(b.path if isinstance(b, Bundle) else b) if b is not None else None
+                for b in self._bundle_specs
+            ],
+            "threads": self.threads,
+            "max_batch": self.max_batch,
+            "max_wait_s": self.max_wait_ms / 1e3,
+            "parts": 1 if self.socket_type == "pull" else 2,
+            "in": ep_in,
+            "out": ep_out,
+            "max_streams": self.max_streams,
+            "recv_timeout_ms": self.timeouts.recv_timeout_ms,
+        }
+        mpctx = mp.get_context("spawn")  # no fork: ZeroMQ contexts and ORT threads do not survive it
+        self._worker_stop = mpctx.Event()
+        for i in range(self.workers):
+            p = mpctx.Process(
+                target=_worker_main, args=(spec, i + 1, self._worker_stop), name=f"rx-worker-{i + 1}"
+            )
+            p.start()
+            self._procs.append(p)
+        # wait until every worker is connected, so PUSH spreads the first frames over all of them
+        ready: set[int] = set()
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while len(ready) < self.workers:
+            if time.monotonic() > deadline or not all(p.is_alive() for p in self._procs):
+                for p in self._procs:
+                    p.kill()
+                raise ConfigError(
+                    f"only {len(ready)} of {self.workers} receiver workers started within {_READY_TIMEOUT_S:.0f} s; "
+                    "see their log lines above"
+                )
+            if results.poll(200):
+                msg = json.loads(results.recv())
+                if "ready" in msg:
+                    ready.add(msg["ready"])
+                    log.info("worker %d ready (pid %d)", msg["ready"], msg["pid"])
+        self._spawn(self._proxy, front, back, ctrl_peer)
+        self._spawn(self._collect, results)
+
+    def _proxy(self, front: zmq.Socket, back: zmq.Socket, ctrl: zmq.Socket) -> None:
+        try:
+            zmq.proxy_steerable(front, back, None, ctrl)
+        except zmq.ZMQError as e:
+            if e.errno != zmq.ETERM:
+                log.exception("receiver proxy failed")
+        finally:
+            front.close(0)
+            back.close(0)
+            ctrl.close(0)
+
+    def _collect(self, results: zmq.Socket) -> None:
+        try:
+            while True:
+                self._heartbeat = time.monotonic()
+                if not results.poll(self.timeouts.recv_timeout_ms):
+                    if self._stop.is_set() and not any(p.is_alive() for p in self._procs):
+                        break
+                    continue
+                n = 0
+                while n < 256:
+                    try:
+                        raw = results.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    n += 1
+                    msg = json.loads(raw)
+                    if "r" in msg:
+                        self._on_event(Result.from_dict(msg["r"]))
+                    elif "x" in msg:
+                        self._on_event(Reject(*msg["x"]))
+                self._flush_sinks()
+        finally:
+            results.close(0)
+
+    def _stop_workers(self) -> None:
+        try:
+            self._ctrl.send(b"TERMINATE")
+        finally:
+            self._ctrl.close(0)
+        self._worker_stop.set()
+        for p in self._procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                log.error("worker %s did not stop within 30 s; killing it", p.name)
+                p.kill()
+                p.join(timeout=5)
+
+    # -- queries -------------------------------------------------------
+
+    def alive(self, max_age_s: float = 10.0) -> bool:
+        """The loop ran within ``max_age_s`` and every worker is alive (for the systemd watchdog)."""
+        if not self.started or self._stop.is_set():
+            return False
+        if time.monotonic() - self._heartbeat > max_age_s:
+            return False
+        return all(p.is_alive() for p in self._procs)
+
+    def wait(self, frames: int | None = None, duration: float | None = None, poll_s: float = 0.02) -> dict:
+        """Block until ``frames`` messages have been accounted for (results + rejects) or ``duration``
+        seconds passed (at least one must be given); returns :meth:`Stats.totals`."""
+        if frames is None and duration is None:
+            raise ConfigError("wait() needs frames or duration")
+        end = None if duration is None else time.monotonic() + duration
+        while True:
+            t = self.stats.totals()
+            if frames is not None and t["received"] >= frames:
+                return t
+            if end is not None and time.monotonic() >= end:
+                return t
+            if not self.alive(max_age_s=60):
+                return t
+            time.sleep(poll_s)
+
+    def render_metrics(self) -> str:
+        text = self.stats.render_prometheus()
+        t = self.stats.totals()
+        lat = sorted(self.stats.latencies)
+        extra = [
+            "# HELP edge_receiver_workers_alive worker processes alive (1 in one-process mode)",
+            "# TYPE edge_receiver_workers_alive gauge",
+            f"edge_receiver_workers_alive {sum(p.is_alive() for p in self._procs) if self._procs else int(self.alive())}",
+            "# HELP edge_receiver_latency_p50_ms median capture-to-result latency of the last results",
+            "# TYPE edge_receiver_latency_p50_ms gauge",
+            f"edge_receiver_latency_p50_ms {lat[len(lat) // 2] if lat else 0.0}",
+            "# HELP edge_receiver_results_all_total results over all streams",
+            "# TYPE edge_receiver_results_all_total counter",
+            f"edge_receiver_results_all_total {t['results']}",
+        ]
+        return text + "\n".join(extra) + "\n"
+
+
+def _worker_main(spec: dict, index: int, stop) -> None:
+    """One worker process: PULL raw messages from the proxy, emit events to the parent."""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s worker{index} %(name)s: %(message)s"
+    )
+    bundles = [load_bundle(p, threads=spec["threads"]) for p in spec["bundles"]]
+    ctx = zmq.Context()
+    inp = ctx.socket(zmq.PULL)
+    inp.setsockopt(zmq.RCVHWM, 2 * spec["max_batch"])
+    inp.setsockopt(zmq.LINGER, 0)
+    out = ctx.socket(zmq.PUSH)
+    out.setsockopt(zmq.LINGER, 5000)
+    out.connect(spec["out"])
+
+    def emit(ev: Result | Reject) -> None:
+        if isinstance(ev, Result):
+            out.send(json.dumps({"r": ev.to_dict()}).encode())
+        else:
+            out.send(json.dumps({"x": [ev.stream_id, ev.reason, ev.detail[:500]]}).encode())
+
+    eng = Engine(
+        bundles, emit, max_batch=spec["max_batch"], max_wait_s=spec["max_wait_s"], parts=spec["parts"],
+        max_streams=spec["max_streams"], worker=index,
+    )  # fmt: skip
+    for b in bundles:
+        b.session("back")
+    inp.connect(spec["in"])
+    out.send(json.dumps({"ready": index, "pid": os.getpid()}).encode())
+    poller = zmq.Poller()
+    poller.register(inp, zmq.POLLIN)
+    drain = 4 * spec["max_batch"]
+    try:
+        while not stop.is_set():
+            due = eng.time_to_due()
+            timeout = spec["recv_timeout_ms"] if due is None else min(spec["recv_timeout_ms"], due * 1e3)
+            if poller.poll(timeout):
+                for _ in range(drain):
+                    try:
+                        parts = inp.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    eng.feed(parts)
+            eng.flush()
+        # take what is already queued, then finish the last batches
+        while True:
+            try:
+                eng.feed(inp.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        eng.flush(force=True)
+    finally:
+        inp.close(0)
+        out.close()
+        ctx.term()
