@@ -31,8 +31,9 @@ are bounded by the declared shape, never by the stream.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from ._jit import jit
 
 __all__ = ["CoderError", "encode_map", "decode_map", "max_encoded_size"]
 
@@ -43,8 +44,6 @@ _ACT_CAP = 3
 _N_ZCTX = 11
 _N_CTX = 2 * (_ACT_CAP + 3)  # (activity bucket, magnitude-or-residual)
 
-_JIT = {"cache": True, "nogil": True}  # one place for the flags (STYLE: kernels)
-
 
 class CoderError(ValueError):
     """The coded stream is corrupt or does not match the declared shape."""
@@ -53,7 +52,7 @@ class CoderError(ValueError):
 # ---------------------------------------------------------------- encoder primitives
 
 
-@numba.njit(**_JIT)
+@jit
 def _shift_low(st, out):
     # st: [low, range, cache, cache_size, pos]
     low = st[0]
@@ -72,7 +71,7 @@ def _shift_low(st, out):
     st[0] = (low & 0x00FFFFFF) << 8
 
 
-@numba.njit(**_JIT)
+@jit
 def _enc_bit(st, out, pf, ps, i, bit):
     p = (np.int64(pf[i]) + np.int64(ps[i])) >> 1
     bound = (st[1] >> _PROB_BITS) * p
@@ -90,7 +89,7 @@ def _enc_bit(st, out, pf, ps, i, bit):
         _shift_low(st, out)
 
 
-@numba.njit(**_JIT)
+@jit
 def _bit_length(v):
     k = 0
     while v > 0:
@@ -99,7 +98,7 @@ def _bit_length(v):
     return k
 
 
-@numba.njit(**_JIT)
+@jit
 def _neighbour_state(sym, keep, c, h, w, dh, dw):
     """-1 if the neighbour at (h + dh, w + dw) is outside or masked, else its value."""
     hh = h + dh
@@ -109,7 +108,7 @@ def _neighbour_state(sym, keep, c, h, w, dh, dw):
     return np.int64(sym[c, hh, ww])
 
 
-@numba.njit(**_JIT)
+@jit
 def _predict(sym, keep, c, h, w, last):
     """(prediction, zero-flag context, magnitude context) of (c, h, w) from kept causal neighbours."""
     a = _neighbour_state(sym, keep, c, h, w, 0, -1)
@@ -127,7 +126,7 @@ def _predict(sym, keep, c, h, w, last):
     return pred, sa * 3 + sb, act
 
 
-@numba.njit(**_JIT)
+@jit
 def _zigzag(d, bits):
     """Map a difference to [0, 2**bits): wrap to a signed value mod 2**bits, then zigzag."""
     m = (1 << bits) - 1
@@ -137,13 +136,13 @@ def _zigzag(d, bits):
     return 2 * d if d >= 0 else -2 * d - 1
 
 
-@numba.njit(**_JIT)
+@jit
 def _unzigzag(z, pred, bits):
     d = (z >> 1) if (z & 1) == 0 else -((z + 1) >> 1)
     return (pred + d) & ((1 << bits) - 1)
 
 
-@numba.njit(**_JIT)
+@jit
 def _mask_ctx(keep, h, w, width):
     ctx = 0
     if w > 0 and keep[h, w - 1]:
@@ -158,7 +157,7 @@ def _mask_ctx(keep, h, w, width):
     return ctx
 
 
-@numba.njit(**_JIT)
+@jit
 def _encode(sym, keep, code_mask, bits, out):
     C, H, W = sym.shape
     st = np.zeros(5, np.int64)
@@ -212,7 +211,7 @@ def _encode(sym, keep, code_mask, bits, out):
 # ---------------------------------------------------------------- decoder
 
 
-@numba.njit(**_JIT)
+@jit
 def _dec_bit(st, buf, pf, ps, i):
     # st: [code, range, pos]
     p = (np.int64(pf[i]) + np.int64(ps[i])) >> 1
@@ -238,7 +237,7 @@ def _dec_bit(st, buf, pf, ps, i):
     return bit
 
 
-@numba.njit(**_JIT)
+@jit
 def _decode(buf, sym, keep, code_mask, bits):
     """Return 0 on success, else an error code (1: bad start, 2: invariant broken, 3: length)."""
     C, H, W = sym.shape
