@@ -2,7 +2,7 @@
 
 Runtime subcommands (edge box, no torch) come from :data:`COMMANDS`: each names a module with
 ``add_arguments(parser)`` and ``run(args) -> int``; a module that is not there is not offered.
-Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``.
+Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``, ``finetune``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("edge_runtime")
 
-_OFFLINE = {"train", "export", "split"}
+_OFFLINE = {"train", "export", "split", "finetune"}
 
 # name -> (module with add_arguments / run, help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,6 +55,9 @@ def _add_offline(sub) -> None:
     mc.add_export_args(sub.add_parser("export", help="export a checkpoint as a bundle (needs .[train])"))
     mc.add_split_args(
         sub.add_parser("split", help="split any ONNX classifier into a bundle (needs .[train])")
+    )
+    mc.add_finetune_args(
+        sub.add_parser("finetune", help="masking- and quantization-aware fine-tuning (needs .[train])")
     )
 
 

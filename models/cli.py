@@ -1,4 +1,4 @@
-"""Offline subcommands of ``edge-runtime`` (need the ``train`` extra): train, export, split.
+"""Offline subcommands of ``edge-runtime`` (need the ``train`` extra): train, export, split, finetune.
 
 ``edge_runtime.cli`` registers their arguments and calls these functions lazily, so the edge box
 (without torch) still gets ``--help`` and a clear message instead of an ImportError.
@@ -11,7 +11,16 @@ import json
 import logging
 from pathlib import Path
 
-__all__ = ["add_train_args", "add_export_args", "add_split_args", "cmd_train", "cmd_export", "cmd_split"]
+__all__ = [
+    "add_train_args",
+    "add_export_args",
+    "add_split_args",
+    "add_finetune_args",
+    "cmd_train",
+    "cmd_export",
+    "cmd_split",
+    "cmd_finetune",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,4 +155,56 @@ def cmd_split(args) -> int:
             {"bundle": args.out, "model_id": manifest["model_id"][:16], "split": manifest["split"]}, indent=2
         )
     )
+    return 0
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint.pt of an ABN written by `edge-runtime train`")
+    p.add_argument("--out", default="runs/finetune", help="run folder for the new checkpoint.pt")
+    p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when fine-tuning ends")
+    p.add_argument("--data", help="ImageFolder tree instead of the built-in scenes")
+    p.add_argument("--num-train", type=int, default=12000, help="built-in scenes to fine-tune on")
+    p.add_argument("--num-test", type=int, default=2000, help="built-in held-out scenes")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--keep-min", type=float, default=0.05, help="smallest keep ratio drawn")
+    p.add_argument("--keep-max", type=float, default=0.7, help="largest keep ratio drawn (besides 1.0)")
+    p.add_argument("--p-full", type=float, default=0.2, help="probability of no mask")
+    p.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 6, 8], help="bit depths drawn")
+    p.add_argument("--p-float", type=float, default=0.1, help="probability of no quantization")
+    p.add_argument("--train-bottleneck", action="store_true", help="also train the split's 1x1 bottleneck")
+    p.add_argument("--distill", type=float, default=1.0, help="weight of KL to the original model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--name", help="model name in the manifest (default: the architecture)")
+
+
+def cmd_finetune(args) -> int:
+    from models.finetune import FinetuneConfig, finetune
+    from models.train import load_checkpoint
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    cfg = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        keep_min=args.keep_min,
+        keep_max=args.keep_max,
+        p_full=args.p_full,
+        bits=tuple(args.bits),
+        p_float=args.p_float,
+        train_bottleneck=args.train_bottleneck,
+        distill=args.distill,
+        threads=args.threads,
+    )
+    size = ckpt["input"]["size"]
+    args.size = int(size if isinstance(size, int) else size[0])  # fine-tune at the model's input size
+    train_data, test_data = _data(args)
+    print(f"fine-tuning {args.checkpoint} on {len(train_data)} images, testing on {len(test_data)}")
+    path = finetune(model, ckpt, cfg, train_data, test_data, args.out)
+    print(f"checkpoint: {path}")
+    if args.export:
+        return _export(path, args.export, args.name, None)
     return 0
