@@ -75,12 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
 
-    demo = sub.add_parser("demo", help="run the default bundle on the built-in video stream")
-    demo.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
-    demo.add_argument("--frames", type=int, default=300, help="frames to process (default: %(default)s)")
-    demo.add_argument("--keep", type=float, default=0.3, help="fraction of feature positions kept")
-    demo.add_argument("--bits", type=int, default=4, help="quantization bits (1..8)")
-    demo.add_argument("--every", type=int, default=50, help="print a status line every N frames")
+    from edge_runtime.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help="a receiver and an edge on loopback, with the defaults"))
 
     import importlib
     import importlib.util

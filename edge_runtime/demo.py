@@ -1,71 +1,130 @@
-"""``edge-runtime demo``: the default bundle on the built-in moving-object stream.
+"""``edge-runtime demo``: a receiver and an edge on loopback, with the defaults.
 
-Per frame: front half -> ABN attention map -> keep the top ``--keep`` fraction of feature
-positions -> quantize -> zstd -> decode -> back half, printing accuracy, bytes per frame and FPS.
+The receiver (:class:`edge_runtime.receiver.Receiver`) binds a free loopback port; the edge
+pipeline (:class:`edge_runtime.pipeline.EdgeLoop`, the same code as ``edge-runtime run``) sends
+the built-in moving-object stream to it over ZeroMQ. Every ``--every`` frames the demo prints the
+accuracy of the receiver's results against the stream's ground truth, bytes per frame on the wire
+and frames per second.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
+import tempfile
+import threading
 import time
+from pathlib import Path
 
-import numpy as np
-import zstandard
+from edge_runtime.config import load_config
 
-from edge_runtime.bundle import load_bundle
-from edge_runtime.scenes import MovingObjectStream
+__all__ = ["add_arguments", "run_demo"]
 
-__all__ = ["run_demo"]
+log = logging.getLogger(__name__)
 
 
-def _quantize(f: np.ndarray, keep: np.ndarray, bits: int):
-    lo = f.min(axis=(1, 2), keepdims=True)
-    hi = f.max(axis=(1, 2), keepdims=True)
-    scale = np.where(hi > lo, (hi - lo) / (2**bits - 1), 1.0).astype(np.float32)
-    q = np.clip(np.rint((f - lo) / scale), 0, 2**bits - 1).astype(np.uint8)
-    q[:, ~keep] = 0
-    return q, scale, lo
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
+    p.add_argument("--frames", type=int, default=300, help="frames to send (default: %(default)s)")
+    p.add_argument("--every", type=int, default=50, help="print a status line every N frames")
+    p.add_argument("--config", metavar="FILE", help="edge TOML config (default: built-in defaults)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override an edge config value, e.g. --set importance.provider=abn",
+    )
 
 
 def run_demo(args) -> int:
-    if not 1 <= args.bits <= 8:
-        raise SystemExit(f"--bits must be in 1..8, got {args.bits}")
-    if not 0.0 < args.keep <= 1.0:
-        raise SystemExit(f"--keep must be in (0, 1], got {args.keep}")
+    import kernels
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.pipeline import EdgeLoop, EdgePipeline
+    from edge_runtime.receiver import Receiver
+    from edge_runtime.sender import Sender
+    from edge_runtime.sources import FrameFeed
+    from edge_runtime.transport import generate_keypair
+
+    if args.frames < 1:
+        raise SystemExit(f"--frames must be >= 1, got {args.frames}")
+    overrides = ["source.mode=sequential", "metrics.enabled=false", "runtime.status_interval_s=0", *args.set]
+    if args.bundle:
+        overrides.append(f'runtime.bundle="{args.bundle}"')
     bundle = load_bundle(args.bundle)
+    kernels.warmup()
     bundle.warmup()
-    stream = MovingObjectStream(size=bundle.input.size[0], num_classes=bundle.num_classes, seed=0)
-    cctx, dctx = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
-    has_abn = bundle.has_graph("attention")
-    correct = total_bytes = 0
-    t0 = time.perf_counter()
-    print(f"demo: {bundle.model_name} ({bundle.model_id[:12]}), keep {args.keep:.0%}, {args.bits} bits")
-    for t in range(args.frames):
-        scene = stream.frame(t)
-        x = bundle.preprocess(scene.image)
-        f = bundle.front(x)[bundle.split_name]
-        if has_abn:
-            imp = bundle.run("attention", {bundle.split_name: f}, ["abn_map"])["abn_map"][0, 0]
-        else:
-            imp = np.abs(f[0]).mean(0)
-        k = max(1, int(round(args.keep * imp.size)))
-        keep = np.zeros(imp.size, bool)
-        keep[np.argsort(-imp.ravel(), kind="stable")[:k]] = True
-        keep = keep.reshape(imp.shape)
-        q, scale, lo = _quantize(f[0], keep, args.bits)
-        payload = cctx.compress(np.packbits(keep).tobytes() + q[:, keep].tobytes())
-        total_bytes += len(payload) + scale.nbytes + lo.nbytes + 16  # + scales, offsets, small header
-        raw = np.frombuffer(dctx.decompress(payload), np.uint8)
-        nbits = keep.size
-        keep2 = np.unpackbits(raw[: (nbits + 7) // 8])[:nbits].astype(bool).reshape(keep.shape)
-        q2 = np.zeros_like(q)
-        q2[:, keep2] = raw[(nbits + 7) // 8 :].reshape(q.shape[0], -1)
-        f2 = np.where(keep2, lo + q2 * scale, 0).astype(np.float32)[None]
-        pred = int(bundle.back(f2).argmax())
-        correct += pred == scene.label
-        if (t + 1) % args.every == 0 or t + 1 == args.frames:
-            dt = time.perf_counter() - t0
-            print(
-                f"frame {t + 1:5d}  accuracy {correct / (t + 1):.3f}  bytes/frame {total_bytes / (t + 1):7.1f}"
-                f"  fps {(t + 1) / dt:6.1f}"
-            )
+    results: dict[int, int | None] = {}
+    lock = threading.Lock()
+
+    def on_result(r) -> None:
+        with lock:
+            results[r.seq] = r.cls
+
+    # CURVE on loopback too: a receiver key pair, an edge key pair enrolled in the allow folder.
+    keys = Path(tempfile.mkdtemp(prefix="edge-demo-keys-"))
+    (keys / "allow").mkdir()
+    _, server_secret = generate_keypair(keys, "receiver")
+    edge_public, edge_secret = generate_keypair(keys, "edge")
+    edge_public.rename(keys / "allow" / edge_public.name)
+    overrides += [
+        f'sender.client_secret_key="{edge_secret}"',
+        f'sender.server_public_key="{keys / "receiver.key"}"',
+    ]
+    with Receiver(
+        [bundle],
+        bind="tcp://127.0.0.1:0",
+        server_secret=server_secret,
+        allow_dir=keys / "allow",
+        callback=on_result,
+    ) as rx:
+        overrides.append(f'sender.endpoints=["{rx.endpoint}"]')
+        cfg = load_config(args.config, overrides=overrides, env={})
+        pipeline = EdgePipeline(bundle, cfg)
+        labels: dict[int, int | None] = {}
+        process = pipeline.process
+
+        def process_and_remember(frame, seq):
+            labels[seq] = frame.label
+            return process(frame, seq)
+
+        pipeline.process = process_and_remember
+        feed = FrameFeed.from_config(cfg.source, size=bundle.input.size[0])
+        print(
+            f"demo: {bundle.model_name} ({bundle.model_id[:12]}) | importance {cfg.importance.provider}, "
+            f"{cfg.reduce.domain} {cfg.reduce.mode}, {cfg.quantize.bits} bits, coder {cfg.codec.coder} | "
+            f"receiver {rx.endpoint}"
+        )
+        with Sender(cfg.sender) as sender:
+            loop = EdgeLoop(pipeline, feed, sender, status_interval_s=0)
+            edge = threading.Thread(target=loop.run, kwargs={"max_frames": args.frames}, daemon=True)
+            t0 = time.perf_counter()
+            edge.start()
+            next_report = args.every
+            while edge.is_alive():
+                edge.join(timeout=0.2)
+                with lock:
+                    done = len(results)
+                if done >= next_report:
+                    _report(loop.stats, results, labels, lock, time.perf_counter() - t0)
+                    next_report += args.every
+            rx.wait(frames=loop.stats.sent, duration=10)  # the last results in flight
+            _report(loop.stats, results, labels, lock, time.perf_counter() - t0)
+        d = loop.stats.as_dict()
+    print(
+        f"edge: captured {d['captured']}, sent {d['sent']} (empty {d['sent_empty']}), dropped {d['dropped']}, "
+        f"accounted: {d['accounted']}"
+    )
     return 0
+
+
+def _report(stats, results, labels, lock, seconds: float) -> None:
+    with lock:
+        pairs = [(results[s], labels.get(s)) for s in results if labels.get(s) is not None]
+    n = len(pairs)
+    correct = sum(c == y for c, y in pairs)
+    sent = max(stats.sent, 1)
+    print(
+        f"results {n:5d}  accuracy {correct / max(n, 1):.3f}  bytes/frame {stats.bytes / sent:7.1f}  "
+        f"fps {stats.processed / seconds:6.1f}"
+    )

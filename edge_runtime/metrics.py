@@ -21,8 +21,10 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edge_runtime.errors import ConfigError
 
 __all__ = ["Counter", "Gauge", "Histogram", "Registry", "MetricsServer", "DEFAULT_BUCKETS"]
 
@@ -245,21 +247,21 @@ class Registry:
 
     def serve(self, host: str, port: int) -> MetricsServer:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread; returns the running server."""
-        return MetricsServer(self, host, port)
+        return MetricsServer(self.render, host, port)
 
 
 class MetricsServer:
-    """The HTTP endpoint of a :class:`Registry`; ``close()`` (or leaving the ``with``) stops it."""
+    """``GET /metrics`` from ``render()`` (e.g. ``Registry.render``) on a daemon thread;
+    ``close()`` (or leaving the ``with``) stops it. A port that cannot be bound is a ConfigError."""
 
-    def __init__(self, registry: Registry, host: str, port: int) -> None:
-        reg = registry
+    def __init__(self, render: Callable[[], str], host: str, port: int) -> None:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics is served")
                     return
-                body = reg.render().encode()
+                body = render().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -269,7 +271,10 @@ class MetricsServer:
             def log_message(self, format: str, *args) -> None:
                 log.debug("metrics http: " + format, *args)
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {e}") from e
         self._httpd.daemon_threads = True
         self.host, self.port = self._httpd.server_address[:2]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)

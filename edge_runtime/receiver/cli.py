@@ -16,8 +16,8 @@ import tomllib
 from pathlib import Path
 
 from edge_runtime.errors import ConfigError
-from edge_runtime.receiver import _seams
 from edge_runtime.receiver.service import SOCKET_TYPES, Receiver
+from edge_runtime.systemd import Notifier
 
 __all__ = ["add_arguments", "run", "DEFAULTS", "load_config"]
 
@@ -142,14 +142,13 @@ def run(args) -> int:
             signal.signal(sig, lambda *_: stop.set())
     frames, duration = conf["frames"], conf["duration"]
     end = None if duration is None else time.monotonic() + duration
-    wd = _seams.watchdog_interval_s()
+    notifier = Notifier()
     with build_receiver(conf) as rx:
         print(  # noqa: T201 - CLI output
             f"receiving on {rx.endpoint}"
             + (f", metrics on port {rx.metrics_port}" if rx.metrics_port else "")
         )
-        _seams.notify("READY=1")
-        next_wd = time.monotonic()
+        notifier.ready(f"receiving on {rx.endpoint}")
         while not stop.is_set():
             now = time.monotonic()
             if end is not None and now >= end:
@@ -157,15 +156,13 @@ def run(args) -> int:
             t = rx.stats.totals()
             if frames is not None and t["received"] >= frames:
                 break
-            if wd is not None and now >= next_wd:
-                if rx.alive():
-                    _seams.notify("WATCHDOG=1")  # only while the loop and every worker are alive
-                next_wd = now + wd
+            if notifier.watchdog_due(now) and rx.alive():
+                notifier.watchdog()  # only while the loop and every worker are alive
             if not rx.alive(max_age_s=60):
                 log.error("receiver loop or a worker stopped; exiting so that systemd restarts us")
                 return 1
             stop.wait(0.05)
-        _seams.notify("STOPPING=1")
+        notifier.stopping()
     t = rx.stats.totals()
     print(  # noqa: T201 - CLI output
         f"received {t['received']}, results {t['results']} ({t['empty']} empty), "

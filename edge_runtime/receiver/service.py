@@ -34,7 +34,7 @@ import zmq
 
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.errors import ConfigError
-from edge_runtime.receiver import _seams
+from edge_runtime.metrics import MetricsServer
 from edge_runtime.receiver.engine import Engine, Reject, Result
 from edge_runtime.receiver.results import CallbackSink, JsonlSink, PubSink, Sink, Stats
 from edge_runtime.transport import SocketTimeouts, apply_timeouts, configure_server_curve, start_authenticator
@@ -202,7 +202,7 @@ class Receiver:
             self._start_workers(front)
         host, port = self._metrics
         if port is not None:
-            self._metrics_server = _seams.serve_metrics(host, port, self.render_metrics)
+            self._metrics_server = MetricsServer(self.render_metrics, host, port)
             self.metrics_port = self._metrics_server.port
         log.info(
             "receiving on %s (%s, %s), max batch %d, max wait %.1f ms, %s",

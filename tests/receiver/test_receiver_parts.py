@@ -12,9 +12,9 @@ from helpers import Sender
 
 from edge_runtime import cli
 from edge_runtime.errors import ConfigError
+from edge_runtime.metrics import MetricsServer
 from edge_runtime.receiver import JsonlSink, Reject, Result, Stats, load_config
 from edge_runtime.receiver import __all__ as public
-from edge_runtime.receiver._seams import notify, serve_metrics
 from edge_runtime.receiver.engine import RateLimitedLog
 
 
@@ -137,21 +137,10 @@ def test_cli_receive_bounded_run(tmp_path, traffic, capsys, monkeypatch):
 def test_metrics_endpoint_serves_prometheus_text():
     st = Stats()
     st.add(_r(0, stream='cam"1'))
-    srv = serve_metrics("127.0.0.1", 0, st.render_prometheus)
+    srv = MetricsServer(st.render_prometheus, "127.0.0.1", 0)
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=5).read().decode()
     finally:
         srv.close()
     assert 'edge_receiver_results_total{stream="cam\\"1"} 1' in body
     assert "# TYPE edge_receiver_received_total counter" in body
-
-
-def test_sd_notify_reaches_the_socket(tmp_path, monkeypatch):
-    path = tmp_path / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
-        srv.bind(str(path))
-        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-        assert notify("READY=1")
-        assert srv.recv(64) == b"READY=1"
-    monkeypatch.delenv("NOTIFY_SOCKET")
-    assert notify("READY=1") is False

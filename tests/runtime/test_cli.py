@@ -51,3 +51,11 @@ def test_offline_commands_have_help(command, capsys):
         main([command, "--help"])
     assert e.value.code == 0
     assert "usage: edge-runtime " + command in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_runs_receiver_and_edge_on_loopback(capsys):
+    assert main(["demo", "--frames", "30", "--every", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "results    30" in out  # every frame reached the receiver and came back as a result
+    assert "accounted: True" in out
