@@ -201,6 +201,7 @@ def cmd_finetune(args) -> int:
     )
     size = ckpt["input"]["size"]
     args.size = int(size if isinstance(size, int) else size[0])  # fine-tune at the model's input size
+    args.decoy = None
     train_data, test_data = _data(args)
     print(f"fine-tuning {args.checkpoint} on {len(train_data)} images, testing on {len(test_data)}")
     path = finetune(model, ckpt, cfg, train_data, test_data, args.out)

@@ -210,9 +210,7 @@ def finetune(
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = len(train_data) // cfg.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1
-    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps))
     history = list(ckpt.get("history", []))
     path = out_dir / "checkpoint.pt"
     for epoch in range(cfg.epochs):
