@@ -1,6 +1,6 @@
 """Bytes per frame against top-1 accuracy: every reduction mode against JPEG / WebP / PNG of the frame.
 
-    python benchmarks/rate_accuracy.py [--bundle DIR] [--data IMAGEFOLDER] [--count 1000] [--quick]
+    python benchmarks/rate_accuracy.py [--bundle DIR] [--data IMAGEFOLDER] [--count 500] [--quick]
                                        [--update-readme]
 
 Data: the built-in held-out split (``SceneGenerator`` seed 2, the split ``edge-runtime train``
@@ -64,9 +64,9 @@ WEBP_Q = (5, 10, 20, 30, 50, 70, 90)
 QUANT_BITS = (8, 6, 4, 2)
 PROVIDERS = ("grad_plain", "grad_guided", "grad_selective", "grad_extsel", "fused", "abn")
 FEATURE_KEEPS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7)
-FEATURE_BITS = (2, 4, 6)
-IMAGE_KEEPS = (0.1, 0.25, 0.5)
-RATE_TARGETS = (120, 200, 300, 500)
+FEATURE_BITS = (2, 3, 4, 6)
+IMAGE_KEEPS = (0.2, 0.5)  # also the feature-blur sweep
+RATE_TARGETS = (100, 150, 250, 400)
 
 
 @dataclass
@@ -111,7 +111,7 @@ def build_grid(bundle: Bundle, *, quick: bool = False, coder: str = "arith") -> 
     ]
     for p in providers:
         for domain, red in reductions:
-            keeps = fkeeps if domain == "feature" else ikeeps
+            keeps = fkeeps if (domain, red) == ("feature", "zero") else ikeeps
             bit_list = fbits if (domain, red) == ("feature", "zero") else (4,)
             for bits in bit_list:
                 for keep in keeps:
@@ -128,6 +128,24 @@ def build_grid(bundle: Bundle, *, quick: bool = False, coder: str = "arith") -> 
                             },
                         )
                     )
+    # the same provider with the other coder, so that masking is compared with each coder unmasked
+    other = "zstd" if coder == "arith" else "arith"
+    for p in providers[-1:]:
+        for bits in fbits:
+            for keep in fkeeps:
+                grid.append(
+                    Setting(
+                        "masked",
+                        f"{p}/feature/zero/{other}",
+                        {"keep": keep, "bits": bits},
+                        {
+                            "importance": {"provider": p},
+                            "reduce": {"domain": "feature", "mode": "zero", "value": keep},
+                            "quantize": {"bits": bits},
+                            "codec": {"coder": other},
+                        },
+                    )
+                )
     rate_provider = "abn" if "abn" in providers else providers[0] if providers else None
     if rate_provider:
         for t in targets:
@@ -139,7 +157,9 @@ def build_grid(bundle: Bundle, *, quick: bool = False, coder: str = "arith") -> 
                     {
                         "importance": {"provider": rate_provider},
                         "reduce": {"domain": "feature", "mode": "zero", "value": 0.3},
-                        "quantize": {"bits": 4},
+                        # start at 2 bits: the controller moves the keep ratio first and the bit
+                        # depth only at the keep ratio's bounds
+                        "quantize": {"bits": 2},
                         "codec": {"coder": coder},
                         "rate": {"target_bytes": float(t)},
                     },
@@ -435,7 +455,7 @@ def summarize(rows: list[dict]) -> dict:
             for m in rows
             if m["family"] == "masked"
             and m["params"]["bits"] == bits
-            and m["mode"].split("/")[1:] == ["feature", "zero"]
+            and m["mode"].split("/")[1:3] == ["feature", "zero"]
             and _coder_of(m) == coder
             and m["top1"] >= r["top1"] - ISO_POINTS / 100
         ]
@@ -646,7 +666,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--data", help="ImageFolder tree (root/<class>/<image>); default: the built-in held-out split"
     )
-    p.add_argument("--count", type=int, help="frames (default 1000; --quick 200)")
+    p.add_argument("--count", type=int, help="frames (default 500; --quick 200)")
     p.add_argument("--quick", action="store_true", help="fewer frames and a coarser sweep (about a minute)")
     p.add_argument("--coder", choices=["arith", "zstd"], default="arith", help="coder of the masked settings")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (the edge box's setting)")
@@ -654,7 +674,7 @@ def main(argv=None) -> int:
     p.add_argument("--update-readme", action="store_true", help="fill the README's rate section")
     args = p.parse_args(argv)
 
-    count = args.count or (200 if args.quick else 1000)
+    count = args.count or (200 if args.quick else 500)
     b = load_bundle(args.bundle, threads=args.threads)
     images, labels = load_frames(b, args.data, count)
     grid = build_grid(b, quick=args.quick, coder=args.coder)
