@@ -66,3 +66,13 @@ def test_short_finetune_writes_a_loadable_checkpoint(tmp_path):
     sd = m2.state_dict()
     assert torch.equal(sd["features.stage1.0.0.weight"], before["features.stage1.0.0.weight"])  # frozen
     assert not torch.equal(sd["perception.fc.weight"], before["perception.fc.weight"])  # trained
+
+
+def test_finetune_is_an_offline_subcommand(tmp_path):
+    from edge_runtime import cli
+
+    args = cli.build_parser().parse_args(["finetune", "ckpt.pt", "--export", "b", "--bits", "2", "4"])
+    assert args.command == "finetune" and args.command in cli._OFFLINE
+    assert args.bits == [2, 4] and args.export == "b" and not args.train_bottleneck
+    with pytest.raises(FileNotFoundError):
+        cli.main(["finetune", str(tmp_path / "missing.pt")])
