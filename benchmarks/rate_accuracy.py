@@ -588,7 +588,7 @@ def plot(rows: list[dict], summary: dict, path: Path) -> None:
     ax.set_xlabel("bytes per frame (whole messages, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     lo = min(100 * r["top1"] for r in rows if r["family"] in ("jpeg", "quant"))
-    ax.set_ylim(max(0, min(lo, f - 25)), min(100, f + 3))
+    ax.set_ylim(max(0, min(lo, f - 25)), min(100.5, f + 3))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Bytes per frame against accuracy")
