@@ -450,15 +450,17 @@ def summarize(rows: list[dict]) -> dict:
         if r["family"] != "quant":
             continue
         coder, bits = r["mode"].split("/")[1], r["params"]["bits"]
-        cands = [
+        same = [
             m
             for m in rows
             if m["family"] == "masked"
             and m["params"]["bits"] == bits
             and m["mode"].split("/")[1:3] == ["feature", "zero"]
             and _coder_of(m) == coder
-            and m["top1"] >= r["top1"] - ISO_POINTS / 100
         ]
+        if not same:  # no masked setting measured at this coder and bit depth
+            continue
+        cands = [m for m in same if m["top1"] >= r["top1"] - ISO_POINTS / 100]
         if cands:
             c = min(cands, key=lambda m: m["bytes"])
             masked_cmp[f"{coder}/{bits}bit"] = {
@@ -629,11 +631,13 @@ def markdown(rows: list[dict], summary: dict, params: dict) -> str:
             f"**{s['best_bytes_vs_webp_at_iso_accuracy']:.3f} x** (WebP {s['webp_bytes_at_iso_accuracy']:.0f} B{reach})."
         )
     mr = s["masked_bytes_vs_unmasked"]
+    per_bits = ", ".join(f"{k} {_fmt(v['ratio'], '.2f')}" for k, v in s["masked_vs_unmasked"].items())
     if mr is not None:
         met = "met" if s["goal_masked_met"] else "**missed**"
         lines.append(
             f"- Goal 2, masking at most {GOAL_MASKED:.1f} x the bytes of the same coder unmasked within "
-            f"{ISO_POINTS} pt: {met}, measured **{mr:.3f} x** (best coder / bit depth; all in the JSON)."
+            f"{ISO_POINTS} pt: {met}, measured **{mr:.3f} x** (the best coder and bit depth; by coder and "
+            f"bits: {per_bits}; `-`: no masked setting within {ISO_POINTS} pt)."
         )
     else:
         lines.append(
