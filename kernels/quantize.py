@@ -3,7 +3,8 @@
 Formula, per channel (``per_channel=True``) or for the whole tensor (scale / offset shaped (1,)):
 
 - statistics ``lo, hi``: min / max of the values used, or with ``clip_percentile=p`` the
-  ``(100 - p)``-th and ``p``-th percentiles (linear interpolation, ``kernels._select._percentile``);
+  ``(100 - p)``-th and ``p``-th percentiles (linear interpolation,
+  ``kernels._select._percentile_values``);
 - ``L = 2**bits - 1``, ``offset = float32(lo)``, ``scale = float32((hi - offset) / L)`` in float64;
   a channel with ``scale == 0`` (constant, or nothing to measure) gets ``scale = 1.0`` so nothing
   divides by zero; a channel with no values at all gets ``offset = 0``;
@@ -25,7 +26,7 @@ import numpy as np
 
 from ._checks import as_array, check_finite, check_int, check_mask, check_real
 from ._jit import jit
-from ._select import _percentile
+from ._select import _minmax_finite, _percentile_values
 
 __all__ = ["quantize", "dequantize", "mask_quantize"]
 
@@ -111,9 +112,10 @@ def _clip_stats(x, keep, use_mask, zero_masked, per_channel, pct, lo, hi):
             lo[g] = 0.0
             hi[g] = 0.0
         else:
-            bits = buf[:m].view(np.uint32)
-            lo[g] = _percentile(bits, 100.0 - pct)
-            hi[g] = _percentile(bits, pct)
+            vals = buf[:m]
+            vlo, vhi, _ = _minmax_finite(vals)
+            lo[g] = _percentile_values(vals, 100.0 - pct, vlo, vhi)
+            hi[g] = _percentile_values(vals, pct, vlo, vhi)
 
 
 @jit

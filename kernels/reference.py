@@ -50,7 +50,7 @@ def threshold_keep_ratio(imp: np.ndarray, ratio: float) -> np.ndarray:
 
 
 def percentile(values: np.ndarray, pct: float) -> float:
-    """Linear-interpolation percentile, the formula of ``kernels._select._percentile``."""
+    """Linear-interpolation percentile, the formula of ``kernels._select._percentile_values``."""
     v = values.ravel()
     n = v.size
     pos = pct / 100.0 * (n - 1)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ._checks import as_array, check_finite, check_int, check_real
 from ._jit import jit
-from ._select import _key, _kth_key, _percentile
+from ._select import _minmax_finite, _percentile_values, _value_select
 
 __all__ = ["threshold_value", "threshold_keep_ratio", "threshold_percentile", "dilate_mask"]
 
@@ -29,21 +29,34 @@ def _greater(imp, thr, out):
 
 
 @jit
-def _keep_top(bits, k, out):
-    """Keep the ``k`` largest values (0 < k < n), ties by raster order."""
-    n = bits.size
-    t, n_less, n_eq = _kth_key(bits, n - k)
-    need = k - (n - n_less - n_eq)  # how many of the values equal to t are kept
-    taken = 0
+def _keep_top(imp, k, out):
+    """Keep the ``k`` largest values (0 < k < n), ties by raster order; returns the non-finite count."""
+    n = imp.size
+    lo, hi, bad = _minmax_finite(imp)
+    if bad:
+        return bad
+    tv, n_less, n_eq, _ = _value_select(imp, n - k, lo, hi)
+    for i in range(n):  # vectorises
+        out[i] = imp[i] > tv
+    need = k - (n - n_less - n_eq)  # how many of the values equal to the cut are kept
     for i in range(n):
-        kk = _key(bits[i])
-        if kk > t:
+        if need == 0:
+            break
+        if imp[i] == tv:
             out[i] = True
-        elif kk == t and taken < need:
-            out[i] = True
-            taken += 1
-        else:
-            out[i] = False
+            need -= 1
+    return 0
+
+
+@jit
+def _threshold_percentile(imp, pct, out):
+    lo, hi, bad = _minmax_finite(imp)
+    if bad:
+        return bad
+    t = _percentile_values(imp, pct, lo, hi)
+    for i in range(imp.size):
+        out[i] = imp[i] > t
+    return 0
 
 
 @jit
@@ -146,16 +159,14 @@ def threshold_keep_ratio(imp: np.ndarray, ratio: float) -> np.ndarray:
     """
     imp = _check_map(imp)
     ratio = check_real("ratio", ratio, 0.0, 1.0)
-    bits = imp.reshape(-1).view(np.uint32)
-    n = bits.size
+    flat = imp.reshape(-1)
+    n = flat.size
     k = keep_count(ratio, n)
-    check_finite("imp", _count_nonfinite(imp.reshape(-1)))
-    if k == 0:
-        return np.zeros(imp.shape, np.bool_)
-    if k == n:
-        return np.ones(imp.shape, np.bool_)
+    if k == 0 or k == n:
+        check_finite("imp", _count_nonfinite(flat))
+        return np.full(imp.shape, k == n, np.bool_)
     out = np.empty(imp.shape, np.bool_)
-    _keep_top(bits, k, out.reshape(-1))
+    check_finite("imp", _keep_top(flat, k, out.reshape(-1)))
     return out
 
 
@@ -168,10 +179,8 @@ def threshold_percentile(imp: np.ndarray, pct: float) -> np.ndarray:
     imp = _check_map(imp)
     pct = check_real("pct", pct, 0.0, 100.0)
     flat = imp.reshape(-1)
-    check_finite("imp", _count_nonfinite(flat))
-    t = _percentile(flat.view(np.uint32), pct)
     out = np.empty(imp.shape, np.bool_)
-    _greater(flat, t, out.reshape(-1))
+    check_finite("imp", _threshold_percentile(flat, pct, out.reshape(-1)))
     return out
 
 
