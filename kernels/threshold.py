@@ -36,10 +36,14 @@ def _keep_top(imp, k, out):
     if bad:
         return bad
     tv, n_less, n_eq, _ = _value_select(imp, n - k, lo, hi)
-    for i in range(n):  # vectorises
-        out[i] = imp[i] > tv
     need = k - (n - n_less - n_eq)  # how many of the values equal to the cut are kept
+    if need == n_eq:  # every tie is kept (always so for continuous maps): one vectorised pass
+        for i in range(n):
+            out[i] = imp[i] >= tv
+        return 0
     for i in range(n):
+        out[i] = imp[i] > tv
+    for i in range(n):  # the first `need` ties in raster order
         if need == 0:
             break
         if imp[i] == tv:
