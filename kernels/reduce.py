@@ -33,13 +33,29 @@ DEFAULT_LEVELS = 4
 
 
 @jit
-def _zero(src, keep, out):
-    h, w, nc = src.shape
-    for y in range(h):
-        for x in range(w):
-            k = keep[y, x]
+def _zero(bits, keep, nc, out):
+    """Zero where keep is False, on the integer bits (uint8, or uint32 for float32 data), flat.
+
+    ``x & -k`` instead of ``x if k else 0``: Numba lowers a conditional expression to a branch,
+    which a ragged mask mispredicts and which blocks vectorisation (measured 20x slower).
+    """
+    kf = keep.reshape(-1).view(np.uint8)
+    n = kf.size
+    if nc == 1:
+        for i in range(n):
+            out[i] = bits[i] & -np.int64(kf[i])
+    elif nc == 3:
+        for i in range(n):
+            m = -np.int64(kf[i])
+            j = 3 * i
+            out[j] = bits[j] & m
+            out[j + 1] = bits[j + 1] & m
+            out[j + 2] = bits[j + 2] & m
+    else:
+        for i in range(n):
+            m = -np.int64(kf[i])
             for c in range(nc):
-                out[y, x, c] = src[y, x, c] if k else 0
+                out[i * nc + c] = bits[i * nc + c] & m
 
 
 @jit
@@ -79,13 +95,15 @@ def _blur(src, keep, r, integer, hs, col, out):
     inv = 1.0 / cnt
     for y in range(h):
         for x in range(w):
-            k = keep[y, x]
             for c in range(nc):
-                if integer:
-                    b = np.floor(np.float64(col[x, c]) * inv + 0.5)
-                else:
-                    b = col[x, c] / cnt
-                out[y, x, c] = src[y, x, c] if k else b
+                out[y, x, c] = src[y, x, c]
+        for x in range(w):
+            if not keep[y, x]:
+                for c in range(nc):
+                    if integer:
+                        out[y, x, c] = np.floor(np.float64(col[x, c]) * inv + 0.5)
+                    else:
+                        out[y, x, c] = col[x, c] / cnt
         if y + 1 < h:
             enter = hs[min(y + r + 1, h - 1)].reshape(-1)
             leave = hs[max(y - r, 0)].reshape(-1)
@@ -103,69 +121,78 @@ def _blur_chw(feat, keep, r, hs, col, out):
 
 
 @jit
-def _zero_chw(feat, keep, out):
-    nc, h, w = feat.shape
+def _zero_chw(bits, keep, out):
+    nc, h, w = bits.shape
     for c in range(nc):
-        _zero(feat[c].reshape((h, w, 1)), keep, out[c].reshape((h, w, 1)))
+        _zero(bits[c].reshape(-1), keep, 1, out[c].reshape(-1))
 
 
 @jit
 def _lut(src, keep, lut, out):
-    h, w, nc = src.shape
-    for y in range(h):
-        for x in range(w):
-            k = keep[y, x]
-            for c in range(nc):
-                v = src[y, x, c]
-                out[y, x, c] = v if k else lut[v]
+    """uint8 colour reduction: ``(v & m) | (lut[v] & ~m)`` with ``m = -keep`` (branch-free)."""
+    kf = keep.reshape(-1).view(np.uint8)
+    nc = src.shape[2]
+    sf = src.reshape(-1)
+    of = out.reshape(-1)
+    for i in range(kf.size):
+        m = -np.int64(kf[i])
+        for c in range(nc):
+            v = sf[i * nc + c]
+            of[i * nc + c] = (v & m) | (lut[v] & ~m)
 
 
 @jit
 def _posterise(src, keep, levels, out):
     h, w, nc = src.shape
     lm1 = np.float64(levels - 1)
-    for y in range(h):
-        for x in range(w):
-            k = keep[y, x]
+    sf = src.reshape(-1)
+    of = out.reshape(-1)
+    kf = keep.reshape(-1)
+    for i in range(sf.size):
+        of[i] = sf[i]
+    for i in range(kf.size):  # only the reduced pixels are written: masks come in blobs
+        if not kf[i]:
             for c in range(nc):
-                v = src[y, x, c]
-                f = np.float64(v)
+                f = np.float64(sf[i * nc + c])
                 f = 0.0 if f < 0.0 else f
                 f = 1.0 if f > 1.0 else f
-                out[y, x, c] = v if k else np.floor(f * lm1 + 0.5) / lm1
+                of[i * nc + c] = np.floor(f * lm1 + 0.5) / lm1
 
 
 @jit
 def _grey(src, keep, integer, out):
     h, w, nc = src.shape
-    for y in range(h):
-        for x in range(w):
-            if keep[y, x]:
-                for c in range(nc):
-                    out[y, x, c] = src[y, x, c]
-                continue
-            if integer:
-                if nc == 3:
-                    s = 299 * np.int64(src[y, x, 0]) + 587 * np.int64(src[y, x, 1])
-                    g = (s + 114 * np.int64(src[y, x, 2]) + 500) // 1000
-                else:
-                    s = np.int64(0)
-                    for c in range(nc):
-                        s += np.int64(src[y, x, c])
-                    g = (2 * s + nc) // (2 * nc)
-                for c in range(nc):
-                    out[y, x, c] = g
+    sf = src.reshape(-1)
+    of = out.reshape(-1)
+    kf = keep.reshape(-1)
+    for i in range(sf.size):
+        of[i] = sf[i]
+    for i in range(kf.size):  # only the reduced pixels are written: masks come in blobs
+        if kf[i]:
+            continue
+        j = i * nc
+        if integer:
+            if nc == 3:
+                s = 299 * np.int64(sf[j]) + 587 * np.int64(sf[j + 1])
+                g = (s + 114 * np.int64(sf[j + 2]) + 500) // 1000
             else:
-                if nc == 3:
-                    gf = 0.299 * np.float64(src[y, x, 0]) + 0.587 * np.float64(src[y, x, 1])
-                    gf = gf + 0.114 * np.float64(src[y, x, 2])
-                else:
-                    gf = 0.0
-                    for c in range(nc):
-                        gf += np.float64(src[y, x, c])
-                    gf = gf / nc
+                s = np.int64(0)
                 for c in range(nc):
-                    out[y, x, c] = gf
+                    s += np.int64(sf[j + c])
+                g = (2 * s + nc) // (2 * nc)
+            for c in range(nc):
+                of[j + c] = g
+        else:
+            if nc == 3:
+                gf = 0.299 * np.float64(sf[j]) + 0.587 * np.float64(sf[j + 1])
+                gf = gf + 0.114 * np.float64(sf[j + 2])
+            else:
+                gf = 0.0
+                for c in range(nc):
+                    gf += np.float64(sf[j + c])
+                gf = gf / nc
+            for c in range(nc):
+                of[j + c] = gf
 
 
 def _blur_buffers(hwc: tuple[int, int, int], integer: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +239,8 @@ def reduce_image(
         check_finite("img", _count_nonfinite(img.reshape(-1)))
     out = np.empty_like(img)
     if mode == "zero":
-        _zero(img, keep, out)
+        bits = np.uint8 if integer else np.uint32
+        _zero(img.reshape(-1).view(bits), keep, img.shape[2], out.reshape(-1).view(bits))
     elif mode == "blur":
         _blur(img, keep, r, integer, *_blur_buffers(img.shape, integer), out)
     elif mode == "colour":
@@ -242,7 +270,7 @@ def reduce_features(
     check_finite("feat", _count_nonfinite(feat.reshape(-1)))
     out = np.empty_like(feat)
     if mode == "zero":
-        _zero_chw(feat, keep, out)
+        _zero_chw(feat.view(np.uint32), keep, out.view(np.uint32))
     else:
         _blur_chw(feat, keep, r, *_blur_buffers((feat.shape[1], feat.shape[2], 1), False), out)
     return out
