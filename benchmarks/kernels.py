@@ -64,18 +64,35 @@ def measure(fns: dict[str, Callable[[], object]], rounds: int, target_s: float) 
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+BLOBS = 6
+NOISE = 0.05
+KEEP = 0.3
+
+
+def importance_map(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth map like a real importance map: Gaussian blobs plus a little noise, in [0, 1]."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    m = np.zeros((h, w))
+    for _ in range(BLOBS):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        sy, sx = rng.uniform(0.03, 0.15) * h, rng.uniform(0.03, 0.15) * w
+        m += rng.uniform(0.3, 1.0) * np.exp(-(((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2) / 2)
+    m += NOISE * rng.random((h, w))
+    return (m / m.max()).astype(np.float32)
+
+
 def cases(rng: np.random.Generator) -> list[dict]:
     """(name, kernel call, reference call, input bytes, numpy already single pass?)."""
-    imp_s = rng.random((128, 128), dtype=np.float32)
-    imp_l = rng.random((480, 640), dtype=np.float32)
-    keep_s = kernels.threshold_keep_ratio(imp_s, 0.3)
-    keep_l = kernels.threshold_keep_ratio(imp_l, 0.3)
+    imp_s = importance_map(rng, 128, 128)
+    imp_l = importance_map(rng, 480, 640)
+    keep_s = kernels.threshold_keep_ratio(imp_s, KEEP)
+    keep_l = kernels.threshold_keep_ratio(imp_l, KEEP)
     img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     imgf = img.astype(np.float32) / 255
     f_s = rng.standard_normal((16, 16, 16), dtype=np.float32)
     f_l = rng.standard_normal((64, 32, 32), dtype=np.float32)
-    k16 = kernels.threshold_keep_ratio(rng.random((16, 16), dtype=np.float32), 0.3)
-    k32 = kernels.threshold_keep_ratio(rng.random((32, 32), dtype=np.float32), 0.3)
+    k16 = kernels.threshold_keep_ratio(kernels.resize_bilinear(imp_l, 16, 16), KEEP)
+    k32 = kernels.threshold_keep_ratio(kernels.resize_bilinear(imp_l, 32, 32), KEEP)
     flow_s = rng.normal(0, 2, (128, 128, 2)).astype(np.float32)
     flow_l = rng.normal(0, 2, (480, 640, 2)).astype(np.float32)
     q_l, s_l, o_l = kernels.quantize(f_l, 8)
@@ -261,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             "target_batch_s": target,
             "startup_repeats": start_repeats,
             "timing": "median over interleaved rounds of per-call wall time; copy = np.copyto of input_bytes",
+            "importance_maps": f"{BLOBS} Gaussian blobs + {NOISE} uniform noise, normalised to [0, 1]",
+            "keep_masks": f"threshold_keep_ratio(map, {KEEP}) at each array's resolution",
             "warmup_in_process_s": warm,
         },
         "startup": st,
