@@ -149,6 +149,7 @@ _I32_MAX = 0x7FFFFFFF
 _I32_MIN = -0x80000000
 _EXP32 = 0x7F800000
 _NBINS = 2048
+_SMALL = 64  # candidate sets up to this size are sorted instead of radix-selected
 
 
 @jit
@@ -172,9 +173,9 @@ def _minmax_finite(vals):
 
 
 @jit
-def _bin(v, lo, sc):
+def _bin(v, lo, sc, nb):
     b = np.int64((np.float64(v) - lo) * sc)
-    return b if b < _NBINS else _NBINS - 1
+    return b if b < nb else nb - 1
 
 
 @jit
@@ -187,16 +188,18 @@ def _value_select(vals, k, lo, hi):
     n = vals.size
     if lo == hi:
         return lo, 0, n, lo
-    sc = _NBINS / (hi - lo)
-    sub = np.zeros((4, _NBINS), np.int64)
+    # bins: enough to split the data finely, few enough that zeroing them is cheap for small n
+    nb = min(_NBINS, max(16, n // 16))
+    sc = nb / (hi - lo)
+    sub = np.zeros((4, nb), np.int64)
     n4 = n - n % 4
     for i in range(0, n4, 4):
-        sub[0, _U(_bin(vals[i], lo, sc))] += 1
-        sub[1, _U(_bin(vals[i + 1], lo, sc))] += 1
-        sub[2, _U(_bin(vals[i + 2], lo, sc))] += 1
-        sub[3, _U(_bin(vals[i + 3], lo, sc))] += 1
+        sub[0, _U(_bin(vals[i], lo, sc, nb))] += 1
+        sub[1, _U(_bin(vals[i + 1], lo, sc, nb))] += 1
+        sub[2, _U(_bin(vals[i + 2], lo, sc, nb))] += 1
+        sub[3, _U(_bin(vals[i + 3], lo, sc, nb))] += 1
     for i in range(n4, n):
-        sub[0, _U(_bin(vals[i], lo, sc))] += 1
+        sub[0, _U(_bin(vals[i], lo, sc, nb))] += 1
     hist = sub[0] + sub[1] + sub[2] + sub[3]
     b, before = _find_bin(hist, k)
     m = hist[b]
@@ -204,13 +207,29 @@ def _value_select(vals, k, lo, hi):
     j = 0
     for i in range(n):
         v = vals[i]
-        if _bin(v, lo, sc) == b:
+        if _bin(v, lo, sc, nb) == b:
             cand[j] = v
             j += 1
-    cbits = cand.view(np.uint32)
-    chist, _ = _histogram_top(cbits)
-    key, n_less, n_eq, nxt = _kth_key(cbits, k - before, chist)
-    value = _key_to_float(key)
+    if m <= _SMALL:
+        srt = np.sort(cand) + np.float32(0.0)  # -0.0 -> +0.0: the zeros tie
+        kk = k - before
+        value = np.float64(srt[kk])
+        first = kk
+        while first > 0 and srt[first - 1] == srt[kk]:
+            first -= 1
+        last = kk
+        while last + 1 < m and srt[last + 1] == srt[kk]:
+            last += 1
+        n_less = first
+        n_eq = last - first + 1
+        nxt = _NONE
+        if last + 1 < m:
+            return value, before + n_less, n_eq, np.float64(srt[last + 1])
+    else:
+        cbits = cand.view(np.uint32)
+        chist, _ = _histogram_top(cbits)
+        key, n_less, n_eq, nxt = _kth_key(cbits, k - before, chist)
+        value = _key_to_float(key)
     if nxt != _NONE:
         return value, before + n_less, n_eq, _key_to_float(nxt)
     if before + m >= n:  # nothing above this bin

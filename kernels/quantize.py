@@ -137,7 +137,7 @@ def _params(lo, hi, has_values, levels, scale, offset, inv):
 def _quant_pass(x, keep, use_mask, zero_masked, offset, inv, levels, c0, c1, q):
     """q = trunc(clip((x - offset) * inv + 0.5, 0, L)) in float32 (= clip(floor(..), 0, L))."""
     n = x.shape[1] * x.shape[2]
-    kf = keep.reshape(-1)
+    kf = keep.reshape(-1).view(np.uint8)
     lv = np.float32(levels)
     zero = np.float32(0.0)
     half = np.float32(0.5)
@@ -147,21 +147,22 @@ def _quant_pass(x, keep, use_mask, zero_masked, offset, inv, levels, c0, c1, q):
         iv = inv[g]
         xc = x[c].reshape(-1)
         qc = q[c].reshape(-1)
-        if use_mask and zero_masked:  # masked values are read as 0.0 and get 0.0's code
+        if use_mask:
+            # Branch-free: the code of the raw value and the masked-out code, blended with integer
+            # masks (a conditional load is a branch in Numba, mispredicted on ragged masks). A raw
+            # masked-out value may be NaN / inf (it is never used): the clamps send NaN to 0.
+            qm = np.int64(0)
+            if zero_masked:
+                t0 = (zero - off) * iv + half
+                t0 = t0 if t0 > zero else zero
+                t0 = t0 if t0 < lv else lv
+                qm = np.int64(np.uint8(t0))
             for i in range(n):
-                v = xc[i] if kf[i] else zero
-                t = (v - off) * iv + half
-                t = zero if t < zero else t
-                t = lv if t > lv else t
-                qc[i] = np.uint8(t)
-        elif use_mask:  # masked positions get code 0
-            for i in range(n):
-                k = kf[i]
-                v = xc[i] if k else zero
-                t = (v - off) * iv + half
-                t = zero if t < zero else t
-                t = lv if t > lv else t
-                qc[i] = np.uint8(t) if k else np.uint8(0)
+                m = -np.int64(kf[i])
+                t = (xc[i] - off) * iv + half
+                t = t if t > zero else zero
+                t = t if t < lv else lv
+                qc[i] = (np.int64(np.uint8(t)) & m) | (qm & ~m)
         else:
             for i in range(n):
                 t = (xc[i] - off) * iv + half
