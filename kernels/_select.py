@@ -32,7 +32,7 @@ _EXPF = _U(0x7F800000)
 _NONE = _U(1 << 40)  # "no key": above every 32-bit key
 
 
-@jit
+@jit(inline=True)
 def _key(u):
     """Order-preserving key (uint64 in [0, 2**32)) of the float32 with bits ``u``."""
     v = _U(u)
@@ -172,7 +172,7 @@ def _minmax_finite(vals):
     return np.float64(f[0]), np.float64(f[1]), bad
 
 
-@jit
+@jit(inline=True)
 def _bin(v, lo, sc, nb):
     b = np.int64((np.float64(v) - lo) * sc)
     return b if b < nb else nb - 1
