@@ -42,38 +42,44 @@ def _minmax(x, keep, use_mask, c0, c1, lo, hi):
 
     Works on the float32 bits as int32 *keys* (``b ^ ((b >> 31) & 0x7FFFFFFF)``), whose integer
     order is the float order for finite values: integer min / max vectorise without fast-math,
-    float ones do not (LLVM must respect NaN). Non-finite values are counted from the exponent bits.
+    float ones do not (LLVM must respect NaN). Every operation is cast back to int32 because Numba
+    widens int32 arithmetic to int64, which halves the vector width (measured 2x). The mask is
+    applied as ``0 / -1`` int32 bit masks, and a non-finite value shows as the sign bit of
+    ``(b & EXP) + 0x00800000``; only if one is seen are they counted, for the error message.
     """
     n = x.shape[1] * x.shape[2]
     kf = keep.reshape(-1)
-    bad = 0
+    m32 = np.empty(n, np.int32)
+    for i in range(n):
+        m32[i] = -np.int32(kf[i]) if use_mask else np.int32(-1)
+    i32 = np.int32
+    flag = i32(0)
     for c in range(c0, c1):
         xc = x[c].reshape(-1).view(np.int32)
-        mn = np.int32(_I32_MAX)
-        mx = np.int32(_I32_MIN)
-        if use_mask:
-            for i in range(n):
-                b = xc[i]
-                k = kf[i]
-                key = b ^ ((b >> np.int32(31)) & np.int32(_I32_MAX))
-                bad += k & ((b & np.int32(_EXP)) == np.int32(_EXP))
-                kmin = key if k else np.int32(_I32_MAX)
-                kmax = key if k else np.int32(_I32_MIN)
-                mn = kmin if kmin < mn else mn
-                mx = kmax if kmax > mx else mx
-        else:
-            for i in range(n):
-                b = xc[i]
-                key = b ^ ((b >> np.int32(31)) & np.int32(_I32_MAX))
-                bad += (b & np.int32(_EXP)) == np.int32(_EXP)
-                mn = key if key < mn else mn
-                mx = key if key > mx else mx
+        mn = i32(_I32_MAX)
+        mx = i32(_I32_MIN)
+        for i in range(n):
+            b = xc[i]
+            m = m32[i]
+            key = i32(b ^ i32(i32(b >> i32(31)) & i32(_I32_MAX)))
+            flag = i32(flag | i32(i32(i32(b & i32(_EXP)) + i32(0x00800000)) & m))
+            kmin = i32(i32(key & m) | i32(i32(_I32_MAX) & i32(~m)))
+            kmax = i32(i32(key & m) | i32(i32(_I32_MIN) & i32(~m)))
+            mn = kmin if kmin < mn else mn
+            mx = kmax if kmax > mx else mx
         if mn > mx:  # nothing kept in this channel
             lo[c] = np.inf
             hi[c] = -np.inf
         else:
             lo[c] = _key_value(mn)
             hi[c] = _key_value(mx)
+    if flag >= 0:
+        return 0
+    bad = 0
+    for c in range(c0, c1):
+        xc = x[c].reshape(-1).view(np.int32)
+        for i in range(n):
+            bad += (m32[i] != 0) and (xc[i] & _EXP) == _EXP
     return bad
 
 
