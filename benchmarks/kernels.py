@@ -105,6 +105,7 @@ def cases(rng: np.random.Generator) -> list[dict]:
         ("threshold_value 480x640", "threshold_value", (imp_l, 0.5), {}, imp_l.nbytes, True),
         ("threshold_keep_ratio 128x128", "threshold_keep_ratio", (imp_s, 0.2), {}, imp_s.nbytes, False),
         ("threshold_keep_ratio 480x640", "threshold_keep_ratio", (imp_l, 0.2), {}, imp_l.nbytes, False),
+        ("threshold_percentile 128x128", "threshold_percentile", (imp_s, 80), {}, imp_s.nbytes, False),
         ("threshold_percentile 480x640", "threshold_percentile", (imp_l, 80), {}, imp_l.nbytes, False),
         ("dilate_mask r=3 128x128", "dilate_mask", (keep_s, 3), {}, keep_s.nbytes, False),
         ("dilate_mask r=3 480x640", "dilate_mask", (keep_l, 3), {}, keep_l.nbytes, False),
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results" / "kernels.json")
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (a smoke run)")
+    ap.add_argument("--only", default="", help="time only the cases whose name contains this (no summary)")
     args = ap.parse_args(argv)
     rounds, target = (3, 0.01) if args.quick else (9, 0.05)
     start_repeats = 1 if args.quick else 3
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     results = []
     for case in cases(rng):
+        if args.only not in case["name"]:
+            continue
         src = np.ones(case["bytes"], np.uint8)
         dst = np.empty_like(src)
         t = measure(
@@ -247,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['name']:<42} kernel {row['kernel_us']:9.1f} us  numpy {row['reference_us']:9.1f} us  "
             f"x{row['speedup_vs_numpy']:6.2f}  vs copy {row['bandwidth_vs_copy']:5.2f}"
         )
+    if args.only:
+        return 0
     multi = [r for r in results if not r["numpy_single_pass"]]
     worst = min(multi, key=lambda r: r["speedup_vs_numpy"])
     fused = next(r for r in results if r["name"] == "mask_quantize 8b 64x32x32")
