@@ -157,18 +157,19 @@ def _quant_pass(x, keep, use_mask, zero_masked, offset, inv, levels, c0, c1, q):
             # Branch-free: the code of the raw value and the masked-out code, blended with integer
             # masks (a conditional load is a branch in Numba, mispredicted on ragged masks). A raw
             # masked-out value may be NaN / inf (it is never used): the clamps send NaN to 0.
-            qm = np.int64(0)
+            i32 = np.int32
+            qm = i32(0)
             if zero_masked:
                 t0 = (zero - off) * iv + half
                 t0 = t0 if t0 > zero else zero
                 t0 = t0 if t0 < lv else lv
-                qm = np.int64(np.uint8(t0))
+                qm = i32(t0)
             for i in range(n):
-                m = -np.int64(kf[i])
+                m = i32(-i32(kf[i]))
                 t = (xc[i] - off) * iv + half
                 t = t if t > zero else zero
                 t = t if t < lv else lv
-                qc[i] = (np.int64(np.uint8(t)) & m) | (qm & ~m)
+                qc[i] = i32(i32(i32(t) & m) | i32(qm & i32(~m)))
         else:
             for i in range(n):
                 t = (xc[i] - off) * iv + half
