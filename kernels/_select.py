@@ -179,23 +179,33 @@ def _bin(v, lo, sc, nb):
 
 
 @jit
-def _value_select(vals, k, lo, hi):
-    """``k``-th smallest (0-based) of finite float32 ``vals`` whose min / max are ``lo`` / ``hi``.
+def _small_select(arr, k):
+    """``(value, n_less, n_equal, next_value or NaN)`` by sorting a small array."""
+    srt = np.sort(arr) + np.float32(0.0)  # -0.0 -> +0.0: the zeros tie
+    m = srt.size
+    first = k
+    while first > 0 and srt[first - 1] == srt[k]:
+        first -= 1
+    last = k
+    while last + 1 < m and srt[last + 1] == srt[k]:
+        last += 1
+    nxt = np.float64(srt[last + 1]) if last + 1 < m else np.nan
+    return np.float64(srt[k]), first, last - first + 1, nxt
 
-    Returns ``(value, n_less, n_equal, next_value)`` as float64 (``next_value``: the smallest value
-    above, ``value`` itself if there is none).
-    """
-    n = vals.size
-    if lo == hi:
-        return lo, 0, n, lo
+
+@jit
+def _narrow(arr, k, lo, hi):
+    """One round: bin ``arr`` linearly between ``lo`` and ``hi``; return the bin holding rank ``k``
+    as ``(candidates, count below the bin)``."""
+    n = arr.size
     # bins: enough to split the data finely, few enough that zeroing them is cheap for small n
     nb = min(_NBINS, max(16, n // 16))
     sc = nb / (hi - lo)
-    # Bin numbers first, in a vectorised loop; then the scalar counting and gathering loops only
-    # load a uint16 (measured 1.5x faster than computing bins inside them).
+    # Bin numbers first, in a vectorised loop; the scalar counting and gathering loops then only
+    # load a uint16.
     bins = np.empty(n, np.uint16)
     for i in range(n):
-        bins[i] = _bin(vals[i], lo, sc, nb)
+        bins[i] = _bin(arr[i], lo, sc, nb)
     sub = np.zeros((4, nb), np.int64)
     n4 = n - n % 4
     for i in range(0, n4, 4):
@@ -207,44 +217,72 @@ def _value_select(vals, k, lo, hi):
         sub[0, bins[i]] += 1
     hist = sub[0] + sub[1] + sub[2] + sub[3]
     b, before = _find_bin(hist, k)
-    m = hist[b]
-    cand = np.empty(m, np.float32)
+    cand = np.empty(hist[b], np.float32)
     j = 0
     ub = np.uint16(b)
     for i in range(n):
         if bins[i] == ub:
-            cand[j] = vals[i]
+            cand[j] = arr[i]
             j += 1
-    if m <= _SMALL:
-        srt = np.sort(cand) + np.float32(0.0)  # -0.0 -> +0.0: the zeros tie
-        kk = k - before
-        value = np.float64(srt[kk])
-        first = kk
-        while first > 0 and srt[first - 1] == srt[kk]:
-            first -= 1
-        last = kk
-        while last + 1 < m and srt[last + 1] == srt[kk]:
-            last += 1
-        n_less = first
-        n_eq = last - first + 1
-        nxt = _NONE
-        if last + 1 < m:
-            return value, before + n_less, n_eq, np.float64(srt[last + 1])
-    else:
-        cbits = cand.view(np.uint32)
-        chist, _ = _histogram_top(cbits)
-        key, n_less, n_eq, nxt = _kth_key(cbits, k - before, chist)
-        value = _key_to_float(key)
-    if nxt != _NONE:
-        return value, before + n_less, n_eq, _key_to_float(nxt)
-    if before + m >= n:  # nothing above this bin
-        return value, before + n_less, n_eq, value
-    nv = hi  # the smallest value in the bins above
+    return cand, before
+
+
+@jit
+def _value_select(vals, k, lo, hi, want_next):
+    """``k``-th smallest (0-based) of finite float32 ``vals`` whose min / max are ``lo`` / ``hi``.
+
+    Returns ``(value, n_less, n_equal, next_value)`` as float64; ``next_value`` is the smallest
+    value above (``value`` itself if there is none), computed only if ``want_next``.
+
+    Rounds of linear binning between the current min and max shrink the candidates until at most
+    ``_SMALL`` are left, which are sorted; a round that keeps more than half (values spread over
+    many binades) hands over to the radix select. Equal values always share a bin, so ``n_equal``
+    is exact.
+    """
+    n = vals.size
+    if lo == hi:
+        return lo, 0, n, lo
+    arr = vals
+    kk = k
+    below = 0
+    clo = lo
+    chi = hi
+    nxt = np.nan
+    while True:
+        m = arr.size
+        if clo == chi:
+            value = clo
+            n_less = below
+            n_eq = m
+            break
+        if m <= _SMALL:
+            value, nl, n_eq, nxt = _small_select(arr, kk)
+            n_less = below + nl
+            break
+        cand, before = _narrow(arr, kk, clo, chi)
+        if 2 * cand.size > m:
+            cbits = arr.view(np.uint32)
+            chist, _ = _histogram_top(cbits)
+            key, nl, n_eq, nkey = _kth_key(cbits, kk, chist)
+            value = _key_to_float(key)
+            n_less = below + nl
+            if nkey != _NONE:
+                nxt = _key_to_float(nkey)
+            break
+        below += before
+        kk -= before
+        arr = cand
+        clo, chi, _ = _minmax_finite(arr)
+    if not want_next or nxt == nxt:  # nxt == nxt: found (not NaN)
+        return value, n_less, n_eq, (nxt if nxt == nxt else value)
+    if n_less + n_eq >= n:  # nothing above
+        return value, n_less, n_eq, value
+    nv = hi  # the smallest value above, by one pass
     for i in range(n):
         v = np.float64(vals[i])
         if v > value and v < nv:
             nv = v
-    return value, before + n_less, n_eq, nv
+    return value, n_less, n_eq, nv
 
 
 @jit
@@ -261,7 +299,7 @@ def _percentile_values(vals, pct, lo, hi):
     if i > n - 1:
         i = n - 1
     f = pos - i
-    v, n_less, n_eq, nxt = _value_select(vals, i, lo, hi)
+    v, n_less, n_eq, nxt = _value_select(vals, i, lo, hi, f != 0.0 and i + 1 < n)
     if f == 0.0 or i + 1 >= n:
         return v
     w = v if i + 1 < n_less + n_eq else nxt

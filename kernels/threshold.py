@@ -35,7 +35,7 @@ def _keep_top(imp, k, out):
     lo, hi, bad = _minmax_finite(imp)
     if bad:
         return bad
-    tv, n_less, n_eq, _ = _value_select(imp, n - k, lo, hi)
+    tv, n_less, n_eq, _ = _value_select(imp, n - k, lo, hi, False)
     need = k - (n - n_less - n_eq)  # how many of the values equal to the cut are kept
     if need == n_eq:  # every tie is kept (always so for continuous maps): one vectorised pass
         for i in range(n):
