@@ -1,11 +1,12 @@
 """Order statistics of float32 data without a full sort.
 
-:func:`_value_select` (the entry point for large arrays): one vectorised min / max pass, one
-histogram pass over 2048 bins spaced linearly between min and max, a gather of the bin that
-holds the wanted rank, and a radix select inside it. Linear bins split importance maps (values
-crowded in a few binades) far better than the top bits of the float, which put e.g. a quarter of
-a uniform [0, 1) map into one bin (``benchmarks/kernels.py``, threshold_keep_ratio 480x640:
-about 2x faster than radix select alone).
+:func:`_value_select` (the entry point): after one vectorised min / max pass, rounds of a
+histogram with bins spaced linearly between the current min and max keep only the bin holding
+the wanted rank, until at most ``_SMALL`` values remain, which are sorted. Linear bins split
+importance maps (values crowded in a few binades) far better than the top bits of the float,
+which put e.g. a quarter of a uniform [0, 1) map into one bin (``benchmarks/kernels.py``,
+threshold_keep_ratio: about 2x faster than the radix select alone). A round that keeps more than
+half of its input hands over to the radix select, so no distribution makes it quadratic.
 
 :func:`_kth_key` is the three-round radix select:
 
