@@ -257,3 +257,51 @@ def run_slow_receiver(
     )
     _rx_check(summary, out["violations"])
     return out
+
+
+def run_load(workdir: Path, *, streams: int = 3, seconds: float = 20.0, fps: float = 30.0) -> dict:
+    """``streams`` edges at full rate into one receiver for ``seconds``; RSS and open descriptors
+    of every process sampled from /proc (:class:`~helpers.faults.Sampler`)."""
+    from helpers.faults import Sampler
+
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    rx = RxProc(ep, workdir, "load-rx")
+    edges: list[EdgeProc] = []
+    try:
+        rx.wait_ready()
+        edges = [EdgeProc([ep], workdir, f"load-cam{i}", seconds=seconds, fps=fps, sets=(f"source.seed={i}",))
+                 for i in range(streams)]  # fmt: skip
+        for e in edges:
+            e.wait_ready()
+        with Sampler({"receiver": rx.pid, **{f"edge{i}": e.pid for i, e in enumerate(edges)}}) as sampler:
+            reports = [e.wait(timeout=seconds + 120) for e in edges]
+        time.sleep(0.5)
+        summary = rx.stop()
+    finally:
+        for p in (*edges, rx):
+            p.kill()
+    results = rx.results()
+    sent = sum(r["stats"]["sent"] for r in reports)
+    v: list[str] = []
+    for r in reports:
+        v += [f"{r['stream']}: {x}" for x in edge_violations(r)]
+    _rx_check(summary, v)
+    if sent != summary["received"]:
+        v.append(f"edges sent {sent}, the receiver got {summary['received']}")
+    growth = {k: sampler.growth(k) for k in sampler.samples}
+    return {
+        "scenario": "load",
+        "streams": streams,
+        "seconds": seconds,
+        "captured": sum(r["stats"]["captured"] for r in reports),
+        "sent": sent,
+        "received": summary["received"],
+        "results": len(results),
+        "lost_in_transit": max(0, sent - summary["received"]),
+        "edge_accounting_error": sum(
+            r["stats"]["captured"] - r["stats"]["sent"] - sum(r["stats"]["dropped"].values()) for r in reports
+        ),
+        "fps_per_stream": [round(r["stats"]["fps"], 1) for r in reports],
+        "resources": growth,
+        "violations": v,
+    }
