@@ -305,3 +305,37 @@ def run_load(workdir: Path, *, streams: int = 3, seconds: float = 20.0, fps: flo
         "resources": growth,
         "violations": v,
     }
+
+
+def run_fuzz(workdir: Path, *, messages: int = 5000, seed: int = 0) -> dict:
+    """The codec's fuzz corpus from a raw ZeroMQ client into a receiver process; every message is
+    accounted for (received = results + rejected) and the receiver survives."""
+    import random
+
+    import zmq
+    from helpers.codec import fuzz_message, fuzz_seeds
+    from helpers.receiver import Sender
+
+    from edge_runtime.bundle import load_bundle
+
+    mid = load_bundle(verify=False).model_id_bytes
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    rx = RxProc(ep, workdir, "fuzz-rx", extra=("--frames", str(messages)))
+    try:
+        rx.wait_ready()
+        rng = random.Random(seed)
+        seeds = fuzz_seeds(mid)
+        with Sender(ep) as s:
+            s.sock.setsockopt(zmq.LINGER, 5000)
+            for i in range(messages):
+                s.sock.send(fuzz_message(rng, i, seeds))
+        rx.wait_line(lambda x: x.startswith("received "), 300)  # --frames: it stops by itself
+        summary = rx.stop()
+    finally:
+        rx.kill()
+    v: list[str] = []
+    if summary["received"] != messages:
+        v.append(f"sent {messages} fuzz messages, the receiver accounted for {summary['received']}")
+    if summary["received"] != summary["results"] + summary["rejected"]:
+        v.append(f"receiver: received != results + rejected: {summary}")
+    return {"scenario": "fuzz", "messages": messages, **summary, "violations": v}
