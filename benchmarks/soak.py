@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_growth": round(max(growth.values()), 4),
         "fd_growth": max(g["fds_end"] - g["fds_start"] for g in load["resources"].values()),
         "lost_in_flight_by_scenario": {
-            name: sum(
-                r.get("lost_in_transit", 0) for r in runs if r["scenario"].startswith(name.split("_")[0])
-            )
+            name: sum(r.get("lost_in_transit", 0) for r in runs if r.get("name") == name)
             for name, _, _ in faults
         },
         "frames_sent": sum(r.get("sent", 0) for r in everything),

@@ -274,7 +274,9 @@ def run_load(workdir: Path, *, streams: int = 3, seconds: float = 20.0, fps: flo
         for e in edges:
             e.wait_ready()
         with Sampler({"receiver": rx.pid, **{f"edge{i}": e.pid for i, e in enumerate(edges)}}) as sampler:
-            reports = [e.wait(timeout=seconds + 120) for e in edges]
+            # sample while every edge is in its loop, not while they close (descriptors drop then)
+            time.sleep(max(0.0, min(e.started_at for e in edges) + seconds - 1.0 - time.time()))
+        reports = [e.wait(timeout=seconds + 120) for e in edges]
         time.sleep(0.5)
         summary = rx.stop()
     finally:
