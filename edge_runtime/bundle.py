@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.atomic import recover_dir
 from edge_runtime.errors import BundleError
 
 __all__ = [
@@ -264,6 +265,8 @@ def load_bundle(path: str | Path | None = None, *, threads: int = 0, verify: boo
     sha256 that does not match, or an inconsistent manifest.
     """
     folder = Path(path) if path is not None else DEFAULT_BUNDLE
+    if not folder.is_dir() and recover_dir(folder):
+        log.warning("bundle %s: restored the previous version after an interrupted replacement", folder)
     if not folder.is_dir():
         raise BundleError(f"bundle folder {folder} does not exist")
     mpath = folder / "manifest.json"

@@ -30,7 +30,17 @@ def as_array(name: str, a: object, dtypes: tuple[type, ...], ndim: int, layout: 
     """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray ({layout}), got {type(a).__name__}")
-    if a.dtype not in [np.dtype(d) for d in dtypes]:
+    dt = a.dtype
+    if (
+        dt.type in dtypes
+        and dt.isnative
+        and a.ndim == ndim
+        and a.size
+        and a.flags.c_contiguous
+        and a.flags.writeable
+    ):
+        return a  # the common case, checked cheaply (this runs once per frame per kernel)
+    if dt.type not in dtypes or not dt.isnative:
         allowed = " or ".join(np.dtype(d).name for d in dtypes)
         fix = f"{name}.astype(np.{np.dtype(dtypes[0]).name})"
         raise TypeError(f"{name} must have dtype {allowed}, got {a.dtype}; convert with {fix}")
@@ -51,9 +61,10 @@ def check_finite(name: str, bad: int) -> None:
 
 def check_int(name: str, v: object, lo: int, hi: int | None = None) -> int:
     """Return ``v`` as a Python int in ``[lo, hi]`` (``hi=None``: no upper bound); bools are refused."""
-    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {v!r} ({type(v).__name__})")
-    v = int(v)
+    if type(v) is not int:
+        if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {v!r} ({type(v).__name__})")
+        v = int(v)
     if v < lo or (hi is not None and v > hi):
         rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
         raise ValueError(f"{name} must be in {rng}, got {v}")

@@ -14,6 +14,9 @@ Flags and why:
 - ``error_model="numpy"``: a float division by zero gives inf/NaN instead of raising inside the
   loop; wrappers validate inputs first, so the only effect is that loops need no zero-checks.
 - ``boundscheck=False``: wrappers check shapes before the loops run.
+- ``inline="always"`` only for tiny per-element helpers (``jit(inline=True)``): Numba then inlines
+  them in its own IR; left to LLVM, the bilinear sampler in warp_flow stayed a call (1.5x slower,
+  ``benchmarks/kernels.py``). Inlining does not change results.
 
 ``tests/kernels/test_jit_flags.py`` greps the package so that no other file calls ``numba.njit``.
 """
@@ -40,8 +43,16 @@ JIT_FLAGS: dict[str, Any] = {
 KERNELS: dict[str, Any] = {}
 
 
-def jit(fn: Callable) -> Any:
-    """Compile ``fn`` with the package's JIT flags (no per-kernel overrides, on purpose)."""
-    dispatcher = numba.njit(**JIT_FLAGS)(fn)
-    KERNELS[f"{fn.__module__}.{fn.__name__}"] = dispatcher
-    return dispatcher
+def jit(fn: Callable | None = None, *, inline: bool = False) -> Any:
+    """Compile ``fn`` with the package's JIT flags (no other per-kernel overrides, on purpose).
+
+    ``@jit`` for kernels, ``@jit(inline=True)`` for tiny helpers called per element.
+    """
+
+    def wrap(f: Callable) -> Any:
+        flags = {**JIT_FLAGS, "inline": "always"} if inline else JIT_FLAGS
+        dispatcher = numba.njit(**flags)(f)
+        KERNELS[f"{f.__module__}.{f.__name__}"] = dispatcher
+        return dispatcher
+
+    return wrap if fn is None else wrap(fn)

@@ -3,11 +3,14 @@
 Formula, per channel (``per_channel=True``) or for the whole tensor (scale / offset shaped (1,)):
 
 - statistics ``lo, hi``: min / max of the values used, or with ``clip_percentile=p`` the
-  ``(100 - p)``-th and ``p``-th percentiles (linear interpolation, ``kernels._select._percentile``);
+  ``(100 - p)``-th and ``p``-th percentiles (linear interpolation,
+  ``kernels._select._percentile_values``);
 - ``L = 2**bits - 1``, ``offset = float32(lo)``, ``scale = float32((hi - offset) / L)`` in float64;
   a channel with ``scale == 0`` (constant, or nothing to measure) gets ``scale = 1.0`` so nothing
   divides by zero; a channel with no values at all gets ``offset = 0``;
-- ``q = clip(floor((x - offset) * (1 / scale) + 0.5), 0, L)`` in float64, stored as uint8;
+- ``inv = float32(1 / scale)`` (float64 division), then in float32 arithmetic
+  ``q = clip(floor((x - offset) * inv + 0.5), 0, L)``, stored as uint8 (float32 because it
+  vectorises twice as wide as float64: ``benchmarks/kernels.py``, fused mask + quantize);
 - dequantized ``x' = offset + float32(q) * scale`` in float32.
 
 Masks: in :func:`quantize`, positions where ``mask`` is False are not read, not counted in the
@@ -23,50 +26,70 @@ import numpy as np
 
 from ._checks import as_array, check_finite, check_int, check_mask, check_real
 from ._jit import jit
-from ._select import _percentile
+from ._select import _minmax_finite, _percentile_values
 
 __all__ = ["quantize", "dequantize", "mask_quantize"]
 
-_LANES = 16  # independent min/max accumulators, so the statistics loop vectorises (no fast-math)
 _NO_MASK = np.ones((1, 1), np.bool_)
+_I32_MAX = 0x7FFFFFFF
+_I32_MIN = -0x80000000
+_EXP = 0x7F800000
 
 
 @jit
-def _minmax(x, keep, use_mask, lo, hi):
-    """Per-channel min / max over kept positions; returns the count of kept non-finite values."""
-    nc = x.shape[0]
+def _minmax(x, keep, use_mask, c0, c1, lo, hi):
+    """Per-channel min / max over kept positions; returns the count of kept non-finite values.
+
+    Works on the float32 bits as int32 *keys* (``b ^ ((b >> 31) & 0x7FFFFFFF)``), whose integer
+    order is the float order for finite values: integer min / max vectorise without fast-math,
+    float ones do not (LLVM must respect NaN). Every operation is cast back to int32 because Numba
+    widens int32 arithmetic to int64, which halves the vector width (measured 2x). The mask is
+    applied as ``0 / -1`` int32 bit masks, and a non-finite value shows as the sign bit of
+    ``(b & EXP) + 0x00800000``; only if one is seen are they counted, for the error message.
+    """
     n = x.shape[1] * x.shape[2]
-    bad = 0
-    lol = np.empty(_LANES, np.float32)
-    hil = np.empty(_LANES, np.float32)
-    badl = np.zeros(_LANES, np.int64)
     kf = keep.reshape(-1)
-    for c in range(nc):
-        xc = x[c].reshape(-1)
-        lol[:] = np.inf
-        hil[:] = -np.inf
-        nb = n - n % _LANES
-        for i in range(0, nb, _LANES):
-            for j in range(_LANES):
-                v = xc[i + j]
-                k = kf[i + j] if use_mask else True
-                bad_v = (v - v) != 0.0
-                badl[j] += k and bad_v
-                vl = v if k else np.float32(np.inf)
-                vh = v if k else np.float32(-np.inf)
-                lol[j] = vl if vl < lol[j] else lol[j]
-                hil[j] = vh if vh > hil[j] else hil[j]
-        for i in range(nb, n):
-            v = xc[i]
-            if use_mask and not kf[i]:
-                continue
-            if (v - v) != 0.0:
-                bad += 1
-            lol[0] = min(lol[0], v)
-            hil[0] = max(hil[0], v)
-        lo[c] = np.float64(lol.min())
-        hi[c] = np.float64(hil.max())
-    return bad + badl.sum()
+    m32 = np.empty(n, np.int32)
+    for i in range(n):
+        m32[i] = -np.int32(kf[i]) if use_mask else np.int32(-1)
+    i32 = np.int32
+    flag = i32(0)
+    for c in range(c0, c1):
+        xc = x[c].reshape(-1).view(np.int32)
+        mn = i32(_I32_MAX)
+        mx = i32(_I32_MIN)
+        for i in range(n):
+            b = xc[i]
+            m = m32[i]
+            key = i32(b ^ i32(i32(b >> i32(31)) & i32(_I32_MAX)))
+            flag = i32(flag | i32(i32(i32(b & i32(_EXP)) + i32(0x00800000)) & m))
+            kmin = i32(i32(key & m) | i32(i32(_I32_MAX) & i32(~m)))
+            kmax = i32(i32(key & m) | i32(i32(_I32_MIN) & i32(~m)))
+            mn = kmin if kmin < mn else mn
+            mx = kmax if kmax > mx else mx
+        if mn > mx:  # nothing kept in this channel
+            lo[c] = np.inf
+            hi[c] = -np.inf
+        else:
+            lo[c] = _key_value(mn)
+            hi[c] = _key_value(mx)
+    if flag >= 0:
+        return 0
+    bad = 0
+    for c in range(c0, c1):
+        xc = x[c].reshape(-1).view(np.int32)
+        for i in range(n):
+            bad += (m32[i] != 0) and (xc[i] & _EXP) == _EXP
+    return bad
+
+
+@jit
+def _key_value(key):
+    """Float value (float64) of an int32 key (the key map is its own inverse)."""
+    b = np.int64(key) ^ ((np.int64(key) >> 31) & _I32_MAX)
+    buf = np.empty(1, np.int32)
+    buf[0] = np.int32(b)
+    return np.float64(buf.view(np.float32)[0])
 
 
 @jit
@@ -95,15 +118,17 @@ def _clip_stats(x, keep, use_mask, zero_masked, per_channel, pct, lo, hi):
             lo[g] = 0.0
             hi[g] = 0.0
         else:
-            bits = buf[:m].view(np.uint32)
-            lo[g] = _percentile(bits, 100.0 - pct)
-            hi[g] = _percentile(bits, pct)
+            vals = buf[:m]
+            vlo, vhi, _ = _minmax_finite(vals)
+            lo[g] = _percentile_values(vals, 100.0 - pct, vlo, vhi)
+            hi[g] = _percentile_values(vals, pct, vlo, vhi)
 
 
 @jit
 def _params(lo, hi, has_values, levels, scale, offset, inv):
     for g in range(lo.size):
-        off = np.float32(lo[g]) if has_values else np.float32(0.0)
+        # + 0 turns -0.0 into +0.0: which zero a min returns is not defined
+        off = np.float32(lo[g]) + np.float32(0.0) if has_values else np.float32(0.0)
         s = np.float32((hi[g] - np.float64(off)) / levels) if has_values else np.float32(0.0)
         if s == np.inf:  # range wider than float32 / levels: saturate, values beyond clip
             s = np.float32(3.4028234663852886e38)
@@ -111,57 +136,79 @@ def _params(lo, hi, has_values, levels, scale, offset, inv):
             s = np.float32(1.0)
         offset[g] = off
         scale[g] = s
-        inv[g] = 1.0 / np.float64(s)
+        inv[g] = np.float32(1.0 / np.float64(s))
 
 
 @jit
-def _quant_pass(x, keep, use_mask, zero_masked, offset, inv, levels, q):
-    nc = x.shape[0]
+def _quant_pass(x, keep, use_mask, zero_masked, offset, inv, levels, c0, c1, q):
+    """q = trunc(clip((x - offset) * inv + 0.5, 0, L)) in float32 (= clip(floor(..), 0, L))."""
     n = x.shape[1] * x.shape[2]
-    kf = keep.reshape(-1)
-    lv = np.float64(levels)
-    for c in range(nc):
+    kf = keep.reshape(-1).view(np.uint8)
+    lv = np.float32(levels)
+    zero = np.float32(0.0)
+    half = np.float32(0.5)
+    for c in range(c0, c1):
         g = c if offset.size > 1 else 0
-        off = np.float64(offset[g])
+        off = offset[g]
         iv = inv[g]
-        qm = np.uint8(0)
-        if zero_masked:
-            qm = np.uint8(min(max(np.floor((0.0 - off) * iv + 0.5), 0.0), lv))
         xc = x[c].reshape(-1)
         qc = q[c].reshape(-1)
-        for i in range(n):
-            k = kf[i] if use_mask else True
-            v = np.float64(xc[i]) if k else 0.0
-            t = min(max(np.floor((v - off) * iv + 0.5), 0.0), lv)
-            qc[i] = np.uint8(t) if k else qm
+        if use_mask:
+            # Branch-free: the code of the raw value and the masked-out code, blended with integer
+            # masks (a conditional load is a branch in Numba, mispredicted on ragged masks). A raw
+            # masked-out value may be NaN / inf (it is never used): the clamps send NaN to 0.
+            i32 = np.int32
+            qm = i32(0)
+            if zero_masked:
+                t0 = (zero - off) * iv + half
+                t0 = t0 if t0 > zero else zero
+                t0 = t0 if t0 < lv else lv
+                qm = i32(t0)
+            for i in range(n):
+                m = i32(-i32(kf[i]))
+                t = (xc[i] - off) * iv + half
+                t = t if t > zero else zero
+                t = t if t < lv else lv
+                qc[i] = i32(i32(i32(t) & m) | i32(qm & i32(~m)))
+        else:
+            for i in range(n):
+                t = (xc[i] - off) * iv + half
+                t = zero if t < zero else t
+                t = lv if t > lv else t
+                qc[i] = np.uint8(t)
 
 
 @jit
 def _quantize(x, keep, use_mask, zero_masked, per_channel, pct, levels, q, scale, offset):
-    """Statistics, parameters and the quantization pass; returns the count of non-finite values."""
+    """Statistics, parameters and the quantization pass; returns the count of non-finite values.
+
+    (Measuring and quantizing channel by channel while it sits in L1 was tried: slower, the
+    per-channel call overhead costs more than the second trip through L2 on 64x32x32.)
+    """
     nc = x.shape[0]
     lo = np.empty(nc, np.float64)
     hi = np.empty(nc, np.float64)
-    bad = _minmax(x, keep, use_mask, lo, hi)
+    n = x.shape[1] * x.shape[2]
+    n_kept = keep.sum() if use_mask else n
+    has_values = n_kept > 0 or zero_masked
+    pad_zero = zero_masked and n_kept < n  # zeroed positions take part in the statistics
+    g = nc if per_channel else 1
+    inv = np.empty(g, np.float32)
+    bad = _minmax(x, keep, use_mask, 0, nc, lo, hi)
     if bad:
         return bad
-    n_kept = keep.sum() if use_mask else x.shape[1] * x.shape[2]
-    n_masked = x.shape[1] * x.shape[2] - n_kept
-    has_values = n_kept > 0 or zero_masked
     if pct >= 0.0:
         _clip_stats(x, keep, use_mask, zero_masked, per_channel, pct, lo, hi)
     else:
-        if zero_masked and n_masked > 0:
+        if pad_zero:
             for c in range(nc):
                 lo[c] = min(lo[c], 0.0)
                 hi[c] = max(hi[c], 0.0)
         if not per_channel:
             lo[0] = lo.min()
             hi[0] = hi.max()
-    g = nc if per_channel else 1
-    inv = np.empty(g, np.float64)
     _params(lo[:g], hi[:g], has_values, levels, scale, offset, inv)
-    _quant_pass(x, keep, use_mask, zero_masked, offset, inv, levels, q)
+    _quant_pass(x, keep, use_mask, zero_masked, offset, inv, levels, 0, nc, q)
     return 0
 
 

@@ -50,7 +50,7 @@ def threshold_keep_ratio(imp: np.ndarray, ratio: float) -> np.ndarray:
 
 
 def percentile(values: np.ndarray, pct: float) -> float:
-    """Linear-interpolation percentile, the formula of ``kernels._select._percentile``."""
+    """Linear-interpolation percentile, the formula of ``kernels._select._percentile_values``."""
     v = values.ravel()
     n = v.size
     pos = pct / 100.0 * (n - 1)
@@ -216,7 +216,7 @@ def shift_map(map2d: np.ndarray, dy: float, dx: float, *, fill: float = 0.0) -> 
 
 
 def _params(lo: float, hi: float, levels: int, has_values: bool) -> tuple[np.float32, np.float32]:
-    off = np.float32(lo) if has_values else np.float32(0.0)
+    off = np.float32(lo) + np.float32(0.0) if has_values else np.float32(0.0)
     s = np.float32((hi - float(off)) / levels) if has_values else np.float32(0.0)
     if s == np.inf:
         s = np.float32(np.finfo(np.float32).max)
@@ -247,10 +247,10 @@ def _quantize(x, keep, bits, per_channel, clip_percentile, zero_masked):
             hi = percentile(vals, clip_percentile)
         offset[g], scale[g] = _params(lo, hi, levels, has)
     idx = np.arange(c) if per_channel else np.zeros(c, np.int64)
-    off = offset[idx].astype(np.float64)[:, None, None]
-    inv = (1.0 / scale[idx].astype(np.float64))[:, None, None]
-    v = np.where(k, x.astype(np.float64), 0.0)
-    q = np.clip(np.floor((v - off) * inv + 0.5), 0.0, levels).astype(np.uint8)
+    off = offset[idx][:, None, None]
+    inv = (1.0 / scale[idx].astype(np.float64)).astype(np.float32)[:, None, None]
+    v = np.where(k, x, np.float32(0.0))
+    q = np.clip(np.floor((v - off) * inv + np.float32(0.5)), 0, levels).astype(np.uint8)
     if not zero_masked:
         q = np.where(k, q, np.uint8(0))
     return q, scale, offset

@@ -36,7 +36,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-train", type=int, default=24000, help="built-in scenes to train on")
     p.add_argument("--num-test", type=int, default=2000, help="built-in held-out scenes")
     p.add_argument("--size", type=int, default=128, help="input size in pixels")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--bottleneck", type=int, default=8, help="channels of the split tensor")

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_runtime.atomic import replace_dir
 from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
 from models.networks import fuse_batchnorm
 
@@ -339,14 +340,9 @@ def export_bundle(
                 **(extra or {}),
             },
         )
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        # one atomic swap: a crash at any point leaves the previous bundle loadable
+        # (the old code renamed it aside first; a crash between the renames left no bundle)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest

@@ -16,6 +16,7 @@ import onnx
 from onnx import shape_inference
 from onnx.utils import Extractor
 
+from edge_runtime.atomic import replace_dir
 from edge_runtime.bundle import write_manifest
 
 __all__ = ["split_model"]
@@ -108,9 +109,7 @@ def split_model(
                 "source": {"file": model_path.name, "split_at": at},
             },
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        replace_dir(tmp, out_dir)  # atomic: the old code deleted the previous bundle first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from edge_runtime import atomic
 from edge_runtime.codec.wire import Tensor, serialize_values
 
 __all__ = ["train_dictionary", "main"]
@@ -94,7 +95,7 @@ def run(args) -> int:
     except (ValueError, TypeError) as e:
         print(f"train-dict: {e}", file=sys.stderr)  # noqa: T201 (CLI)
         return 2
-    args.output.write_bytes(d)
+    atomic.write_bytes(args.output, d)  # a crash mid-write keeps the previous dictionary
     did = zstandard.ZstdCompressionDict(d).dict_id()
     print(f"wrote {len(d)}-byte dictionary (dict id {did}) from {len(samples)} samples to {args.output}")  # noqa: T201
     return 0

@@ -68,6 +68,7 @@ class JsonlSink(Sink):
         self.max_bytes = max_bytes
         self.backups = backups
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.torn_bytes = _cut_torn_line(self.path)
         self._f = open(self.path, "ab")  # noqa: SIM115 - owned until close()
         self._size = self._f.tell()
         self.rotations = 0
@@ -100,6 +101,35 @@ class JsonlSink(Sink):
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
+
+
+def _cut_torn_line(path: Path) -> int:
+    """A process killed mid-write leaves a partial last line; appending to it would merge it with
+    the next result into one line that parses as neither (tests/faults/test_atomic.py). Cut it off
+    (it is logged) and return how many bytes were cut."""
+    try:
+        with open(path, "r+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end == 0:
+                return 0
+            f.seek(end - 1)
+            if f.read(1) == b"\n":
+                return 0
+            pos = end
+            while pos > 0:
+                step = min(65536, pos)
+                f.seek(pos - step)
+                chunk = f.read(step)
+                i = chunk.rfind(b"\n")
+                if i >= 0:
+                    pos = pos - step + i + 1
+                    break
+                pos -= step
+            f.truncate(pos)
+    except FileNotFoundError:
+        return 0
+    log.warning("%s ended in a partial line (a crash mid-write): cut %d bytes", path, end - pos)
+    return end - pos
 
 
 class PubSink(Sink):

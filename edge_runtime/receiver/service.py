@@ -35,7 +35,7 @@ import zmq
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import MetricsServer
-from edge_runtime.receiver.engine import Engine, Reject, Result
+from edge_runtime.receiver.engine import Engine, Reject, Result, limits_for
 from edge_runtime.receiver.results import CallbackSink, JsonlSink, PubSink, Sink, Stats
 from edge_runtime.transport import SocketTimeouts, apply_timeouts, configure_server_curve, start_authenticator
 
@@ -125,6 +125,7 @@ class Receiver:
         self.max_streams = max_streams
         self.stats = Stats(max_streams)
         self.endpoint: str | None = None
+        self.max_message_bytes: int | None = None  # set at start from the bundles served
         self._bundle_specs = _bundle_paths(bundles)
         self._sinks: list[Sink] = list(sinks)
         if callback is not None:
@@ -184,12 +185,18 @@ class Receiver:
             pub = PubSink(self._pub, self._ctx, self.timeouts)
             self.pub_endpoint = pub.endpoint
             self._owned_sinks.append(pub)
-        front = self._public_socket()
         if self.workers <= 1:
             bundles = [
                 b if isinstance(b, Bundle) else load_bundle(b, threads=self.threads)
                 for b in self._bundle_specs
             ]
+        else:  # the workers load their own; the parent reads the manifests for the size limit
+            bundles = [
+                b if isinstance(b, Bundle) else load_bundle(b, verify=False) for b in self._bundle_specs
+            ]
+        self.max_message_bytes = limits_for(bundles, self.max_streams).max_message_bytes
+        front = self._public_socket()
+        if self.workers <= 1:
             self._engine = Engine(
                 bundles, self._on_event, max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1e3,
                 parts=1 if self.socket_type == "pull" else 2, max_streams=self.max_streams,
@@ -214,6 +221,11 @@ class Receiver:
     def _public_socket(self) -> zmq.Socket:
         sock = self._ctx.socket(SOCKET_TYPES[self.socket_type])
         apply_timeouts(sock, self.timeouts)
+        # ZeroMQ reads a message's length before it allocates it: a peer that announces more than
+        # the largest valid message is disconnected there, so a hostile 2 GB frame costs nothing
+        # (without this it was allocated whole and only then rejected by the decoder:
+        # tests/faults/test_bad_input.py).
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         if self.server_secret is not None:
             configure_server_curve(sock, self.server_secret)
         try:

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 import zstandard
-from helpers import MID, assert_tensor_equal, formula_tensor, frame, reseal
+from helpers.codec import MID, assert_tensor_equal, formula_tensor, frame, reseal
 
 import edge_runtime.codec as codec
 from edge_runtime.codec import Decoder, Encoder, Frame, Limits, MissingKeyFrameError, Tensor

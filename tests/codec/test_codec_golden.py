@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-from helpers import MID, assert_tensor_equal, formula_tensor, frame
+from helpers.codec import MID, assert_tensor_equal, formula_tensor, frame
 
 from edge_runtime.codec import Decoder, Encoder, Tensor
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import MID, assert_tensor_equal
+from helpers.codec import MID, assert_tensor_equal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

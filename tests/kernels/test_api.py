@@ -97,7 +97,8 @@ def _entry_kernels() -> set[str]:
         for fn in ast.walk(ast.parse(text)):
             if not isinstance(fn, ast.FunctionDef):
                 continue
-            if any(isinstance(d, ast.Name) and d.id == "jit" for d in fn.decorator_list):
+            decorators = [d.func if isinstance(d, ast.Call) else d for d in fn.decorator_list]
+            if any(isinstance(d, ast.Name) and d.id == "jit" for d in decorators):
                 continue
             for node in ast.walk(fn):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in short:

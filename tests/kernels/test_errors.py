@@ -22,6 +22,7 @@ CASES = [
     (lambda: kernels.threshold_value(IMP.astype(np.float64), 0.5), TypeError, "imp must have dtype float32"),
     (lambda: kernels.threshold_value(IMP[None], 0.5), ValueError, "imp must be 2-D"),
     (lambda: kernels.threshold_value([[0.5]], 0.5), TypeError, "imp must be a numpy.ndarray"),
+    (lambda: kernels.threshold_value(IMP.astype(">f4"), 0.5), TypeError, "imp must have dtype float32"),
     (lambda: kernels.threshold_value(NAN_IMP, 0.5), ValueError, "imp contains 1 NaN"),
     (lambda: kernels.threshold_value(IMP, float("nan")), ValueError, "thr must be finite"),
     (lambda: kernels.threshold_keep_ratio(INF_IMP, 0.5), ValueError, "imp contains 1 NaN or infinite"),

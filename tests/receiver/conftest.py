@@ -2,12 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # helpers.py (import-mode=importlib)
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +30,6 @@ def second_bundle(tmp_path_factory, bundle):
 @pytest.fixture(scope="session")
 def traffic(bundle):
     """24 real messages over 3 streams, every 8th an empty frame."""
-    from helpers import make_messages
+    from helpers.receiver import make_messages
 
     return make_messages(bundle, 24, streams=("cam0", "cam1", "cam2"), empty_every=8)

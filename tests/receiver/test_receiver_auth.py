@@ -8,7 +8,7 @@ import time
 
 import pytest
 import zmq
-from helpers import Sender
+from helpers.receiver import Sender
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.receiver import Receiver

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import zmq
-from helpers import Sender, features, make_messages, quantize
+from helpers.receiver import Sender, features, make_messages, quantize
 
 from edge_runtime.codec import Encoder, Frame
 from edge_runtime.receiver import Receiver, Result

@@ -8,7 +8,7 @@ import socket
 import urllib.request
 
 import pytest
-from helpers import Sender
+from helpers.receiver import Sender
 
 from edge_runtime import cli
 from edge_runtime.errors import ConfigError

@@ -1,0 +1,107 @@
+"""Soak: the fault scenarios of tests/faults, repeated, plus fuzzing and a long load run.
+
+    python -m benchmarks.soak --rounds 3 --load-seconds 300 --fuzz 20000
+
+Writes ``benchmarks/results/soak.json``. Summary:
+
+- ``frames_unaccounted``: frames no counter accounts for, summed over every run: edge accounting
+  errors (captured - sent - dropped), receiver ones (received - results - rejected) and messages the
+  edge counted as sent that no receiver received (lost in flight at a SIGKILL or a cut link;
+  goal 0);
+- ``faults_survived`` / ``faults_total``: fault runs after which every promise held;
+- ``max_reconnect_s``: the longest time from the peer being back to the edge delivering again;
+- ``messages_fuzzed``: hostile messages fed to a receiver process that were all accounted for;
+- ``memory_growth``: the largest RSS growth of any process over the load run (goal < 0.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the scenarios live with the tests
+
+from helpers import scenarios  # noqa: E402
+from helpers.faults import netns_available  # noqa: E402
+
+from benchmarks._common import write_result  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2, help="times each fault scenario runs")
+    ap.add_argument("--load-seconds", type=float, default=120.0)
+    ap.add_argument("--load-streams", type=int, default=3)
+    ap.add_argument("--fuzz", type=int, default=10000, help="fuzz messages into a receiver process")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+
+    netns = netns_available()
+    faults = [
+        ("receiver_sigkill", scenarios.run_receiver_kill, {}),
+        ("receiver_absent", scenarios.run_receiver_absent, {}),
+        ("network_cut_relay", scenarios.run_network_cut, {"method": "relay"}),
+        ("source_outage", scenarios.run_source_outage, {}),
+        ("slow_receiver", scenarios.run_slow_receiver, {}),
+    ]
+    if netns:
+        faults.insert(3, ("network_cut_netns", scenarios.run_network_cut, {"method": "netns"}))
+    runs: list[dict] = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        work = Path(tmp)
+        for r in range(args.rounds):
+            for name, fn, kw in faults:
+                d = work / f"{name}-{r}"
+                d.mkdir()
+                try:
+                    out = fn(d, **kw)
+                except Exception as e:  # a scenario that could not run is a failed fault, reported
+                    out = {"scenario": name, "violations": [f"scenario failed: {e!r}"]}
+                out["round"], out["name"] = r, name
+                runs.append(out)
+                print(f"{name} round {r}: {out.get('violations') or 'ok'}", flush=True)
+        d = work / "fuzz"
+        d.mkdir()
+        fuzz = scenarios.run_fuzz(d, messages=args.fuzz)
+        print(f"fuzz: {fuzz['violations'] or 'ok'}", flush=True)
+        d = work / "load"
+        d.mkdir()
+        load = scenarios.run_load(d, streams=args.load_streams, seconds=args.load_seconds)
+        print(f"load: {load['violations'] or 'ok'}", flush=True)
+
+    everything = runs + [load]
+    unaccounted = (
+        sum(r.get("lost_in_transit", 0) + abs(r.get("edge_accounting_error", 0)) for r in everything)
+        + abs(fuzz["received"] - fuzz["results"] - fuzz["rejected"])
+        + (args.fuzz - fuzz["received"])
+    )
+    reconnects = [r["reconnect_s"] for r in runs if r.get("reconnect_s") is not None]
+    growth = {k: g["rss_growth"] for k, g in load["resources"].items()}
+    summary = {
+        "frames_unaccounted": unaccounted,
+        "faults_survived": sum(not r["violations"] for r in runs),
+        "faults_total": len(runs),
+        "max_reconnect_s": round(max(reconnects), 3) if reconnects else None,
+        "messages_fuzzed": fuzz["received"] if not fuzz["violations"] else 0,
+        "memory_growth": round(max(growth.values()), 4),
+        "fd_growth": max(g["fds_end"] - g["fds_start"] for g in load["resources"].values()),
+        "lost_in_flight_by_scenario": {
+            name: sum(r.get("lost_in_transit", 0) for r in runs if r.get("name") == name)
+            for name, _, _ in faults
+        },
+        "frames_sent": sum(r.get("sent", 0) for r in everything),
+        "violations": [f"{r['scenario']}: {v}" for r in everything + [fuzz] for v in r["violations"]],
+        "seconds": round(time.time() - t0, 1),
+    }
+    params = vars(args) | {"netns": netns}
+    path = write_result("soak", summary, params, {"faults": runs, "fuzz": fuzz, "load": load}, out=args.out)
+    print(f"wrote {path}: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
