@@ -77,3 +77,17 @@ def test_readme_update_replaces_between_markers(tmp_path):
     ra.update_readme("TABLE\n", "python x", readme)
     text = readme.read_text()
     assert "TABLE" in text and "old" not in text and text.startswith("a\n") and text.endswith("b\n")
+
+
+def test_rerender_rebuilds_the_outputs_from_a_json(run, tmp_path):
+    from benchmarks._common import write_result
+
+    b, _, rows = run
+    params = {"count": 6, "data": "test", "model_id": b.model_id, "split_shape": "x", "quick": True}
+    src = write_result("rate_accuracy", ra.summarize(rows), params, rows, tmp_path / "src.json")
+    out = tmp_path / "out" / "rate_accuracy.json"
+    assert ra.main(["--rerender", str(src), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["float_accuracy"] == ra.summarize(rows)["float_accuracy"]
+    assert doc["parameters"]["rendered_from"]["file"] == str(src)
+    assert out.with_suffix(".png").is_file() and "| png |" in out.with_suffix(".md").read_text()
