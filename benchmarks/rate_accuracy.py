@@ -191,10 +191,13 @@ def load_frames(bundle: Bundle, data: str | None, count: int, seed: int = 0) -> 
     from models.data import image_folder  # the one ImageFolder loader (needs the offline extra)
 
     ds = image_folder(data, h)
-    if tuple(ds.classes) != tuple(bundle.classes):
-        raise ValueError(f"{data}: classes {ds.classes} differ from the bundle's {bundle.classes}")
+    unknown = sorted(set(ds.classes) - set(bundle.classes))
+    if unknown:
+        raise ValueError(f"{data}: classes {unknown} are not among the bundle's classes {bundle.classes}")
+    # ImageFolder numbers classes alphabetically; the bundle's logits follow its own class order
+    to_bundle = np.array([bundle.classes.index(c) for c in ds.classes], np.int64)
     order = np.random.default_rng(seed).permutation(len(ds))[:count]
-    return ds.images[order], ds.labels[order]
+    return ds.images[order], to_bundle[ds.labels[order]]
 
 
 # ---------------------------------------------------------------- per-frame caches

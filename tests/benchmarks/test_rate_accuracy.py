@@ -91,3 +91,28 @@ def test_rerender_rebuilds_the_outputs_from_a_json(run, tmp_path):
     assert doc["summary"]["float_accuracy"] == ra.summarize(rows)["float_accuracy"]
     assert doc["parameters"]["rendered_from"]["file"] == str(src)
     assert out.with_suffix(".png").is_file() and "| png |" in out.with_suffix(".md").read_text()
+
+
+def test_image_folder_frames_are_resized_and_labelled(default_bundle, tmp_path):
+    pytest.importorskip("torch", reason="the ImageFolder loader lives in models.data (offline extra)")
+    import cv2
+
+    from edge_runtime.scenes import SceneGenerator
+
+    b = default_bundle
+    gen = SceneGenerator(96, b.num_classes, 7)
+    for k, name in enumerate(b.classes):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "a.png"), gen.sample(k, label=k).image[..., ::-1])
+    images, labels = ra.load_frames(b, str(tmp_path), 5)
+    assert images.shape == (5, *b.input.size, 3) and images.dtype == np.uint8
+    assert len(set(labels.tolist())) == 5
+    for im, y in zip(images, labels, strict=True):  # labels follow the bundle's class order
+        want = cv2.resize(
+            gen.sample(int(y), label=int(y)).image, b.input.size[::-1], interpolation=cv2.INTER_AREA
+        )
+        assert np.abs(im.astype(int) - want.astype(int)).mean() < 8
+    (tmp_path / "zebra").mkdir()
+    cv2.imwrite(str(tmp_path / "zebra" / "z.png"), images[0])
+    with pytest.raises(ValueError, match="zebra"):
+        ra.load_frames(b, str(tmp_path), 5)
