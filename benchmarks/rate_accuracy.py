@@ -687,7 +687,7 @@ def main(argv=None) -> int:
         "--data", help="ImageFolder tree (root/<class>/<image>); default: the built-in held-out split"
     )
     p.add_argument("--count", type=int, help="frames (default 500; --quick 200)")
-    p.add_argument("--quick", action="store_true", help="fewer frames and a coarser sweep (about a minute)")
+    p.add_argument("--quick", action="store_true", help="200 frames and a coarser sweep (about 4 minutes)")
     p.add_argument("--coder", choices=["arith", "zstd"], default="arith", help="coder of the masked settings")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (the edge box's setting)")
     p.add_argument("--out", help="output JSON (default: benchmarks/results/rate_accuracy.json)")
