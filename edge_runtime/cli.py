@@ -2,7 +2,8 @@
 
 Runtime subcommands (edge box, no torch) come from :data:`COMMANDS`: each names a module with
 ``add_arguments(parser)`` and ``run(args) -> int``; a module that is not there is not offered.
-Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``.
+Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``, ``correct``,
+``retrain``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("edge_runtime")
 
-_OFFLINE = {"train", "export", "split"}
+_OFFLINE = {"train", "export", "split", "correct", "retrain"}
 
 # name -> (module with add_arguments / run, help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -56,6 +57,8 @@ def _add_offline(sub) -> None:
     mc.add_split_args(
         sub.add_parser("split", help="split any ONNX classifier into a bundle (needs .[train])")
     )
+    mc.add_correct_args(sub.add_parser("correct", help="web editor for ABN attention maps (needs .[train])"))
+    mc.add_retrain_args(sub.add_parser("retrain", help="fine-tune an ABN on teacher maps (needs .[train])"))
 
 
 def build_parser() -> argparse.ArgumentParser:
