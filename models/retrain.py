@@ -57,7 +57,10 @@ class RetrainConfig:
     the correctly recognized samples added. ``teacher_repeat``: how many times each teacher-mapped
     sample appears per epoch (teacher maps are few). ``perception_map``: the map the perception
     branch sees while training, the network's ``own`` M (default) or the ``teacher`` map where
-    there is one.
+    there is one. ``bn_stats``: let BatchNorm layers of the trained parts update their statistics
+    (off by default: with few, small batches the statistics drift from what the weights learn,
+    and the fine-tuned map then differs between training and evaluation; see
+    ``tests/abn/test_retrain.py::test_finetune_moves_maps_to_teachers_and_keeps_features_frozen``).
     """
 
     select: str = "per"
@@ -72,6 +75,7 @@ class RetrainConfig:
     teacher_repeat: int = 1
     perception_map: str = "own"
     flip: bool = True
+    bn_stats: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -213,8 +217,11 @@ def finetune(
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
-        if "features" not in cfg.train:
-            model.features.eval()  # frozen: its BatchNorm statistics stay as they are
+        for part in PARTS:
+            if part not in cfg.train or not cfg.bn_stats:
+                for mod in getattr(model, part).modules():
+                    if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                        mod.eval()  # statistics stay as they are (frozen parts always)
         order = rng.permutation(pool)
         bar = tqdm(range(steps), desc=f"retrain {epoch + 1}/{cfg.epochs}", disable=not progress)
         sums = dict.fromkeys(LOSSES, 0.0)
@@ -249,8 +256,8 @@ def finetune(
             opt.step()
             sched.step()
             for k in LOSSES:
-                sums[k] += float(terms[k])
-            bar.set_postfix(loss=f"{float(loss):.3f}", map=f"{float(terms['map']):.4f}")
+                sums[k] += float(terms[k].detach())
+            bar.set_postfix(loss=f"{loss.item():.3f}", map=f"{terms['map'].item():.4f}")
         history.append(
             {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()}}
             | {"seconds": round(time.perf_counter() - t0, 1)}
