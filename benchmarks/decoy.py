@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--decoy-prob", type=float, default=1.0, help="share of training scenes with the decoy")
     p.add_argument("--budget", type=float, default=0.05, help="share of training images corrected")
     p.add_argument("--retrain-epochs", type=int, default=3)
-    p.add_argument("--gamma", type=float, default=10.0)
+    p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--teacher-repeat", type=int, default=4)
     p.add_argument("--train-parts", nargs="+", default=["attention", "perception"])
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")

@@ -7,7 +7,9 @@ The steps of ``edge-runtime retrain``:
    branch, both or either), optionally adds a share of the correctly recognized ones, and always
    keeps the images that have a teacher map;
 3. :func:`finetune` trains with ``L = L_att + L_per + gamma * ||M' - M||^2`` (the map term on the
-   samples that have a teacher map M'; mean over map cells), the feature extractor frozen by
+   samples that have a teacher map M'; the squared norm is the sum over the map's cells, averaged
+   over those samples: a mean over cells would weigh a small wrong spot, e.g. a decoy of 4 cells
+   in 256, next to nothing; see ``benchmarks/decoy.py``), the feature extractor frozen by
    default (its BatchNorm statistics too). Which parts train and which loss terms are used are
    options (:class:`RetrainConfig`);
 4. :func:`evaluate_maps` reports accuracy of both branches and the pointing game before and after.
@@ -246,7 +248,7 @@ def finetune(
             terms = {
                 "att": F.cross_entropy(att_logits, y),
                 "per": F.cross_entropy(per_logits, y),
-                "map": ((m - t) ** 2).mean(dim=(1, 2, 3))[hm].sum() / max(1, int(hm.sum()))
+                "map": ((m - t) ** 2).sum(dim=(1, 2, 3))[hm].sum() / max(1, int(hm.sum()))
                 if hm.any()
                 else m.sum() * 0.0,
             }
