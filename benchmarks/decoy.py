@@ -80,7 +80,9 @@ def _teacher_order(rec: dict, masks: np.ndarray) -> np.ndarray:
     return key
 
 
-def _figure(path: Path, images, masks, before, after, labels, pred_before, pred_after, classes) -> None:
+def _figure(
+    path: Path, images, masks, before, corrected, after, labels, pred_before, pred_fixed, pred_after, classes
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +91,7 @@ def _figure(path: Path, images, masks, before, after, labels, pred_before, pred_
     from models.correct import map_to_image
 
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n))
+    fig, axes = plt.subplots(n, 4, figsize=(10, 2.5 * n))
     axes = np.atleast_2d(axes)
     for r in range(n):
         size = images[r].shape[:2]
@@ -97,7 +99,12 @@ def _figure(path: Path, images, masks, before, after, labels, pred_before, pred_
         axes[r, 0].contour(masks[r], levels=[0.5], colors="white", linewidths=0.8)
         axes[r, 0].set_title(f"image: {classes[labels[r]]}", fontsize=8)
         for c, (m, p, title) in enumerate(
-            [(before[r], pred_before[r], "map before"), (after[r], pred_after[r], "map after retraining")], 1
+            [
+                (before[r], pred_before[r], "map before"),
+                (corrected[r], pred_fixed[r], "corrected map, no retraining"),
+                (after[r], pred_after[r], "map after retraining"),
+            ],
+            1,
         ):
             axes[r, c].imshow(images[r])
             axes[r, c].imshow(map_to_image(m, size), cmap="jet", alpha=0.5, vmin=0, vmax=1)
@@ -204,9 +211,11 @@ def main(argv=None) -> int:
         test.images[pick],
         test.masks[pick],
         rec_test["maps"][pick],
+        gt_maps[pick],
         rec_after["maps"][pick],
         test.labels[pick],
         rec_test["per_pred"][pick],
+        corrected_pred[pick],
         rec_after["per_pred"][pick],
         test.classes,
     )

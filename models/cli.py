@@ -251,6 +251,8 @@ def cmd_correct(args) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")
+    finally:
+        server.close()
     return 0
 
 

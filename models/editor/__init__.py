@@ -290,11 +290,8 @@ class EditorServer:
         return self
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted (the CLI)."""
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
+        """Serve in the calling thread until interrupted (the CLI); call :meth:`close` after."""
+        self._server.serve_forever()
 
     def close(self) -> None:
         if self._thread.is_alive():

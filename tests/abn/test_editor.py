@@ -171,3 +171,22 @@ def test_editor_in_headless_chromium(state, data_dir):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_correct_cli_serves_until_interrupted(data_dir, default_bundle, monkeypatch, capsys):
+    from edge_runtime.cli import main
+
+    seen = {}
+
+    def fake_serve(self):
+        seen["url"] = self.url
+        seen["items"] = len(self.state.keys)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EditorServer, "serve_forever", fake_serve)
+    assert (
+        main(["correct", "--data", str(data_dir), "--bundle", str(default_bundle.path), "--port", "0"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert seen["url"].startswith("http://127.0.0.1:") and seen["items"] >= 2
+    assert "misrecognized" in out and "stopped" in out
