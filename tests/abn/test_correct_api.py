@@ -116,6 +116,7 @@ def test_new_map():
         new_map((4, 4), 2.0)
 
 
+@pytest.mark.slow  # an ONNX export: a few seconds on an idle machine
 def test_recognition_with_corrected_map_torch_equals_back_map_onnx(tmp_path, tiny_model, tiny_scenes):
     import onnxruntime as ort
     import torch
