@@ -210,11 +210,12 @@ def main(argv=None) -> int:
         model, rlog = finetune(decoy_model, train_decoy, teachers, rcfg)
         seconds = time.perf_counter() - t0
         ev = evaluate_maps(model, test)
-        rec = (ev["top1"] - before["top1"]) / gap if gap > 0 else float("nan")
+        # None (JSON null) when the decoy model is not worse: then there is no gap to recover.
+        rec = round((ev["top1"] - before["top1"]) / gap, 4) if gap > 0 else None
         runs[setting] = {"model": model, "eval": ev, "gap_recovered": rec, "log": rlog, "seconds": seconds}
         print(
             f"after retraining ({setting}: {', '.join(SETTINGS[setting])}): top-1 {ev['top1']:.3f} "
-            f"(gap recovered {rec:.2f}), pointing game {ev['pointing_game']:.3f}"
+            f"(gap recovered {rec}), pointing game {ev['pointing_game']:.3f}"
         )
     primary = args.settings[0]
     retrained, after, recovered = (
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
     )
 
     summary = {
-        "gap_recovered": round(float(recovered), 4),
+        "gap_recovered": recovered,
         "fixed_without_retraining": fixed,
         "pointing_before": round(before["pointing_game"], 4),
         "pointing_after": round(after["pointing_game"], 4),
@@ -251,11 +252,9 @@ def main(argv=None) -> int:
         "top1_decoy_model": before["top1"],
         "top1_retrained": after["top1"],
         "top1_decoy_free_model": clean["top1"],
-        "goal_gap_recovered_0_9_met": bool(recovered >= 0.9),
+        "goal_gap_recovered_0_9_met": recovered is not None and recovered >= 0.9,
         "retrained_parts": list(SETTINGS[primary]),
-        **{
-            f"gap_recovered_{k}": round(float(r["gap_recovered"]), 4) for k, r in runs.items() if k != primary
-        },
+        **{f"gap_recovered_{k}": r["gap_recovered"] for k, r in runs.items() if k != primary},
         **{
             f"pointing_after_{k}": round(r["eval"]["pointing_game"], 4)
             for k, r in runs.items()
