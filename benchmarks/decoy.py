@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         default=["all", "frozen"],
         help="which parts fine-tune, one run each; the first is the headline (default: %(default)s)",
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+    p.add_argument("--lr", type=float, default=3e-3, help="fine-tuning learning rate (the training peak)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="runs/decoy", help="folder for the trained checkpoints")
     p.add_argument("--out", help="JSON path (default benchmarks/results/decoy.json)")
