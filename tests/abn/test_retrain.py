@@ -116,3 +116,16 @@ def test_retrain_cli_end_to_end(tmp_path, tiny_model, tiny_checkpoint, tiny_scen
     assert b.model_name == "abn-s-retrained" and b.has_graph("back_map")
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert saved["retrain"]["selection"] == report["selection"]
+
+
+@pytest.mark.parametrize("command", ["correct", "retrain"])
+def test_offline_correction_commands_have_help(command, capsys):
+
+    from edge_runtime.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: edge-runtime " + command in out and "--data" in out
+    assert command != "retrain" or "--gamma" in out
