@@ -272,6 +272,12 @@ def _folder_data(root, ckpt):
     return ArrayDataset(data.images, labels, tuple(ckpt["classes"])), [k for k, _ in items]
 
 
+def _probe(data):
+    from models.data import to_tensor
+
+    return to_tensor(data.images[:1])
+
+
 def cmd_retrain(args) -> int:
     import time
 
@@ -297,6 +303,14 @@ def cmd_retrain(args) -> int:
     if stale:
         print(f"warning: {len(stale)} teacher maps have no image any more (e.g. {stale[0]}); ignored")
     teachers = {where[k]: m for k, m in maps.items() if k in where}
+    with torch.no_grad():
+        map_shape = tuple(model.features(_probe(data))[0].shape[2:])
+    wrong_shape = sorted(k for k, m in maps.items() if k in where and m.shape != map_shape)
+    if wrong_shape:
+        raise SystemExit(
+            f"{len(wrong_shape)} teacher maps (e.g. {wrong_shape[0]}) are not {map_shape[0]} x {map_shape[1]}, "
+            "the map size of this model; they were drawn for another model"
+        )
     cfg = RetrainConfig(
         select=args.select,
         include_correct=args.include_correct,

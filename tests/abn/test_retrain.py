@@ -129,3 +129,18 @@ def test_offline_correction_commands_have_help(command, capsys):
     out = capsys.readouterr().out
     assert "usage: edge-runtime " + command in out and "--data" in out
     assert command != "retrain" or "--gamma" in out
+
+
+def test_retrain_cli_refuses_teacher_maps_of_another_size(
+    tmp_path, tiny_model, tiny_checkpoint, tiny_scenes, to_image_folder
+):
+    from edge_runtime.cli import main
+    from models.correct import TeacherStore, list_image_folder
+
+    data_dir = tmp_path / "data"
+    to_image_folder(data_dir, tiny_scenes.subset(np.arange(6)))
+    ckpt = tiny_checkpoint(tiny_model(), tmp_path / "checkpoint.pt")
+    key = list_image_folder(data_dir)[1][0][0]
+    TeacherStore(data_dir).save(key, np.zeros((16, 16)))  # the tiny model's map is 8 x 8
+    with pytest.raises(SystemExit, match="not 8 x 8"):
+        main(["retrain", "--data", str(data_dir), "--checkpoint", str(ckpt), "--out", str(tmp_path / "r")])
