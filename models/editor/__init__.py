@@ -39,7 +39,7 @@ from models.correct import (
     new_map,
 )
 
-__all__ = ["EditorState", "create_app", "EditorServer", "STATIC"]
+__all__ = ["EditorState", "EditorError", "create_app", "EditorServer", "STATIC"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
