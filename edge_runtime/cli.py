@@ -2,8 +2,7 @@
 
 Runtime subcommands (edge box, no torch) come from :data:`COMMANDS`: each names a module with
 ``add_arguments(parser)`` and ``run(args) -> int``; a module that is not there is not offered.
-Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``, ``correct``,
-``retrain``.
+Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``.
 """
 
 from __future__ import annotations
