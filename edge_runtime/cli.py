@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("edge_runtime")
 
-_OFFLINE = {"train", "export", "split", "finetune"}
+_OFFLINE = {"train", "export", "split", "finetune", "correct", "retrain"}
 
 # name -> (module with add_arguments / run, help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,6 +59,8 @@ def _add_offline(sub) -> None:
     mc.add_finetune_args(
         sub.add_parser("finetune", help="masking- and quantization-aware fine-tuning (needs .[train])")
     )
+    mc.add_correct_args(sub.add_parser("correct", help="web editor for ABN attention maps (needs .[train])"))
+    mc.add_retrain_args(sub.add_parser("retrain", help="fine-tune an ABN on teacher maps (needs .[train])"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Offline subcommands of ``edge-runtime`` (need the ``train`` extra): train, export, split, finetune.
+"""Offline subcommands of ``edge-runtime`` (need the ``train`` extra): train, export, split, finetune,
+correct, retrain.
 
 ``edge_runtime.cli`` registers their arguments and calls these functions lazily, so the edge box
 (without torch) still gets ``--help`` and a clear message instead of an ImportError.
@@ -16,13 +17,23 @@ __all__ = [
     "add_export_args",
     "add_split_args",
     "add_finetune_args",
+    "add_correct_args",
+    "add_retrain_args",
     "cmd_train",
     "cmd_export",
     "cmd_split",
     "cmd_finetune",
+    "cmd_correct",
+    "cmd_retrain",
 ]
 
 log = logging.getLogger(__name__)
+
+# The choices of `retrain`, spelled out here so that building the parser imports no torch; a test
+# checks that they equal models.retrain's SELECT_BY, PARTS and LOSSES.
+SELECT_BY = ("per", "att", "both", "either")
+PARTS = ("features", "attention", "perception")
+LOSSES = ("att", "per", "map")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -68,6 +79,75 @@ def add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406])
     p.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225])
     p.add_argument("--name", help="model name in the manifest")
+
+
+def add_correct_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        required=True,
+        help="ImageFolder tree (root/<class>/<image>); teacher maps go to root/teacher_maps/",
+    )
+    p.add_argument("--bundle", help="ABN bundle folder (default: the bundle shipped with the package)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free port; default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")
+
+
+def add_retrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="ImageFolder tree with teacher maps (edge-runtime correct)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model to retrain")
+    p.add_argument("--out", default="runs/retrain", help="run folder for the new checkpoint and report")
+    p.add_argument("--eval-data", help="ImageFolder tree to report before / after on (default: --data)")
+    p.add_argument(
+        "--select",
+        choices=SELECT_BY,
+        default="per",
+        help="misrecognized by which branch: per(ception), att(ention), both, either",
+    )
+    p.add_argument(
+        "--include-correct",
+        type=float,
+        default=0.0,
+        help="share (0..1) of correctly recognized images added to the fine-tuning set",
+    )
+    p.add_argument(
+        "--train",
+        nargs="+",
+        choices=PARTS,
+        default=["attention", "perception"],
+        help="parts to train (default: %(default)s; the feature extractor stays frozen)",
+    )
+    p.add_argument(
+        "--losses",
+        nargs="+",
+        choices=LOSSES,
+        default=list(LOSSES),
+        help="loss terms: L_att, L_per, gamma * ||M' - M||^2 (default: all)",
+    )
+    p.add_argument("--gamma", type=float, default=1.0, help="weight of the teacher-map loss")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--teacher-repeat", type=int, default=1, help="times each teacher-mapped image is seen per epoch"
+    )
+    p.add_argument(
+        "--perception-map",
+        choices=["own", "teacher"],
+        default="own",
+        help="map the perception branch sees while fine-tuning",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--export", metavar="DIR", help="export the retrained model as a bundle to DIR")
+    p.add_argument("--name", help="model name in the new bundle (default: <arch>-retrained)")
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=None,
+        help="gradient graphs to export: plain guided selective extsel (default: all)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _data(args):
@@ -208,4 +288,137 @@ def cmd_finetune(args) -> int:
     print(f"checkpoint: {path}")
     if args.export:
         return _export(path, args.export, args.name, None)
+    return 0
+
+
+def cmd_correct(args) -> int:
+    from edge_runtime.bundle import load_bundle
+    from models.editor import EditorServer, EditorState
+
+    bundle = load_bundle(args.bundle, threads=args.threads)
+    print(f"analysing the images in {args.data} with {bundle.model_name} ({bundle.model_id[:16]}) ...")
+    state = EditorState(args.data, bundle)
+    wrong = int((state.pred != state.labels).sum())
+    server = EditorServer(state, args.host, args.port)
+    print(f"{len(state.keys)} images, {wrong} misrecognized; teacher maps go to {state.store.folder}")
+    print(f"editor at {server.url} (Ctrl+C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.close()
+    return 0
+
+
+def _folder_data(root, ckpt):
+    """An ImageFolder tree with labels in the checkpoint's class order, and its image keys."""
+    import numpy as np
+
+    from models.correct import list_image_folder
+    from models.data import ArrayDataset, image_folder
+
+    folder_classes, items = list_image_folder(root)
+    unknown = sorted(set(folder_classes) - set(ckpt["classes"]))
+    if unknown:
+        raise SystemExit(f"class folders {unknown} in {root} are not classes of the model {ckpt['classes']}")
+    data = image_folder(root, ckpt["input"]["size"][0])
+    labels = np.array([ckpt["classes"].index(data.classes[k]) for k in data.labels], np.int64)
+    return ArrayDataset(data.images, labels, tuple(ckpt["classes"])), [k for k, _ in items]
+
+
+def _probe(data):
+    from models.data import to_tensor
+
+    return to_tensor(data.images[:1])
+
+
+def cmd_retrain(args) -> int:
+    import time
+
+    import numpy as np
+    import torch
+
+    from models.correct import TeacherStore
+    from models.retrain import RetrainConfig, evaluate_maps, finetune, record, select_samples
+    from models.train import load_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, ckpt = load_checkpoint(args.checkpoint)
+    if not hasattr(model, "attention"):
+        raise SystemExit(
+            f"{args.checkpoint} is a {ckpt['arch']} model; retraining with teacher maps needs an ABN"
+        )
+    data, keys = _folder_data(args.data, ckpt)
+    eval_data = _folder_data(args.eval_data, ckpt)[0] if args.eval_data else data
+    maps = TeacherStore(args.data).load_all()
+    where = {k: i for i, k in enumerate(keys)}
+    stale = sorted(set(maps) - set(where))
+    if stale:
+        print(f"warning: {len(stale)} teacher maps have no image any more (e.g. {stale[0]}); ignored")
+    teachers = {where[k]: m for k, m in maps.items() if k in where}
+    with torch.no_grad():
+        map_shape = tuple(model.features(_probe(data))[0].shape[2:])
+    wrong_shape = sorted(k for k, m in maps.items() if k in where and m.shape != map_shape)
+    if wrong_shape:
+        raise SystemExit(
+            f"{len(wrong_shape)} teacher maps (e.g. {wrong_shape[0]}) are not {map_shape[0]} x {map_shape[1]}, "
+            "the map size of this model; they were drawn for another model"
+        )
+    cfg = RetrainConfig(
+        select=args.select,
+        include_correct=args.include_correct,
+        train=tuple(args.train),
+        losses=tuple(args.losses),
+        gamma=args.gamma,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        teacher_repeat=args.teacher_repeat,
+        perception_map=args.perception_map,
+        seed=args.seed,
+    )
+    rec = record(model, data)
+    index, why = select_samples(rec, cfg, np.array(sorted(teachers), np.int64))
+    print(
+        f"{len(data)} images: {why['misrecognized']} misrecognized ({args.select}), {why['correct_added']} "
+        f"correct added, {len(teachers)} teacher maps ({why['teacher_maps_added']} on other images): "
+        f"fine-tuning on {why['total']}"
+    )
+    if not len(index):
+        print("nothing to fine-tune on: no misrecognized images, no teacher maps, --include-correct 0")
+        return 1
+    before = evaluate_maps(model, eval_data)
+    t0 = time.perf_counter()
+    new, log_ = finetune(model, data, teachers, cfg, index=index, progress=not args.no_progress)
+    after = evaluate_maps(new, eval_data)
+    report = {
+        "selection": why,
+        "before": before,
+        "after": after,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    report |= log_
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "checkpoint.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        ckpt
+        | {
+            "state_dict": new.state_dict(),
+            "history": [after],
+            "retrain": report,
+            "parent": str(args.checkpoint),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+    (out / "retrain.json").write_text(json.dumps(report, indent=2) + "\n")
+    for name in ("top1", "top1_attention_branch"):
+        print(f"{name:<24} before {before[name]:.4f}  after {after[name]:.4f}")
+    print(f"checkpoint: {path}")
+    if args.export:
+        return _export(path, args.export, args.name or f"{ckpt['arch']}-retrained", args.variants)
     return 0

@@ -1,0 +1,192 @@
+"""The attention-map editor: its JSON API (Flask test client) and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("flask", reason="the editor needs flask (the train extra)")
+
+from models.correct import TeacherStore  # noqa: E402
+from models.editor import EditorServer, EditorState, create_app  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def scenes_erase_changes(default_bundle):
+    """Scenes for which erasing the whole map changes the default bundle's prediction."""
+    from models.correct import BundleRecognizer
+    from models.data import scene_dataset
+
+    data = scene_dataset(24, seed=21)
+    rec = BundleRecognizer(default_bundle)
+    a = rec.analyse(data.images)
+    erased = rec.recognize(a["features"], np.zeros((len(data), 16, 16), np.float32)).argmax(1)
+    keep = np.flatnonzero(erased != a["logits"].argmax(1))[:4]
+    if len(keep) < 2:
+        pytest.fail("fewer than 2 scenes whose prediction changes when the map is erased")
+    return data.subset(keep)
+
+
+@pytest.fixture
+def data_dir(tmp_path, scenes_erase_changes, to_image_folder):
+    to_image_folder(tmp_path / "data", scenes_erase_changes)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def state(data_dir, default_bundle):
+    return EditorState(data_dir, default_bundle)
+
+
+def test_state_queues_misrecognized_first(state):
+    wrong = state.pred[state.order] != state.labels[state.order]
+    assert list(wrong) == sorted(wrong, reverse=True)
+    assert state.maps.shape == (len(state.keys), 16, 16)
+
+
+def test_api_predict_save_and_errors(state, data_dir):
+    client = create_app(state).test_client()
+    items = client.get("/api/items").get_json()
+    assert items["map_shape"] == [16, 16] and items["image_size"] == [128, 128]
+    i = items["items"][0]["item"]
+    item = client.get(f"/api/item/{i}").get_json()
+    assert np.allclose(item["map"], state.maps[i], atol=1e-6) and item["teacher"] is None
+    png = client.get(f"/api/image/{i}")
+    assert png.mimetype == "image/png" and cv2.imdecode(np.frombuffer(png.data, np.uint8), 1).shape == (
+        128,
+        128,
+        3,
+    )
+
+    # No edit: the prediction is the model's own; erase everything: it changes.
+    same = client.post("/api/predict", json={"item": i, "base": "model", "strokes": []}).get_json()
+    assert same["after"]["pred"] == item["before"]["pred"]
+    stroke = {"points": [[0, 64], [128, 64]], "radius": 80, "mode": "erase"}
+    r = client.post("/api/predict", json={"item": i, "strokes": [stroke]}).get_json()
+    assert np.max(r["map"]) == 0 and r["after"]["pred"] != item["before"]["pred"]
+
+    saved = client.post("/api/save", json={"item": i, "strokes": [stroke]}).get_json()
+    assert saved["count"] == 1
+    key = state.keys[i]
+    entry = TeacherStore(data_dir).index()["entries"][key]
+    assert entry["model_id"] == state.bundle.model_id and entry["strokes"][0]["mode"] == "erase"
+    assert (data_dir / saved["saved"]).is_file() and TeacherStore(data_dir).load(key).max() == 0
+    assert client.get(f"/api/item/{i}").get_json()["teacher"] is not None
+
+    # A mask image becomes a map (block averages).
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:64] = 255
+    b64 = base64.b64encode(cv2.imencode(".png", mask)[1].tobytes()).decode()
+    m = np.array(client.post("/api/mask", json={"item": i, "png": b64}).get_json()["map"])
+    assert m[:8].min() == 1 and m[8:].max() == 0
+
+    for bad in (
+        {"item": 999},
+        {"item": i, "base": "paint"},
+        {"item": i, "base": [[0.5]]},
+        {"item": i, "strokes": [{"points": [], "radius": 3}]},
+        {"item": i, "strokes": "x"},
+    ):
+        resp = client.post("/api/predict", json=bad)
+        assert resp.status_code == 400 and resp.get_json()["error"], bad
+    assert client.post("/api/mask", json={"item": i, "png": "not base64!"}).status_code == 400
+
+
+def test_class_folders_must_be_bundle_classes(tmp_path, default_bundle):
+    (tmp_path / "zebra").mkdir()
+    cv2.imwrite(str(tmp_path / "zebra" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="zebra"):
+        EditorState(tmp_path, default_bundle)
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(exe, os.X_OK):
+        pytest.skip("no Chromium browser (looked for `chromium` on PATH and /usr/bin/chromium)")
+    return exe
+
+
+@pytest.mark.browser
+def test_editor_in_headless_chromium(state, data_dir):
+    exe = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (the dev extra)")
+    with EditorServer(state) as server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+            before = page.get_attribute("#pred-after", "data-pred")
+            assert before == page.get_attribute("#pred-before", "data-pred")
+            first = state.order[0]
+            assert before == state.bundle.classes[int(state.pred[first])]
+
+            # A broad erase stroke across the image.
+            page.eval_on_selector("#size", "e => { e.value = 64; e.dispatchEvent(new Event('input')); }")
+            page.keyboard.press("e")
+            box = page.locator("#cursor").bounding_box()
+            page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            for k in range(1, 11):
+                page.mouse.move(box["x"] + 5 + k * (box["width"] - 10) / 10, box["y"] + box["height"] / 2)
+            page.mouse.up()
+            page.wait_for_function(
+                "b => document.querySelector('#pred-after').dataset.pred !== b", arg=before, timeout=10_000
+            )
+            after = page.get_attribute("#pred-after", "data-pred")
+            assert after != before
+
+            page.keyboard.press("s")
+            page.wait_for_function(
+                "() => document.querySelector('#status').textContent.startsWith('saved')", timeout=10_000
+            )
+            store = TeacherStore(data_dir)
+            key = state.keys[first]
+            assert key in store and len(store) == 1
+            m = store.load(key)
+            assert m.shape == (16, 16) and m[6:10].max() < 1e-6  # the stroke's band is erased
+
+            # Undo brings the model's prediction back.
+            page.keyboard.press("Control+z")
+            page.wait_for_function(
+                "b => document.querySelector('#pred-after').dataset.pred === b", arg=before, timeout=10_000
+            )
+            assert errors == []
+        finally:
+            browser.close()
+
+
+def test_correct_cli_serves_until_interrupted(data_dir, default_bundle, monkeypatch, capsys):
+    from edge_runtime.cli import main
+
+    seen = {}
+
+    def fake_serve(self):
+        seen["url"] = self.url
+        seen["items"] = len(self.state.keys)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EditorServer, "serve_forever", fake_serve)
+    assert (
+        main(["correct", "--data", str(data_dir), "--bundle", str(default_bundle.path), "--port", "0"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert seen["url"].startswith("http://127.0.0.1:") and seen["items"] >= 2
+    assert "misrecognized" in out and "stopped" in out
