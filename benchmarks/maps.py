@@ -96,7 +96,7 @@ def main(argv=None) -> int:
 
     results = {k: _score(m, masks, args.tolerance) for k, m in maps.items()}
     for k, r in results.items():
-        r["seconds_per_image"] = timing.get(k.replace("+blur", ""))
+        r["seconds_per_image"] = timing.get("front" if k == "fused" else k.replace("+blur", ""))
         print(f"{k:<22} pointing {r['pointing_game']:.3f}  IoU {r['iou']:.3f}")
     summary = {
         "pointing_game": {k: r["pointing_game"] for k, r in results.items()},
