@@ -24,15 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_runtime.atomic import recover_dir
+from edge_runtime.atomic import recover_dir, write_text
 from edge_runtime.errors import BundleError
 
 __all__ = [
@@ -80,12 +78,8 @@ def write_manifest(folder: str | Path, manifest: dict) -> dict:
     manifest["format_version"] = FORMAT_VERSION
     manifest["files"] = {g["file"]: _sha256_file(folder / g["file"]) for g in manifest["graphs"].values()}
     manifest["model_id"] = compute_model_id(manifest)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / "manifest.json")  # atomic: readers see the old or the new manifest
+    # atomic: readers see the old or the new manifest
+    write_text(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 

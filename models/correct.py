@@ -28,8 +28,6 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +35,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge_runtime.atomic import write_bytes
 
 __all__ = [
     "Stroke",
@@ -325,20 +325,6 @@ def list_image_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[str
     return classes, items
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _file_name(key: str) -> str:
     """A safe, unique file name for an image key (e.g. ``"star/0003.png"`` -> ``star_0003.png-<hash>.npy``)."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[-80:]
@@ -387,7 +373,7 @@ class TeacherStore:
             name = _file_name(key)
             buf = io.BytesIO()
             np.save(buf, np.clip(m, 0.0, 1.0).astype(np.float32))
-            _atomic_write(self.folder / name, buf.getvalue())
+            write_bytes(self.folder / name, buf.getvalue())
             doc = self.index()
             doc["entries"][key] = {
                 "file": name,
@@ -395,7 +381,7 @@ class TeacherStore:
                 "saved_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 **meta,
             }
-            _atomic_write(self.index_path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+            write_bytes(self.index_path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
         return self.folder / name
 
     def load(self, key: str) -> np.ndarray:
