@@ -26,10 +26,10 @@ import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "receiver"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # shared test helpers
 
 from _common import write_result  # noqa: E402
-from helpers import features, quantize, scenes  # noqa: E402
+from helpers.receiver import features, quantize, scenes  # noqa: E402
 
 from edge_runtime.bundle import load_bundle  # noqa: E402
 from edge_runtime.codec import Decoder, Encoder, Frame  # noqa: E402
