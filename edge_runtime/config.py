@@ -76,8 +76,10 @@ class SourceConfig:
 
 @dataclass
 class ImportanceConfig:
+    # fused: the cheapest mode within 0.5 pt of the float model and the best-localising map
+    # (benchmarks/results/rate_accuracy.json, maps.json); gradient graphs cost ~9 ms more per frame.
     provider: str = field(
-        default="grad_selective",
+        default="fused",
         metadata=_choice(
             "grad_plain", "grad_guided", "grad_selective", "grad_extsel", "fused", "abn", "none"
         ),
@@ -111,7 +113,8 @@ class QuantizeConfig:
 
 @dataclass
 class CodecConfig:
-    coder: str = field(default="zstd", metadata=_choice("zstd", "arith", "raw"))
+    # arith: 193 B against zstd's 273 B per frame at the same setting (rate_accuracy.json)
+    coder: str = field(default="arith", metadata=_choice("zstd", "arith", "raw"))
     level: int = field(default=3, metadata=_range(-7, 22))
     keyframe_interval: int = field(default=0, metadata=_range(0))
 
