@@ -24,9 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
+from benchmarks._common import write_result  # noqa: E402
 from edge_runtime.bundle import GRAD_VARIANTS, load_bundle  # noqa: E402
 from edge_runtime.scenes import SceneGenerator  # noqa: E402
 

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # shared test helpers
 
-from _common import write_result  # noqa: E402
 from helpers.receiver import features, quantize, scenes  # noqa: E402
 
+from benchmarks._common import write_result  # noqa: E402
 from edge_runtime.bundle import load_bundle  # noqa: E402
 from edge_runtime.codec import Decoder, Encoder, Frame  # noqa: E402
 from edge_runtime.receiver import Receiver  # noqa: E402

@@ -22,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run as a file, sys.path[0] is benchmarks/, where kernels.py (the kernels benchmark) would shadow
+# the kernels package: put the repository root first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the scenarios live with the tests
 
 from helpers import scenarios  # noqa: E402
