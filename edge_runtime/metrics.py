@@ -112,19 +112,15 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    """A value that only goes up."""
-
-    kind = "counter"
+class _Scalar(_Metric):
+    """One float per label set: what a counter and a gauge share."""
 
     def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help, labelnames)
         self._value = 0.0
 
-    def inc(self, amount: float = 1.0) -> None:
+    def _add(self, amount: float) -> None:
         self._check_unlabelled()
-        if amount < 0:
-            raise ValueError(f"counter {self.name} can only increase, got inc({amount})")
         with self._lock:
             self._value += amount
 
@@ -136,14 +132,21 @@ class Counter(_Metric):
         return [f"{self.name}{self._label_str()} {_fmt(self._value)}"]
 
 
-class Gauge(_Metric):
+class Counter(_Scalar):
+    """A value that only goes up."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError(f"counter {self.name} can only increase, got inc({amount})")
+        self._add(amount)
+
+
+class Gauge(_Scalar):
     """A value that goes up and down."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labelnames)
-        self._value = 0.0
 
     def set(self, value: float) -> None:
         self._check_unlabelled()
@@ -151,16 +154,7 @@ class Gauge(_Metric):
             self._value = float(value)
 
     def inc(self, amount: float = 1.0) -> None:
-        self._check_unlabelled()
-        with self._lock:
-            self._value += amount
-
-    @property
-    def value(self) -> float:
-        return self._value
-
-    def _samples(self) -> list[str]:
-        return [f"{self.name}{self._label_str()} {_fmt(self._value)}"]
+        self._add(amount)
 
 
 class Histogram(_Metric):

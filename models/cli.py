@@ -29,8 +29,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The choices of `retrain`, spelled out here so that building the parser imports no torch; a test
-# checks that they equal models.retrain's SELECT_BY, PARTS and LOSSES.
+# The choices of `retrain`, defined here (models.retrain imports them) so that building the parser
+# imports no torch.
 SELECT_BY = ("per", "att", "both", "either")
 PARTS = ("features", "attention", "perception")
 LOSSES = ("att", "per", "map")
@@ -43,9 +43,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--arch", default="abn-s", help="registered model name: abn-s, plain-s (default: %(default)s)"
     )
-    p.add_argument("--data", help="ImageFolder tree (root/<class>/<image>) instead of the built-in scenes")
-    p.add_argument("--num-train", type=int, default=24000, help="built-in scenes to train on")
-    p.add_argument("--num-test", type=int, default=2000, help="built-in held-out scenes")
+    _add_data_args(p, num_train=24000)
     p.add_argument("--size", type=int, default=128, help="input size in pixels")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
@@ -53,9 +51,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bottleneck", type=int, default=8, help="channels of the split tensor")
     p.add_argument("--synthesis", choices=["mul", "residual"], default="mul", help="ABN: M*f or (1+M)*f")
     p.add_argument("--decoy", choices=["label", "random"], help="add the decoy cue to the training scenes")
+    p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when training ends")
+
+
+def _add_data_args(p: argparse.ArgumentParser, *, num_train: int) -> None:
+    """Data, seed and threads: shared by ``train`` and ``finetune`` (both read them in ``_data``)."""
+    p.add_argument("--data", help="ImageFolder tree (root/<class>/<image>) instead of the built-in scenes")
+    p.add_argument("--num-train", type=int, default=num_train, help="built-in scenes to train on")
+    p.add_argument("--num-test", type=int, default=2000, help="built-in held-out scenes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when training ends")
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
@@ -242,9 +247,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint.pt of an ABN written by `edge-runtime train`")
     p.add_argument("--out", default="runs/finetune", help="run folder for the new checkpoint.pt")
     p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when fine-tuning ends")
-    p.add_argument("--data", help="ImageFolder tree instead of the built-in scenes")
-    p.add_argument("--num-train", type=int, default=12000, help="built-in scenes to fine-tune on")
-    p.add_argument("--num-test", type=int, default=2000, help="built-in held-out scenes")
+    _add_data_args(p, num_train=12000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -255,8 +258,6 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p-float", type=float, default=0.1, help="probability of no quantization")
     p.add_argument("--train-bottleneck", action="store_true", help="also train the split's 1x1 bottleneck")
     p.add_argument("--distill", type=float, default=1.0, help="weight of KL to the original model")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--name", help="model name in the manifest (default: the architecture)")
 
 

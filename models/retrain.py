@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from models.cli import LOSSES, PARTS, SELECT_BY
 from models.data import MEAN, STD, ArrayDataset, to_tensor
 
 __all__ = [
@@ -44,10 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-SELECT_BY = ("per", "att", "both", "either")
-PARTS = ("features", "attention", "perception")
-LOSSES = ("att", "per", "map")
 
 
 @dataclass
