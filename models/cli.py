@@ -45,7 +45,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     _add_data_args(p, num_train=24000)
     p.add_argument("--size", type=int, default=128, help="input size in pixels")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--bottleneck", type=int, default=8, help="channels of the split tensor")
