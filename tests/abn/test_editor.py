@@ -29,8 +29,8 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def scenes_erase_changes(default_bundle):
     """Scenes for which erasing the whole map changes the default bundle's prediction."""
-    from models.correct import BundleRecognizer
     from edge_runtime.datasets import DEFAULT_TASK
+    from models.correct import BundleRecognizer
     from models.data import task_dataset
 
     data = task_dataset(DEFAULT_TASK, "validation", 24)
