@@ -15,7 +15,6 @@ on that one-to-one rule (see :mod:`edge_runtime.receiver.results`).
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,14 +23,13 @@ import numpy as np
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Decoder, Frame, Limits
-from edge_runtime.codec.wire import MAGIC
+from edge_runtime.codec.decoder import peek_stream_id as _peek
 from edge_runtime.errors import ConfigError, DecodeError
 
 __all__ = ["Engine", "Result", "Reject", "RateLimitedLog", "limits_for", "softmax"]
 
 log = logging.getLogger(__name__)
 
-_COMMON = struct.Struct("<3sBBB8sQq")  # same leading fields as edge_runtime.codec.wire (docs/wire.md)
 UNKNOWN_STREAM = "<unknown>"
 
 
@@ -138,15 +136,8 @@ def limits_for(bundles: Iterable[Bundle], max_streams: int = 1024) -> Limits:
 
 def peek_stream_id(buf: bytes, max_len: int = 64) -> str:
     """The stream id named in a message's header, best effort, for accounting a rejected message."""
-    if len(buf) < _COMMON.size or buf[:3] != MAGIC:
-        return UNKNOWN_STREAM
-    sid_len = buf[5]
-    if sid_len > max_len or _COMMON.size + sid_len > len(buf):
-        return UNKNOWN_STREAM
-    try:
-        return bytes(buf[_COMMON.size : _COMMON.size + sid_len]).decode("utf-8")
-    except UnicodeDecodeError:
-        return UNKNOWN_STREAM
+    sid = _peek(buf, max_len)
+    return UNKNOWN_STREAM if sid is None else sid
 
 
 @dataclass
