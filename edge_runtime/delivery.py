@@ -3,7 +3,8 @@
 The receiver acknowledges decoded frames cumulatively per (stream, epoch): an ack says "every seq
 below ``next`` is resolved here" (delivered, or given up by the edge). The edge keeps every frame
 it has not seen acknowledged in a window bounded by frames and by seconds, resends what is not
-acknowledged after a reconnect (and after ``resend_after_s``), and gives up on a frame only with a
+acknowledged after a connection dropped or was re-established (over TCP nothing is lost while a
+connection stands; what was queued on a dead one is gone), and gives up on a frame only with a
 reason. Every frame the pipeline encodes ends in exactly one of::
 
     delivered            acknowledged by a receiver
@@ -73,7 +74,6 @@ class DeliveryPolicy:
     policy: str = "reliable"
     window_frames: int = 256
     window_s: float = 30.0
-    resend_after_s: float = 2.0
     drain_s: float = 5.0
     no_ack_warn_s: float = 10.0
 
@@ -189,7 +189,7 @@ class ResendWindow:
         while self.entries and now - self.entries[0].t_first > p.window_s:
             self._give_up(self.entries.popleft(), "window_expired")
         for e in self.entries:
-            if e.t_sent is not None and now - e.t_sent < p.resend_after_s:
+            if e.t_sent is not None:
                 continue
             if self._send(e.message) is not None:
                 break  # the socket is full (or no peer): try again on the next turn

@@ -284,7 +284,7 @@ class EdgeLoop:
         self.status_interval_s = status_interval_s
         d = pipeline.cfg.delivery
         self.policy = policy or DeliveryPolicy(
-            d.policy, d.window_frames, d.window_s, d.resend_after_s, d.drain_s, d.no_ack_warn_s
+            d.policy, d.window_frames, d.window_s, d.drain_s, d.no_ack_warn_s
         )
         if self.policy.reliable and not getattr(sender, "acks_enabled", False):
             raise ConfigError(

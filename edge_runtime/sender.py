@@ -110,8 +110,8 @@ class Sender:
         return None
 
     def poll(self) -> tuple[list[tuple[str, int, int]], int]:
-        """Non-blocking: the acknowledgements that arrived, and how many (re)connections completed
-        a handshake since the last call (each one means: resend what is not acknowledged)."""
+        """Non-blocking: the acknowledgements that arrived, and how many connections dropped or
+        were re-established since the last call (each one means: resend what is not acknowledged)."""
         acks = []
         if self.acks_enabled:
             while True:
@@ -142,6 +142,7 @@ class Sender:
                 reconnects += self.handshakes > 1
             elif kind == zmq.EVENT_DISCONNECTED:
                 self.connected = max(0, self.connected - 1)
+                reconnects += 1  # what was queued on it is gone: resend over the others / later
         return acks, reconnects
 
     def wait(self, timeout_s: float) -> None:
