@@ -220,6 +220,7 @@ class LoopStats:
     resent: int = 0
     epoch: int = 0
     stream_id: str = ""
+    window: dict = field(default_factory=dict)  # the resend window's own counters
     sent_empty: int = 0
     bytes: int = 0
     dropped: _Tally = field(default_factory=_Tally)
@@ -249,6 +250,7 @@ class LoopStats:
             "epoch": self.epoch,
             "stream_id": self.stream_id,
             "accounting_error": self.accounting_error(),
+            "window": self.window,
             "sent_empty": self.sent_empty,
             "dropped": dict(self.dropped),
             "accounted": self.accounted(),
@@ -468,6 +470,7 @@ class EdgeLoop:
                 kind = "empty" if out.empty else "tensor"
                 s.sent_empty += out.empty
                 m.frames.labels(outcome="sent", reason=kind).inc()
+            self.feed.close()  # stop capturing: the drain only waits for acknowledgements
             if self.policy.reliable and len(self.window):
                 left = self.drain(self.policy.drain_s)
                 if left:
@@ -486,6 +489,7 @@ class EdgeLoop:
             s.dropped.update(self.window.stats.dropped)
             s.delivered = self.window.stats.delivered
             s.resent = self.window.stats.resent
+            s.window = self.window.stats.as_dict()
             if self.feed.discarded:
                 s.dropped["shutdown"] += self.feed.discarded
                 m.frames.labels(outcome="dropped", reason="shutdown").inc(self.feed.discarded)
