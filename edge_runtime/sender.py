@@ -97,6 +97,10 @@ class Sender:
         self.handshakes = 0
         self.connected = 0  # completed handshakes currently up
         self.events: dict[str, float] = {}  # last time each event kind was seen
+        # libzmq does not reconnect after a refused handshake (measured, libzmq 4.3.5): we dial
+        # again ourselves, with back-off, so a box enrolled later gets through without a restart
+        self._redial: dict[str, float] = {}
+        self._redial_delay: dict[str, float] = {}
         self.bad_acks = 0
         log.info("sender: %s -> %s", cfg.socket.upper(), ", ".join(cfg.endpoints))
 
@@ -140,9 +144,28 @@ class Sender:
                 # IMMEDIATE: nothing was queued before the first connection, so only a later one
                 # means messages may have died with an old connection
                 reconnects += self.handshakes > 1
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                          zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):  # fmt: skip
+                ep = ev.get("endpoint", b"")
+                ep = ep.decode() if isinstance(ep, bytes) else str(ep)
+                if ep in self.cfg.endpoints:
+                    d = min(self.cfg.reconnect_ivl_max_ms / 1e3, 2 * self._redial_delay.get(ep, 0.25))
+                    self._redial_delay[ep] = max(d, self.cfg.reconnect_ivl_ms / 1e3)
+                    self._redial[ep] = time.monotonic() + self._redial_delay[ep]
             elif kind == zmq.EVENT_DISCONNECTED:
                 self.connected = max(0, self.connected - 1)
                 reconnects += 1  # what was queued on it is gone: resend over the others / later
+        now = time.monotonic()
+        for ep, due in list(self._redial.items()):
+            if now >= due:
+                del self._redial[ep]
+                try:
+                    self.sock.disconnect(ep)
+                except zmq.ZMQError:
+                    pass
+                self.sock.connect(ep)
+        if reconnects and self.connected:
+            self._redial_delay.clear()
         return acks, reconnects
 
     def wait(self, timeout_s: float) -> None:
