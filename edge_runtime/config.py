@@ -158,7 +158,8 @@ class DeliveryConfig:
     policy: str = field(default="reliable", metadata=_choice("reliable", "live"))
     window_frames: int = field(default=256, metadata=_range(1, 1 << 20))  # unacknowledged frames kept
     window_s: float = field(default=30.0, metadata=_range(0.1))  # ... and for at most this long
-    drain_s: float = field(default=5.0, metadata=_range(0.0))  # at stop, wait this long for acks
+    # at stop, wait this long for acks (keep it under the unit's TimeoutStopSec and WatchdogSec)
+    drain_s: float = field(default=5.0, metadata=_range(0.0, 60.0))
     no_ack_warn_s: float = field(default=10.0, metadata=_range(0.5))  # then say why nothing gets through
 
 

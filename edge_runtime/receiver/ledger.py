@@ -11,8 +11,9 @@ A receiver that starts mid-stream takes the first message's ``base`` as its star
 :meth:`Ledger.preload` reads back the results a previous run of this receiver wrote (its JSONL
 file), so a restart does not give a second result for a frame resent after the crash.
 
-State is bounded: at most ``max_keys`` (stream, epoch) pairs (least recently used dropped) and
-``max_ahead`` done seqs above ``next`` per pair (the oldest hole is then counted lost).
+State is bounded: at most ``max_keys`` (stream, epoch) pairs (least recently used dropped), the
+last ``2 * max_ahead`` done seqs per pair, and a hole more than ``max_ahead`` behind the newest
+result is counted lost.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class StreamLedger:
     next: int | None = None  # None: nothing live seen yet (only preloaded results)
-    done: set[int] = field(default_factory=set)  # seqs >= next with a result
+    done: set[int] = field(default_factory=set)  # recent seqs with a result (below next too)
+    order: collections.deque = field(default_factory=collections.deque)  # done, oldest first
     inflight: set[int] = field(default_factory=set)
+    high: int = -1  # highest seq done
     lost: int = 0
     duplicates: int = 0
     results: int = 0
@@ -44,7 +47,11 @@ class StreamLedger:
 
 
 class Ledger:
-    """Thread-safe; ``claim`` before decoding work is queued, ``done`` once the result is written."""
+    """Thread-safe; ``claim`` before decoding work is queued, ``done`` once the result is written.
+
+    Arrival order does not matter (worker processes hand results back out of order): a frame
+    counted lost when the edge's base passed it, that arrives after all, is taken off ``lost``.
+    """
 
     def __init__(self, *, max_keys: int = 4096, max_ahead: int = 8192) -> None:
         self.max_keys = max_keys
@@ -63,21 +70,34 @@ class Ledger:
             self._st.move_to_end(key)
         return st
 
-    @staticmethod
-    def _advance(st: StreamLedger) -> None:
+    def _mark_done(self, st: StreamLedger, seq: int) -> None:
+        if seq in st.done:
+            return
+        st.done.add(seq)
+        st.order.append(seq)
+        st.high = max(st.high, seq)
+        while len(st.order) > 2 * self.max_ahead:
+            st.done.discard(st.order.popleft())
+
+    def _advance(self, st: StreamLedger) -> None:
         while st.next in st.done:
-            st.done.discard(st.next)
             st.next += 1
+        if st.high - st.next > self.max_ahead:  # a hole that never fills: count it lost
+            first = min(x for x in st.done if x >= st.next)
+            st.lost += first - st.next
+            st.next = first
+            while st.next in st.done:
+                st.next += 1
 
     def _move_base(self, st: StreamLedger, base: int) -> None:
         if st.next is None:
             st.next = base
-            st.done = {s for s in st.done if s >= base}
         elif base > st.next:
-            # the edge holds nothing below base: what we never got there is lost
-            got = sum(1 for s in st.done if s < base) + sum(1 for s in st.inflight if s < base)
-            st.lost += (base - st.next) - got
-            st.done = {s for s in st.done if s >= base}
+            # the edge holds nothing below base: what we never got there is lost (for now)
+            have = sum(1 for x in st.done if st.next <= x < base) + sum(
+                1 for x in st.inflight if st.next <= x < base
+            )
+            st.lost += (base - st.next) - have
             st.next = base
             st.dirty = True
         self._advance(st)
@@ -89,10 +109,12 @@ class Ledger:
             if route is not None:
                 st.route = route
             self._move_base(st, min(base, seq))
-            if seq < st.next or seq in st.done or seq in st.inflight:
+            if seq in st.done or seq in st.inflight or (st.next - seq > self.max_ahead):
                 st.duplicates += 1
                 st.dirty = True
                 return False
+            if seq < st.next and st.lost:
+                st.lost -= 1  # counted lost when the base passed it; late, not lost
             st.inflight.add(seq)
             return True
 
@@ -109,16 +131,9 @@ class Ledger:
             st = self._get((stream, epoch))
             st.inflight.discard(seq)
             st.results += 1
-            if st.next is not None and seq < st.next:
-                return
-            st.done.add(seq)
+            self._mark_done(st, seq)
             if st.next is not None:
                 self._advance(st)
-                if len(st.done) > self.max_ahead:  # a hole that never fills: count it lost
-                    first = min(st.done)
-                    st.lost += first - st.next
-                    st.next = first
-                    self._advance(st)
             st.dirty = True
 
     def acks(self) -> list[tuple[bytes, bytes]]:
@@ -180,8 +195,7 @@ class Ledger:
                 except (ValueError, KeyError, TypeError):
                     continue
                 with self._lock:
-                    st = self._get(key)
-                    st.done.add(seq)
+                    self._mark_done(self._get(key), seq)
                 n += 1
         self.preloaded += n
         if n:
