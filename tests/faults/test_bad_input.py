@@ -137,7 +137,7 @@ def test_hostile_clients_beside_good_streams(tmp_path, bundle):
     res = {(r["stream"], r["seq"]): r for r in rx.results() if r["stream"].startswith("good")}
     assert len(res) == len(good)
     seqs = {"good0": 0, "good1": 0}
-    for i, t in enumerate(tensors):
+    for i in range(len(tensors)):
         sid = ("good0", "good1")[i % 2]
         r = res[(sid, seqs[sid])]
         seqs[sid] += 1
