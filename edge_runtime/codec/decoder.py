@@ -412,3 +412,33 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         return bytes(mv[pos : pos + sid_len]).decode("utf-8")
     except (HeaderError, IndexError, TypeError, ValueError, UnicodeDecodeError):
         return None
+
+
+def message_layout(buf) -> dict[str, int]:
+    """Bytes per part of a message (either version), for benchmarks: ``header`` (prefix, varints,
+    stream id, tensor header), ``params`` (scale / offset), ``payload`` (the coded tensor) and
+    ``crc``. Parses the headers only (no CRC or payload check); raises HeaderError."""
+    dec = Decoder(model_ids=None)
+    mv = memoryview(buf)
+    n = mv.nbytes
+    end = n - CRC.size
+    version, flags = mv[3], mv[4]
+    if version == 1:
+        pos = V1_COMMON.size + mv[5]
+        seq = 0
+    else:
+        pos = V2_PREFIX.size
+        seq, pos = get_varint(mv, pos, end, "seq")
+        for name in ("window", "source index"):
+            _, pos = get_varint(mv, pos, end, name)
+        if flags & F_SOURCE_TIME:
+            _, pos = get_varint(mv, pos, end, "source time")
+        pos += 1 + mv[pos]
+    if not flags & F_TENSOR:
+        return {"header": pos, "params": 0, "payload": 0, "crc": CRC.size}
+    if version == 1:
+        h, pos = dec._tensor_header_v1(mv, pos, end, flags)
+    else:
+        h, pos = dec._tensor_header_v2(mv, pos, end, flags, seq)
+    params = h["qsize"] * (h["n_s"] + h["n_o"])
+    return {"header": pos, "params": params, "payload": end - pos - params, "crc": CRC.size}
