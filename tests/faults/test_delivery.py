@@ -172,3 +172,53 @@ def test_reliable_edge_to_receiver_delivers_every_frame(bundle):
         t = rx.wait(frames=15, duration=30)
     assert stats.delivered == 15 and stats.dropped == {} and stats.accounted()
     assert t["results"] == 15
+
+
+def test_default_stream_id_is_the_host_name(bundle):
+    import socket
+
+    cfg = config_from_dict({"metrics": {"enabled": False}}, env={})
+    assert EdgePipeline(bundle, cfg).stream_id == socket.gethostname()[:64]
+    assert EdgePipeline(bundle, cfg).epoch != EdgePipeline(bundle, cfg).epoch  # new at every start
+
+
+def test_a_key_frame_that_did_not_go_out_forces_the_next_one(bundle):
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    ep = f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}"
+    cfg = config_from_dict(
+        {"source": {"mode": "sequential"}, "sender": {"endpoints": [ep], "socket": "push"},
+         "delivery": {"policy": "live"}, "codec": {"keyframe_interval": 4}, "metrics": {"enabled": False}},
+        env={},
+    )  # fmt: skip
+    try:
+        with EdgeSender(cfg.sender) as sender:
+            real_send, refused = sender.send, []
+
+            def send(m):  # the socket refuses the first key frame (a full queue)
+                if not refused:
+                    refused.append(m)
+                    return "backpressure"
+                return real_send(m)
+
+            sender.send = send
+            end = time.monotonic() + 5
+            while not sender.connected and time.monotonic() < end:
+                sender.poll()
+                sender.wait(0.05)
+            loop = EdgeLoop(
+                EdgePipeline(bundle, cfg), FrameFeed.from_config(cfg.source), sender, status_interval_s=0
+            )
+            stats = loop.run(max_frames=6)
+        msgs = []
+        while pull.poll(500):
+            msgs.append(pull.recv())
+    finally:
+        pull.close(0)
+        ctx.term()
+    dec = Decoder(model_ids=None)
+    assert dec.decode(refused[0]).keyframe
+    frames = [dec.decode(m) for m in msgs]
+    assert stats.dropped == {"backpressure": 1} and len(frames) == 5
+    assert frames[0].keyframe and frames[0].seq == 0  # seq reused, and a key frame again
+    assert [f.delta for f in frames[1:4]] == [True, True, True] and dec.missing_keyframe == 0
