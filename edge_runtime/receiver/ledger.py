@@ -53,7 +53,7 @@ class Ledger:
     counted lost when the edge's base passed it, that arrives after all, is taken off ``lost``.
     """
 
-    def __init__(self, *, max_keys: int = 4096, max_ahead: int = 8192) -> None:
+    def __init__(self, *, max_keys: int = 1024, max_ahead: int = 1024) -> None:
         self.max_keys = max_keys
         self.max_ahead = max_ahead
         self._st: collections.OrderedDict[tuple[str, int], StreamLedger] = collections.OrderedDict()

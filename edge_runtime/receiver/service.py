@@ -163,7 +163,7 @@ class Receiver:
         self._metrics_server = None
         self._lock = threading.Lock()
         self.started = False
-        self.ledger = Ledger(max_keys=4 * max_streams)
+        self.ledger = Ledger(max_keys=max_streams)  # ~2048 recent seqs each: 8x the default window
         self.allow: AllowList | None = None
         self.identity = Identity(None, max_streams=max_streams)
         self._server_keys: tuple[bytes, bytes] | None = None
