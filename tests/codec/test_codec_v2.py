@@ -90,3 +90,14 @@ def test_v1_and_v2_decode_side_by_side():
     for version in (1, 2, 1):
         f = dec.decode(Encoder(MID, coder="zstd", version=version).encode(frame(t)))
         assert f.version == version and np.array_equal(f.tensor.data, t.data)
+
+
+def test_message_layout_adds_up():
+    from edge_runtime.codec.decoder import message_layout
+
+    t = formula_tensor(8, 6, 6, 4, True)
+    for version in (1, 2):
+        msg = Encoder(MID, coder="arith", version=version).encode(frame(t))
+        parts = message_layout(msg)
+        assert sum(parts.values()) == len(msg) and parts["payload"] > 0
+        assert parts["params"] == (8 * 2 if version == 2 else 8 * 4 + 4)
