@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} round {r}: {out.get('violations') or 'ok'}", flush=True)
         d = work / "fuzz"
         d.mkdir()
-        fuzz = scenarios.run_fuzz(d, messages=args.fuzz)
+        try:
+            fuzz = scenarios.run_fuzz(d, messages=args.fuzz)
+        except Exception as e:  # the receiver process died: a failed run, reported, not a crash here
+            fuzz = {"scenario": "fuzz", "messages": args.fuzz, "received": 0, "results": 0, "rejected": 0,
+                    "violations": [f"fuzz run failed: {str(e)[:600]}"]}  # fmt: skip
         print(f"fuzz: {fuzz['violations'] or 'ok'}", flush=True)
         d = work / "load"
         d.mkdir()

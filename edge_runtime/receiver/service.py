@@ -359,7 +359,7 @@ class Receiver:
             log.exception("receiver loop failed; the watchdog will see it stop")
             raise
         finally:
-            sock.close()
+            sock.close(linger=0)  # nothing of ours waits in it: acks are best effort, cumulative
 
     def _recv(self, sock: zmq.Socket) -> tuple[list[bytes], str | None]:
         """One message's frames and, with CURVE, the client's authenticated key (ZAP User-Id)."""
