@@ -142,7 +142,9 @@ def run_receiver_kill(
 def run_receiver_absent(workdir: Path, *, seconds: float = 7.0, absent_s: float = 2.5) -> dict:
     """The edge starts with no receiver; one comes up later: the frames waited in the window."""
     ep = f"tcp://127.0.0.1:{free_port()}"
-    edge = EdgeProc([ep], workdir, "absent-cam", seconds=seconds)
+    # a receiver that starts late on a busy machine may answer only during the edge's drain: give
+    # the drain time (soak.json 14:35: both runs answered every frame, acked after a 5 s drain)
+    edge = EdgeProc([ep], workdir, "absent-cam", seconds=seconds, sets=("delivery.drain_s=30",))
     rx = None
     try:
         t0 = edge.wait_ready()
