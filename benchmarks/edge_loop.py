@@ -94,7 +94,9 @@ def run_mode(bundle, ctx, sink, section: dict, frames: int, extra: dict | None =
     data = {
         **merged,
         "source": {"mode": "sequential", "seed": SEED, "segment": SEGMENT},
-        "sender": {"endpoints": [sink.endpoint], "sndhwm": 1000},
+        # a PULL sink never acknowledges: PUSH with delivery policy live (docs/wire.md)
+        "sender": {"endpoints": [sink.endpoint], "sndhwm": 1000, "socket": "push"},
+        "delivery": {"policy": "live"},
         **(extra or {}),
     }
     cfg = config_from_dict(data, env={})

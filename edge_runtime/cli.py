@@ -26,7 +26,7 @@ _OFFLINE = {"train", "export", "split", "finetune", "correct", "retrain"}
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge_runtime.service", "run the edge pipeline (source -> importance -> reduce -> send)"),
     "receive": ("edge_runtime.receiver", "run the receiver (decode -> back half -> result sinks)"),
-    "keys": ("edge_runtime.transport", "generate and list CURVE key pairs"),
+    "keys": ("edge_runtime.keys", "generate and list CURVE key pairs"),
     "train-dict": ("edge_runtime.codec.dictionary", "train a zstd dictionary on quantized feature maps"),
 }
 

@@ -32,6 +32,7 @@ __all__ = [
     "CodecConfig",
     "RateConfig",
     "SenderConfig",
+    "DeliveryConfig",
     "MetricsConfig",
     "load_config",
     "config_from_dict",
@@ -53,7 +54,7 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict:
 @dataclass
 class RuntimeConfig:
     bundle: str = ""  # bundle folder; "" = the bundle shipped with the package
-    stream_id: str = "cam0"
+    stream_id: str = ""  # "" = this box's host name, so two boxes never share a stream by default
     threads: int = field(default=1, metadata=_range(0, 64))  # ONNX Runtime intra-op threads (0 = default)
     status_interval_s: float = field(default=10.0, metadata=_range(0.0))  # one-line status log; 0 = off
     warmup: bool = True  # compile kernels and run every graph once before READY
@@ -140,7 +141,8 @@ class RateConfig:
 @dataclass
 class SenderConfig:
     endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
-    socket: str = field(default="push", metadata=_choice("push", "dealer"))
+    # dealer: the receiver's acknowledgements come back on it (delivery.policy = reliable needs it)
+    socket: str = field(default="dealer", metadata=_choice("push", "dealer"))
     client_secret_key: str = ""  # CURVE: this box's .key_secret; "" = no CURVE (trusted network only)
     server_public_key: str = ""  # CURVE: the receiver's .key
     sndhwm: int = field(default=8, metadata=_range(1))  # messages queued per receiver before dropping
@@ -151,6 +153,17 @@ class SenderConfig:
     heartbeat_ivl_ms: int = field(default=1000, metadata=_range(0))
     heartbeat_timeout_ms: int = field(default=3000, metadata=_range(0))
     handshake_ivl_ms: int = field(default=5000, metadata=_range(0))
+
+
+@dataclass
+class DeliveryConfig:
+    # reliable: frames wait in a resend window until acknowledged; live: send once, freshest first
+    policy: str = field(default="reliable", metadata=_choice("reliable", "live"))
+    window_frames: int = field(default=256, metadata=_range(1, 1 << 20))  # unacknowledged frames kept
+    window_s: float = field(default=30.0, metadata=_range(0.1))  # ... and for at most this long
+    # at stop, wait this long for acks (keep it under the unit's TimeoutStopSec and WatchdogSec)
+    drain_s: float = field(default=5.0, metadata=_range(0.0, 60.0))
+    no_ack_warn_s: float = field(default=10.0, metadata=_range(0.5))  # then say why nothing gets through
 
 
 @dataclass
@@ -170,6 +183,7 @@ class Config:
     codec: CodecConfig = field(default_factory=CodecConfig)
     rate: RateConfig = field(default_factory=RateConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
@@ -314,6 +328,11 @@ def _check_whole(cfg: Config) -> None:
         raise ConfigError(f"source.uri: a {src.kind} source needs a uri")
     if src.retry_initial_s > src.retry_max_s:
         raise ConfigError("source.retry_initial_s must be <= source.retry_max_s")
+    if cfg.delivery.policy == "reliable" and s.socket != "dealer":
+        raise ConfigError(
+            "delivery.policy = 'reliable' needs sender.socket = 'dealer' (acknowledgements come back on "
+            f"it), got {s.socket!r}; use delivery.policy = 'live' with 'push'"
+        )
 
 
 def config_from_dict(

@@ -74,6 +74,7 @@ def run_demo(args) -> int:
     with Receiver(
         [bundle],
         bind="tcp://127.0.0.1:0",
+        socket_type="router",  # the edge's DEALER gets acknowledgements back
         server_secret=server_secret,
         allow_dir=keys / "allow",
         callback=on_result,
@@ -84,9 +85,9 @@ def run_demo(args) -> int:
         labels: dict[int, int | None] = {}
         process = pipeline.process
 
-        def process_and_remember(frame, seq):
+        def process_and_remember(frame, seq, base=None):
             labels[seq] = frame.label
-            return process(frame, seq)
+            return process(frame, seq, base)
 
         pipeline.process = process_and_remember
         feed = FrameFeed.from_config(cfg.source, size=bundle.input.size[0])

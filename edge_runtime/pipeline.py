@@ -5,15 +5,20 @@ stage). :class:`EdgeLoop` drives it: takes the newest frame from a
 :class:`~edge_runtime.sources.FrameFeed`, sends through a :class:`~edge_runtime.sender.Sender`,
 keeps the metrics, the status log line and the systemd watchdog, and accounts for every frame::
 
-    captured = sent + dropped[stale] + dropped[backpressure] + dropped[error] + dropped[shutdown]
+    captured = delivered + dropped[stale, error, window_overflow, window_expired, shutdown]   (reliable)
+    captured = sent + dropped[stale, error, backpressure, shutdown]                          (live)
 
-(``stale``: overwritten in the grabber by a newer frame; ``backpressure``: the sender could not
-queue it; ``error``: processing raised; ``shutdown``: still waiting when the loop stopped).
+(``stale``: overwritten in the grabber by a newer frame; ``error``: processing raised;
+``backpressure``: under ``live``, the sender could not queue it; ``window_*``: under ``reliable``,
+given up unacknowledged (:mod:`edge_runtime.delivery`); ``shutdown``: still waiting, in the
+grabber or unacknowledged in the window, when the loop stopped and the drain ran out).
+Delivered means acknowledged by a receiver, not queued in a socket.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import Counter as _Tally
@@ -25,6 +30,8 @@ import kernels
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Encoder, Frame, Tensor
 from edge_runtime.config import Config
+from edge_runtime.delivery import DeliveryPolicy, ResendWindow, new_epoch
+from edge_runtime.errors import ConfigError
 from edge_runtime.framing import fit
 from edge_runtime.importance import Provider, make_provider
 from edge_runtime.metrics import Registry
@@ -34,7 +41,9 @@ from edge_runtime.sender import Sender
 from edge_runtime.sources import Captured, FrameFeed
 from edge_runtime.systemd import Notifier
 
-__all__ = ["STAGES", "FrameOutcome", "EdgePipeline", "EdgeLoop", "EdgeMetrics", "LoopStats"]
+__all__ = [
+    "STAGES", "FrameOutcome", "EdgePipeline", "EdgeLoop", "EdgeMetrics", "LoopStats", "default_stream_id",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,14 @@ log = logging.getLogger(__name__)
 STAGES = ("preprocess", "importance", "motion", "mask", "reduce", "front", "quantize", "encode", "send")
 #: Give up after this many frames in a row fail to process (a persistent bug, not a bad frame).
 MAX_CONSECUTIVE_ERRORS = 25
+
+
+def default_stream_id() -> str:
+    """This box's host name (at most 64 UTF-8 bytes): unique per box, unlike a fixed "cam0"."""
+    name = socket.gethostname() or "edge"
+    while len(name.encode("utf-8")) > 64:
+        name = name[:-1]
+    return name
 
 
 @dataclass
@@ -56,6 +73,7 @@ class FrameOutcome:
     stages: dict[str, float]
     onnx_s: float  # of the stage times, the seconds inside ONNX Runtime sessions
     logits: np.ndarray | None = None  # the network's own logits where a stage computed them
+    keyframe: bool = False  # the message is an inter-frame key frame (its loss forces a new one)
 
 
 class EdgePipeline:
@@ -74,7 +92,8 @@ class EdgePipeline:
         self.rate: RateController | None = None
         if cfg.rate.enabled:
             self.rate = RateController(cfg.rate, keep=cfg.reduce.value, bits=cfg.quantize.bits)
-        self.stream_id = cfg.runtime.stream_id
+        self.stream_id = cfg.runtime.stream_id or default_stream_id()
+        self.epoch = new_epoch()  # new at every start: (stream, epoch, seq) names a frame
         self.resize = cfg.source.resize
         q = cfg.quantize
         self._clip = q.clip_percentile or None
@@ -83,8 +102,9 @@ class EdgePipeline:
         # The same geometry as training and the benchmarks (edge_runtime.framing, source.resize).
         return np.ascontiguousarray(fit(image, self.input_hw, self.resize))
 
-    def process(self, frame: Captured, seq: int) -> FrameOutcome:
-        """Run every stage on ``frame``; the message carries ``seq`` and the capture time."""
+    def process(self, frame: Captured, seq: int, base: int | None = None) -> FrameOutcome:
+        """Run every stage on ``frame``; the message carries ``seq``, the window ``base`` (lowest
+        seq still unacknowledged), the capture time and the source's frame index / timestamp."""
         st = dict.fromkeys(STAGES, 0.0)
         onnx = 0.0
         b = self.bundle
@@ -149,11 +169,18 @@ class EdgePipeline:
         st["front"] = front_s[0]
         onnx += front_s[0]
         e0 = time.perf_counter()
-        msg = self.encoder.encode(Frame(self.stream_id, seq, frame.time_ns, tensor))
+        msg = self.encoder.encode(
+            Frame(
+                self.stream_id, seq, frame.time_ns, tensor, epoch=self.epoch, base=base,
+                source_index=frame.index, source_time_us=getattr(frame, "source_time_us", None),
+            )
+        )  # fmt: skip
         st["encode"] = time.perf_counter() - e0
         if self.rate is not None:
             self.rate.update(len(msg))
-        return FrameOutcome(msg, tensor is None, kept, bits, imp.reused, st, onnx, logits)
+        return FrameOutcome(
+            msg, tensor is None, kept, bits, imp.reused, st, onnx, logits, self.encoder.last_keyframe
+        )
 
 
 class EdgeMetrics:
@@ -170,6 +197,10 @@ class EdgeMetrics:
         self.stage = r.histogram("edge_stage_seconds", "Time per pipeline stage per frame", ["stage"])
         self.frame_time = r.histogram("edge_frame_seconds", "Processing time per frame, all stages")
         self.bytes = r.counter("edge_bytes_sent_total", "Message bytes queued to the socket")
+        self.delivered = r.counter("edge_frames_delivered_total", "Frames acknowledged by a receiver")
+        self.resent = r.counter("edge_frames_resent_total", "Messages sent again (not acknowledged in time)")
+        self.window = r.gauge("edge_window_frames", "Frames waiting for an acknowledgement")
+        self.unacked_s = r.gauge("edge_unacknowledged_seconds", "Seconds without acknowledgement progress")
         self.kept = r.gauge("edge_kept_fraction", "Fraction of positions kept in the last frame")
         self.bits = r.gauge("edge_bits", "Quantization bits of the last frame")
         self.rate_error = r.gauge("edge_rate_error", "Last frame's (bytes - target) / target")
@@ -182,7 +213,13 @@ class LoopStats:
     """What a run did; ``accounted()`` checks captured = sent + dropped."""
 
     captured: int = 0
-    sent: int = 0
+    sent: int = 0  # frames given a seq: into the resend window (reliable) / queued once (live)
+    delivered: int = 0  # acknowledged by a receiver
+    reliable: bool = True
+    resent: int = 0
+    epoch: int = 0
+    stream_id: str = ""
+    window: dict = field(default_factory=dict)  # the resend window's own counters
     sent_empty: int = 0
     bytes: int = 0
     dropped: _Tally = field(default_factory=_Tally)
@@ -192,8 +229,13 @@ class LoopStats:
     processed: int = 0
     kept_sum: float = 0.0
 
+    def accounting_error(self) -> int:
+        """Frames no outcome accounts for (0 when every frame is delivered / sent or dropped)."""
+        done = self.delivered if self.reliable else self.sent
+        return self.captured - done - sum(self.dropped.values())
+
     def accounted(self) -> bool:
-        return self.captured == self.sent + sum(self.dropped.values())
+        return self.accounting_error() == 0
 
     def as_dict(self) -> dict:
         n = max(self.processed, 1)
@@ -201,6 +243,13 @@ class LoopStats:
         return {
             "captured": self.captured,
             "sent": self.sent,
+            "delivered": self.delivered,
+            "policy": "reliable" if self.reliable else "live",
+            "resent": self.resent,
+            "epoch": self.epoch,
+            "stream_id": self.stream_id,
+            "accounting_error": self.accounting_error(),
+            "window": self.window,
             "sent_empty": self.sent_empty,
             "dropped": dict(self.dropped),
             "accounted": self.accounted(),
@@ -214,7 +263,8 @@ class LoopStats:
 
 
 class EdgeLoop:
-    """Drive :class:`EdgePipeline` from a feed to a sender until ``max_frames`` or ``stop``."""
+    """Drive :class:`EdgePipeline` from a feed to a sender until ``max_frames``, ``stop``, or the
+    end of a source that does not loop; then drain the resend window (``delivery.drain_s``)."""
 
     def __init__(
         self,
@@ -225,6 +275,7 @@ class EdgeLoop:
         metrics: EdgeMetrics | None = None,
         notifier: Notifier | None = None,
         status_interval_s: float = 10.0,
+        policy: DeliveryPolicy | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.feed = feed
@@ -232,8 +283,26 @@ class EdgeLoop:
         self.metrics = metrics or EdgeMetrics()
         self.notifier = notifier or Notifier(env={})
         self.status_interval_s = status_interval_s
-        self.stats = LoopStats()
+        d = pipeline.cfg.delivery
+        self.policy = policy or DeliveryPolicy(
+            d.policy, d.window_frames, d.window_s, d.drain_s, d.no_ack_warn_s
+        )
+        if self.policy.reliable and not getattr(sender, "acks_enabled", False):
+            raise ConfigError(
+                "delivery.policy = 'reliable' needs a sender that receives acknowledgements "
+                "(sender.socket = 'dealer'); use delivery.policy = 'live' with 'push'"
+            )
+        self.window = ResendWindow(
+            self.policy, sender.send, stream_id=pipeline.stream_id, epoch=pipeline.epoch
+        )
+        self.stats = LoopStats(
+            reliable=self.policy.reliable, epoch=pipeline.epoch, stream_id=pipeline.stream_id
+        )
         self._seen = {"stale": 0, "reopens": 0, "captured": 0}
+        self._wseen = {"delivered": 0, "resent": 0, "dropped": _Tally()}
+        self._last_warn = 0.0
+        self._last_ack_seen = time.monotonic()
+        self._acks_seen = 0
 
     def _sync_feed(self) -> None:
         """Copy the grabber's counters into the metrics (it counts in its own thread)."""
@@ -249,9 +318,55 @@ class EdgeLoop:
                 else:
                     m.reopens.inc(d)
 
+    def _sync_window(self) -> None:
+        m, w, seen = self.metrics, self.window.stats, self._wseen
+        if w.delivered > seen["delivered"]:
+            m.delivered.inc(w.delivered - seen["delivered"])
+            m.frames.labels(outcome="delivered", reason="acknowledged").inc(w.delivered - seen["delivered"])
+            seen["delivered"] = w.delivered
+        if w.resent > seen["resent"]:
+            m.resent.inc(w.resent - seen["resent"])
+            seen["resent"] = w.resent
+        for reason, n in w.dropped.items():
+            d = n - seen["dropped"][reason]
+            if d:
+                m.frames.labels(outcome="dropped", reason=reason).inc(d)
+                seen["dropped"][reason] = n
+        m.window.set(len(self.window))
+        m.unacked_s.set(self.window.unacked_for())
+
     def _drop(self, reason: str) -> None:
         self.stats.dropped[reason] += 1
         self.metrics.frames.labels(outcome="dropped", reason=reason).inc()
+
+    def _pump(self) -> None:
+        """Acknowledgements and reconnects in, due (re)sends out; says why when nothing is acked."""
+        acks, reconnects = self.sender.poll()
+        w, p = self.window, self.pipeline
+        for a in acks:
+            w.on_ack(*a)
+        now = time.monotonic()
+        if acks:
+            self._acks_seen += len(acks)
+            self._last_ack_seen = now
+        if reconnects:
+            w.on_reconnect()
+            p.encoder.force_keyframe(p.stream_id)  # a new receiver may not hold our key frame
+        w.service(now)
+        if w.lost_keyframe:
+            p.encoder.force_keyframe(p.stream_id)
+            w.lost_keyframe = False
+        waited = w.unacked_for(now) if self.policy.reliable else 0.0
+        if not self.policy.reliable and self.sender.acks_enabled and w.stats.sent:
+            waited = now - self._last_ack_seen
+        warn = self.policy.no_ack_warn_s
+        if waited >= warn and now - self._last_warn >= warn:
+            self._last_warn = now
+            log.warning(
+                "no acknowledgement for %.0f s (%d frames waiting, %d given up so far): %s",
+                waited, len(w), sum(w.stats.dropped.values()), self.sender.diagnosis(),
+            )  # fmt: skip
+        self._sync_window()
 
     def _status(self, since: float, frames_then: int, bytes_then: int) -> None:
         s, now = self.stats, time.monotonic()
@@ -262,19 +377,32 @@ class EdgeLoop:
         rate = ""
         if p.rate is not None:
             rate = f" | target {p.rate.target_bytes:.0f} B err {100 * p.rate.error['of_mean']:+.1f}%"
-        drops = " ".join(
-            f"{k}={v}" for k, v in sorted((s.dropped + _Tally(stale=self.feed.stale)).items()) if v
-        )
+        dropped = s.dropped + self.window.stats.dropped + _Tally(stale=self.feed.stale)
+        drops = " ".join(f"{k}={v}" for k, v in sorted(dropped.items()) if v)
         line = (
-            f"frames {self.feed.captured} sent {s.sent} (empty {s.sent_empty}) dropped [{drops or 'none'}] | "
+            f"frames {self.feed.captured} sent {s.sent} (empty {s.sent_empty}) delivered "
+            f"{self.window.stats.delivered} waiting {len(self.window)} dropped [{drops or 'none'}] | "
             f"{fps:.1f} fps | {per:.0f} B/frame | kept {self.metrics.kept.value:.2f} bits {int(self.metrics.bits.value)}"
             + rate
         )
         log.info("%s", line)
         self.notifier.status(line)
 
+    def drain(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the window's frames to be acknowledged (resending on
+        reconnect); returns the frames still unacknowledged (counted ``shutdown`` afterwards)."""
+        end = time.monotonic() + timeout_s
+        while len(self.window) and time.monotonic() < end:
+            # no watchdog pings here: the drain is bounded (delivery.drain_s, well under the unit's
+            # WatchdogSec and TimeoutStopSec), and a notify socket nobody reads must not block us
+            self._pump()
+            if len(self.window):
+                self.sender.wait(min(0.05, max(0.0, end - time.monotonic())))
+        return len(self.window)
+
     def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> LoopStats:
-        """Process frames until ``max_frames`` were taken or ``stop`` is set; closes the feed."""
+        """Process frames until ``max_frames`` were taken, ``stop`` is set or the source ended (a
+        file with ``loop = false``); then drain the window; closes the feed."""
         stop = stop or threading.Event()
         s, m, p = self.stats, self.metrics, self.pipeline
         seq = 0
@@ -288,19 +416,25 @@ class EdgeLoop:
                 if self.notifier.watchdog_due():
                     self.notifier.watchdog()
                 self._sync_feed()
+                self._pump()
                 now = time.monotonic()
                 if self.status_interval_s and now - last_status >= self.status_interval_s:
                     self._status(last_status, status_frames, status_bytes)
                     last_status, status_frames, status_bytes = now, s.processed, s.bytes
                 frame = self.feed.get(timeout=0.25)
                 if frame is None:
+                    if self.feed.ended:
+                        log.info(
+                            "source %s ended (loop = false): draining and stopping", self.feed.source.name
+                        )
+                        break
                     continue
                 s.processed += 1
                 if p.rate is not None and last_frame_t is not None:
                     p.rate.observe_interval(now - last_frame_t)
                 last_frame_t = now
                 try:
-                    out = p.process(frame, seq)
+                    out = p.process(frame, seq, self.window.base(seq))
                 except Exception:
                     errors_in_row += 1
                     log.exception("frame %d failed (%d in a row); dropped", seq, errors_in_row)
@@ -309,9 +443,8 @@ class EdgeLoop:
                         raise
                     continue
                 errors_in_row = 0
-                seq += 1
                 t0 = time.perf_counter()
-                reason = self.sender.send(out.message)
+                taken = self.window.submit(seq, out.message, out.keyframe)
                 out.stages["send"] = time.perf_counter() - t0
                 for k, v in out.stages.items():
                     s.stage_s[k] += v
@@ -324,24 +457,42 @@ class EdgeLoop:
                 if p.rate is not None:
                     m.rate_error.set(p.rate.last_error)
                     m.rate_target.set(p.rate.target_bytes)
-                if reason is not None:
-                    self._drop(reason)
+                if self.window.lost_keyframe:
+                    p.encoder.force_keyframe(p.stream_id)
+                    self.window.lost_keyframe = False
+                if not taken:  # live: refused by the socket, counted by the window; seq reused
                     continue
+                seq += 1
                 s.sent += 1
                 s.bytes += len(out.message)
                 m.bytes.inc(len(out.message))
                 kind = "empty" if out.empty else "tensor"
                 s.sent_empty += out.empty
                 m.frames.labels(outcome="sent", reason=kind).inc()
+            self.feed.close()  # stop capturing: the drain only waits for acknowledgements
+            if self.policy.reliable and len(self.window):
+                left = self.drain(self.policy.drain_s)
+                if left:
+                    log.warning(
+                        "%d frames still unacknowledged after the %.1f s drain: counted as dropped "
+                        "[shutdown] (%s)", left, self.policy.drain_s, self.sender.diagnosis(),
+                    )  # fmt: skip
         finally:
             s.seconds = time.monotonic() - t_start
             self.feed.close()
             self._sync_feed()
+            self.window.drop_all("shutdown")
+            self._sync_window()
             s.captured = self.feed.captured
             s.dropped["stale"] += self.feed.stale
+            s.dropped.update(self.window.stats.dropped)
+            s.delivered = self.window.stats.delivered
+            s.resent = self.window.stats.resent
+            s.window = self.window.stats.as_dict()
             if self.feed.discarded:
                 s.dropped["shutdown"] += self.feed.discarded
                 m.frames.labels(outcome="dropped", reason="shutdown").inc(self.feed.discarded)
+            s.dropped = +s.dropped
         if not s.accounted():
             log.error("frame accounting is off: %s", s.as_dict())
         return s

@@ -110,10 +110,12 @@ def run(args) -> int:
             server.close()
     d = stats.as_dict()
     log.info(
-        "stopped: captured %d, sent %d (empty %d), dropped %s, %.1f fps, %d bytes",
+        "stopped: captured %d, sent %d (empty %d), delivered %d (%s), dropped %s, %.1f fps, %d bytes",
         d["captured"],
         d["sent"],
         d["sent_empty"],
+        d["delivered"],
+        d["policy"],
         d["dropped"],
         d["fps"],
         d["bytes"],

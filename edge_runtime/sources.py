@@ -7,10 +7,16 @@ Two layers:
   a :class:`~edge_runtime.config.SourceConfig`. Opening a camera, file or URL that OpenCV cannot
   read raises :class:`~edge_runtime.errors.SourceError` naming it.
 - a :class:`FrameFeed` keeps a source alive: it reopens a source that fails or ends with
-  exponential back-off (a file or folder with ``loop`` starts again at once), and in ``latest``
-  mode a grabber thread keeps only the newest frame, so the loop never falls behind; every frame
-  it overwrote is counted as ``stale``. In ``sequential`` mode the caller reads every frame itself
-  (tests, benchmarks, offline files).
+  exponential back-off (a file or folder with ``loop`` starts again at once; without ``loop`` it
+  ends: :attr:`FrameFeed.ended`), and in ``latest`` mode a grabber thread keeps only the newest
+  frame, so the loop never falls behind; every frame it overwrote is counted as ``stale``. A video
+  file in ``latest`` mode is paced at its own frame rate (like a camera). In ``sequential`` mode
+  the caller reads every frame itself, none dropped, as fast as the pipeline goes (offline files,
+  tests, benchmarks).
+
+Every :class:`Captured` frame carries its index in the source (for a video file: its frame number
+in the file) and, where the source knows it, the source's own timestamp (``source_time_us``: the
+video position), which travel in the message and the receiver's result.
 
 Accounting: ``feed.captured == frames handed out + feed.stale + feed.discarded`` (``discarded``:
 the frame still waiting when the feed closed).
@@ -57,6 +63,7 @@ class Captured:
     index: int  # frame number within this source (counts on across reopens)
     time_ns: int  # capture time, ns since the Unix epoch
     label: int | None = None  # ground truth, where the source knows it (scene stream)
+    source_time_us: int | None = None  # the source's own timestamp (video position), if known
 
 
 class Source:
@@ -64,6 +71,7 @@ class Source:
 
     name = "source"
     loops = False  # reopening after the end starts again without waiting
+    finite = False  # a file or folder: its end is the end (unless it loops), not an outage
 
     def __init__(self) -> None:
         self._index = 0
@@ -77,8 +85,14 @@ class Source:
     def close(self) -> None:
         """Release the device / file."""
 
-    def _next(self, image: np.ndarray, label: int | None = None) -> Captured:
-        c = Captured(image, self._index, time.time_ns(), label)
+    def _next(
+        self,
+        image: np.ndarray,
+        label: int | None = None,
+        index: int | None = None,
+        source_time_us: int | None = None,
+    ) -> Captured:
+        c = Captured(image, self._index if index is None else index, time.time_ns(), label, source_time_us)
         self._index += 1
         return c
 
@@ -115,6 +129,7 @@ class OpenCVSource(Source):
         self.kind, self.uri = kind, uri
         self.name = f"{kind} {uri}"
         self.loops = kind == "file" and loop
+        self.finite = kind == "file"
         self.width, self.height = width, height
         self._cap: cv2.VideoCapture | None = None
 
@@ -149,7 +164,22 @@ class OpenCVSource(Source):
             rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
         else:
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return self._next(rgb)
+        if self.kind != "file":
+            return self._next(rgb)
+        pos = self._cap.get(cv2.CAP_PROP_POS_FRAMES)
+        msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        index = int(pos) - 1 if pos and pos > 0 else None
+        t_us = int(round(msec * 1000)) if msec is not None and msec >= 0 and np.isfinite(msec) else None
+        return self._next(rgb, index=index, source_time_us=t_us)
+
+    def frame_rate(self) -> float:
+        """The file's own frame rate (0 when the container does not say)."""
+        cap = cv2.VideoCapture(self.uri)
+        try:
+            fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+        finally:
+            cap.release()
+        return float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else 0.0
 
     def close(self) -> None:
         if self._cap is not None:
@@ -165,6 +195,7 @@ class FolderSource(Source):
         self.folder = Path(folder)
         self.name = f"folder {self.folder}"
         self.loops = loop
+        self.finite = True
         self._files: list[Path] = []
         self._pos = 0
 
@@ -224,6 +255,7 @@ class FrameFeed:
         self.captured = 0
         self.stale = 0
         self.discarded = 0
+        self.ended = False  # a finite source without loop reached its end
         self.open_failures = 0
         self.reopens = 0
         self._is_open = False
@@ -237,10 +269,15 @@ class FrameFeed:
     @classmethod
     def from_config(cls, cfg: SourceConfig, *, size: int = 128) -> FrameFeed:
         fps = cfg.fps
+        source = open_source(cfg, size=size)
         if cfg.kind == "scene" and cfg.mode == "latest" and fps == 0:
             fps = SCENE_DEFAULT_FPS
+        if cfg.kind == "file" and cfg.mode == "latest" and fps == 0:
+            # unpaced, the grabber reads a file as fast as it decodes and most frames end "stale"
+            fps = source.frame_rate() or SCENE_DEFAULT_FPS
+            log.info("%s: paced at %.2f fps (its own frame rate; source.fps overrides)", source.name, fps)
         return cls(
-            open_source(cfg, size=size),
+            source,
             mode=cfg.mode,
             fps=fps,
             retry_initial_s=cfg.retry_initial_s,
@@ -254,8 +291,8 @@ class FrameFeed:
         return not self._stop.wait(seconds)
 
     def _read_one(self) -> Captured | None:
-        """One frame, reopening as needed; None only when the feed is closed."""
-        while not self._stop.is_set():
+        """One frame, reopening as needed; None only when the feed is closed or the source ended."""
+        while not self._stop.is_set() and not self.ended:
             if not self._is_open:
                 try:
                     self.source.open()
@@ -284,6 +321,12 @@ class FrameFeed:
             # ended or failed: reopen (files that loop at once, the rest after back-off)
             self.source.close()
             self._is_open = False
+            if self.source.finite and not self.source.loops:
+                log.info("%s ended (loop = false)", self.source.name)
+                self.ended = True
+                with self._cond:
+                    self._cond.notify_all()
+                return None
             self.reopens += 1
             if not self.source.loops:
                 log.warning("%s ended or failed; reopening in %.1f s", self.source.name, self._backoff)

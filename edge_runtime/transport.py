@@ -3,7 +3,12 @@
 Keys are ZeroMQ certificate files (``zmq.auth``): ``NAME.key`` (public) and ``NAME.key_secret``
 (public + secret). A receiver holds a server key pair and an *allow folder* of client public keys;
 an edge box holds its own client key pair and the server's public key. ``edge-runtime keys``
-generates and lists them; enrolling an edge box is copying its ``.key`` into the allow folder.
+(:mod:`edge_runtime.keys`) generates and lists them; enrolling an edge box is copying its ``.key``
+into the allow folder, revoking it is removing the file: :class:`AllowList` re-reads the folder
+while the receiver runs. A file that does not parse is refused alone (logged, counted in
+``AllowList.bad``), never taking the other keys with it. An optional ``streams.toml`` in the
+folder binds stream ids to key names (``"cam-lobby" = "box1"``); streams it does not name are
+bound to the first key that uses them (:mod:`edge_runtime.receiver.identity`).
 
 Every timeout is a named value here (milliseconds), set on purpose on every socket we create,
 never left to a ZeroMQ default that blocks forever.
@@ -11,15 +16,18 @@ never left to a ZeroMQ default that blocks forever.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+import threading
+import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from edge_runtime.errors import TransportError
 
@@ -32,8 +40,9 @@ __all__ = [
     "configure_server_curve",
     "start_authenticator",
     "apply_timeouts",
-    "add_arguments",
-    "run",
+    "check_z85_key",
+    "AllowList",
+    "STREAMS_FILE",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,28 @@ def generate_keypair(folder: str | Path, name: str) -> tuple[Path, Path]:
     return Path(pub), Path(sec)
 
 
+def check_z85_key(key: bytes | None, what: str, path: Path) -> bytes:
+    """A CURVE key as ZeroMQ wants it: 40 characters of Z85 that decode to 32 bytes."""
+    if not key or len(key) != 40:
+        raise TransportError(
+            f"{path}: {what} must be 40 Z85 characters, got {len(key or b'')}; "
+            "is this a key file made by `edge-runtime keys new`?"
+        )
+    try:
+        z85.decode(key)
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise TransportError(f"{path}: {what} is not valid Z85") from None
+    return key
+
+
+def _read_certificate(path: Path) -> tuple[bytes, bytes | None]:
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise TransportError(f"cannot read key file {path}: {e}") from None
+    return check_z85_key(public, "the public key", path), secret
+
+
 def load_keypair(secret_file: str | Path) -> tuple[bytes, bytes]:
     """``(public, secret)`` from a ``.key_secret`` file."""
     path = Path(secret_file)
@@ -89,26 +120,19 @@ def load_keypair(secret_file: str | Path) -> tuple[bytes, bytes]:
         raise TransportError(
             f"secret key file {path} does not exist; create one with `edge-runtime keys new`"
         )
-    try:
-        public, secret = zmq.auth.load_certificate(str(path))
-    except (OSError, ValueError) as e:
-        raise TransportError(f"cannot read key file {path}: {e}") from e
+    public, secret = _read_certificate(path)
     if not secret:
         raise TransportError(
             f"{path} holds no secret key (a public .key file was given where a .key_secret is needed)"
         )
-    return public, secret
+    return public, check_z85_key(secret, "the secret key", path)
 
 
 def load_public_key(public_file: str | Path) -> bytes:
     path = Path(public_file)
     if not path.is_file():
         raise TransportError(f"public key file {path} does not exist")
-    try:
-        public, _ = zmq.auth.load_certificate(str(path))
-    except (OSError, ValueError) as e:
-        raise TransportError(f"cannot read key file {path}: {e}") from e
-    return public
+    return _read_certificate(path)[0]
 
 
 def configure_client_curve(sock: zmq.Socket, client_secret_file, server_public_file) -> None:
@@ -123,47 +147,129 @@ def configure_server_curve(sock: zmq.Socket, server_secret_file) -> None:
     sock.curve_server = True
 
 
-def start_authenticator(ctx: zmq.Context, allow_dir: str | Path) -> ThreadAuthenticator:
-    """ZAP handler that admits only clients whose public key is in ``allow_dir`` (``*.key``).
+STREAMS_FILE = "streams.toml"
 
-    Call ``.configure_curve(domain="*", location=...)`` again (or restart) after enrolling a key.
+
+class AllowList:
+    """The enrolled client keys of an allow folder, re-read while running.
+
+    ``keys``: Z85 public key -> key name (file stem). ``bad``: file name -> why it was refused.
+    ``streams``: stream id -> key name from ``streams.toml`` (optional). :meth:`refresh` re-reads
+    the folder when a file was added, removed or changed (cheap to call often); ZAP asks
+    :meth:`callback` for every handshake, and the receiver asks :meth:`name_of` for every message,
+    so a revoked key is refused on the next message, not only on the next connection.
     """
-    allow = Path(allow_dir)
-    if not allow.is_dir():
-        raise TransportError(
-            f"allow folder {allow} does not exist; put enrolled edge boxes' .key files there"
-        )
-    if not any(allow.glob("*.key")):
-        log.warning("allow folder %s holds no client keys: every edge box will be refused", allow)
+
+    def __init__(self, folder: str | Path, *, check_every_s: float = 1.0) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise TransportError(
+                f"allow folder {self.folder} does not exist; put enrolled edge boxes' .key files there"
+            )
+        self.check_every_s = check_every_s
+        self.keys: dict[bytes, str] = {}
+        self.bad: dict[str, str] = {}
+        self.streams: dict[str, str] = {}
+        self.reloads = 0
+        self._sig: tuple | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self.refresh(force=True)
+
+    def _signature(self) -> tuple:
+        out = []
+        try:
+            for e in os.scandir(self.folder):
+                if e.name.endswith(".key") or e.name == STREAMS_FILE:
+                    try:
+                        st = e.stat()
+                    except OSError:
+                        continue
+                    out.append((e.name, st.st_mtime_ns, st.st_size))
+        except OSError as e:
+            log.error("allow folder %s cannot be read: %s", self.folder, e)
+        return tuple(sorted(out))
+
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read the folder if it changed (at most every ``check_every_s``); True if it did."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.check_every_s:
+            return False
+        with self._lock:
+            self._checked = now
+            sig = self._signature()
+            if sig == self._sig and not force:
+                return False
+            self._sig = sig
+            keys, bad = {}, {}
+            for path in sorted(self.folder.glob("*.key")):
+                try:
+                    public, _ = _read_certificate(path)
+                except TransportError as e:
+                    bad[path.name] = str(e)
+                    continue
+                keys[public] = path.stem
+            streams = self._read_streams(set(keys.values()), bad)
+            for name, why in bad.items():
+                if self.bad.get(name) != why:
+                    log.error("allow folder: refusing %s alone (the other keys stay enrolled): %s", name, why)
+            added = set(keys.values()) - set(self.keys.values())
+            removed = set(self.keys.values()) - set(keys.values())
+            if self.reloads and (added or removed):
+                log.warning("allow folder re-read: enrolled %s, revoked %s",
+                            sorted(added) or "none", sorted(removed) or "none")  # fmt: skip
+            self.keys, self.bad, self.streams = keys, bad, streams
+            self.reloads += 1
+            if not keys:
+                log.warning(
+                    "allow folder %s holds no usable client keys: every edge box is refused", self.folder
+                )
+            return True
+
+    def _read_streams(self, names: set[str], bad: dict[str, str]) -> dict[str, str]:
+        path = self.folder / STREAMS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            bad[STREAMS_FILE] = f"cannot read {path}: {e}"
+            return {}
+        table = data.get("streams", data)
+        out = {}
+        for sid, name in table.items():
+            if not isinstance(name, str):
+                bad[STREAMS_FILE] = f"{path}: stream {sid!r} must map to a key name, got {name!r}"
+                continue
+            if name not in names:
+                log.warning("%s: stream %r is bound to key %r, which is not enrolled", path, sid, name)
+            out[str(sid)] = name
+        return out
+
+    def name_of(self, z85_key: bytes | str) -> str | None:
+        """The key name of an enrolled public key, or None (not enrolled / revoked)."""
+        if isinstance(z85_key, str):
+            z85_key = z85_key.encode("ascii", "replace")
+        return self.keys.get(z85_key)
+
+    def callback(self, domain: str, z85_key: bytes) -> bool:
+        """pyzmq's CURVE credentials-provider hook: admit enrolled keys only."""
+        self.refresh()
+        ok = z85_key in self.keys
+        if not ok:
+            log.warning(
+                "refused a CURVE handshake from a key that is not enrolled: %s",
+                z85_key.decode("ascii", "replace"),
+            )
+        return ok
+
+
+def start_authenticator(ctx: zmq.Context, allow: str | Path | AllowList) -> ThreadAuthenticator:
+    """ZAP handler that admits only clients whose public key is in the allow folder (``*.key``),
+    re-read while running (:class:`AllowList`). Messages then carry the client's Z85 public key as
+    their ``User-Id`` property."""
+    allow = allow if isinstance(allow, AllowList) else AllowList(allow)
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("edge_runtime.auth"))
     auth.start()
-    auth.configure_curve(domain="*", location=str(allow))
+    auth.configure_curve_callback(domain="*", credentials_provider=allow)
     return auth
-
-
-# ---- `edge-runtime keys` -------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="keys_command", required=True)
-    new = sub.add_parser("new", help="generate a CURVE key pair NAME.key / NAME.key_secret")
-    new.add_argument("name", help="e.g. receiver, or the edge box's host name")
-    new.add_argument("--dir", default="keys", help="folder to write to (default: %(default)s)")
-    ls = sub.add_parser("list", help="list key files with their public keys")
-    ls.add_argument("--dir", default="keys")
-
-
-def run(args) -> int:
-    folder = Path(args.dir)
-    if args.keys_command == "new":
-        pub, sec = generate_keypair(folder, args.name)
-        print(f"public key: {pub}  (give this to the other side; receivers: copy into the allow folder)")  # noqa: T201
-        print(f"secret key: {sec}  (keep on this machine, mode 0600)")  # noqa: T201
-        return 0
-    if not folder.is_dir():
-        raise TransportError(f"key folder {folder} does not exist")
-    for path in sorted(folder.glob("*.key")) + sorted(folder.glob("*.key_secret")):
-        public, secret = zmq.auth.load_certificate(str(path))
-        kind = "secret" if secret else "public"
-        print(f"{path.name:<32} {kind:<7} {public.decode()}")  # noqa: T201
-    return 0

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, object] = {
     "bind": "tcp://*:5555",
-    "socket": "pull",
+    "socket": "router",
     "bundle": [],
     "keys_secret": None,
     "allow_dir": None,
@@ -55,7 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--config", help="TOML file with any of the options below (command line wins)")
     a("--bind", help=f"public endpoint to bind (default: {DEFAULTS['bind']})")
-    a("--socket", choices=sorted(SOCKET_TYPES), help="pull (edge PUSH) or router (edge DEALER); default pull")
+    a(
+        "--socket",
+        choices=sorted(SOCKET_TYPES),
+        help="router (edge DEALER, acknowledged; default) or pull (edge PUSH, policy live)",
+    )
     a("--bundle", action="append", help="bundle folder; repeat to serve several models (default: shipped)")
     a("--keys-secret", help="the receiver's CURVE .key_secret file (with --allow-dir)")
     a("--allow-dir", help="folder of enrolled edge boxes' public .key files (with --keys-secret)")
@@ -164,8 +168,10 @@ def run(args) -> int:
             stop.wait(0.05)
         notifier.stopping()
     t = rx.stats.totals()
+    led = rx.ledger.totals()
     print(  # noqa: T201 - CLI output
         f"received {t['received']}, results {t['results']} ({t['empty']} empty), "
-        f"rejected {sum(t['rejected'].values())} {t['rejected']}, sequence gaps {t['gaps']}"
+        f"rejected {sum(t['rejected'].values())} {t['rejected']}, sequence gaps {t['gaps']}, "
+        f"lost {led['lost']}, duplicates {led['duplicates']}, acks sent {rx.acks_sent}"
     )
     return 0

@@ -15,7 +15,6 @@ on that one-to-one rule (see :mod:`edge_runtime.receiver.results`).
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,14 +23,15 @@ import numpy as np
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Decoder, Frame, Limits
-from edge_runtime.codec.wire import MAGIC
+from edge_runtime.codec.decoder import peek_stream_id as _peek
 from edge_runtime.errors import ConfigError, DecodeError
+from edge_runtime.receiver.identity import Identity
+from edge_runtime.receiver.ledger import Ledger
 
 __all__ = ["Engine", "Result", "Reject", "RateLimitedLog", "limits_for", "softmax"]
 
 log = logging.getLogger(__name__)
 
-_COMMON = struct.Struct("<3sBBB8sQq")  # same leading fields as edge_runtime.codec.wire (docs/wire.md)
 UNKNOWN_STREAM = "<unknown>"
 
 
@@ -49,11 +49,18 @@ class Result:
     scores: list[float] | None  # softmax of the logits
     batch: int = 0  # size of the batch this frame ran in (0: empty frame, no back half)
     worker: int = 0
+    epoch: int = 0  # the edge's boot epoch: (stream, epoch, seq) names the frame
+    index: int = 0  # the frame's index in its source (video frame number)
+    source_time_us: int | None = None  # the source's timestamp (video position), if known
+    base: int = 0  # the edge's window base when it sent the frame (for the ledger of a parent)
 
     def to_dict(self) -> dict:
         return {
             "stream": self.stream_id,
+            "epoch": self.epoch,
             "seq": self.seq,
+            "index": self.index,
+            "source_time_us": self.source_time_us,
             "capture_ns": self.capture_time_ns,
             "latency_ms": round(self.latency_ms, 3),
             "model": self.model_id,
@@ -68,7 +75,8 @@ class Result:
     def from_dict(cls, d: dict) -> Result:
         return cls(
             d["stream"], d["seq"], d["capture_ns"], d["latency_ms"], d["model"], d["class"],
-            d["label"], d["scores"], d.get("batch", 0), d.get("worker", 0),
+            d["label"], d["scores"], d.get("batch", 0), d.get("worker", 0), d.get("epoch", 0),
+            d.get("index", 0), d.get("source_time_us"), d.get("base", 0),
         )  # fmt: skip
 
 
@@ -138,15 +146,8 @@ def limits_for(bundles: Iterable[Bundle], max_streams: int = 1024) -> Limits:
 
 def peek_stream_id(buf: bytes, max_len: int = 64) -> str:
     """The stream id named in a message's header, best effort, for accounting a rejected message."""
-    if len(buf) < _COMMON.size or buf[:3] != MAGIC:
-        return UNKNOWN_STREAM
-    sid_len = buf[5]
-    if sid_len > max_len or _COMMON.size + sid_len > len(buf):
-        return UNKNOWN_STREAM
-    try:
-        return bytes(buf[_COMMON.size : _COMMON.size + sid_len]).decode("utf-8")
-    except UnicodeDecodeError:
-        return UNKNOWN_STREAM
+    sid = _peek(buf, max_len)
+    return UNKNOWN_STREAM if sid is None else sid
 
 
 @dataclass
@@ -169,6 +170,9 @@ class Engine:
         A batch runs when it holds ``max_batch`` frames or its oldest frame has waited ``max_wait_s``.
     parts:
         Frames per ZeroMQ message: 1 from a PULL socket, 2 from a ROUTER socket (identity, payload).
+    ledger, identity:
+        Duplicate / acknowledgement state (:mod:`.ledger`) and the stream-to-key binding
+        (:mod:`.identity`); ``None`` in worker processes, where the parent keeps them.
     """
 
     def __init__(
@@ -181,7 +185,11 @@ class Engine:
         parts: int = 1,
         max_streams: int = 1024,
         worker: int = 0,
+        ledger: Ledger | None = None,
+        identity: Identity | None = None,
     ) -> None:
+        self.ledger = ledger
+        self.identity = identity
         self.bundles: dict[bytes, Bundle] = {}
         for b in bundles:
             if b.model_id_bytes in self.bundles:
@@ -214,23 +222,40 @@ class Engine:
 
     # -- input ---------------------------------------------------------
 
-    def feed(self, parts: list[bytes]) -> None:
-        """One ZeroMQ message (its frames); emits a Reject or queues the frame (empty: emits a Result)."""
+    def feed(self, parts: list[bytes], peer: str | None = None) -> None:
+        """One ZeroMQ message (its frames) and its authenticated key (``User-Id``); emits a Reject
+        or queues the frame (empty: emits a Result)."""
         t0 = time.perf_counter()
         if len(parts) != self.parts:
             self._reject(UNKNOWN_STREAM, "framing", f"{len(parts)} message parts, expected {self.parts}")
             return
         buf = parts[-1]
+        if self.identity is not None and self.identity.allow is not None:
+            sid = peek_stream_id(buf, self.limits.max_stream_id)
+            refused = self.identity.check(sid, peer)
+            if refused is not None:
+                self._reject(sid, *refused)
+                return
         try:
             frame = self.decoder.decode(buf)
         except DecodeError as e:
             self._reject(peek_stream_id(buf, self.limits.max_stream_id), e.reason, str(e))
+            return
+        route = parts[0] if self.parts == 2 else None
+        if self.ledger is not None and not self.ledger.claim(
+            frame.stream_id, frame.epoch, frame.seq, frame.window_base, route
+        ):
+            self.emit(
+                Reject(frame.stream_id, "duplicate", f"seq {frame.seq} of epoch {frame.epoch:016x} again")
+            )
             return
         bundle = self.bundles[frame.model_id]
         if frame.tensor is None:
             self._emit_result(frame, bundle, None, 0)
             return
         if frame.tensor.data.shape != bundle.split_shape:
+            if self.ledger is not None:
+                self.ledger.release(frame.stream_id, frame.epoch, frame.seq)
             self._reject(
                 frame.stream_id,
                 "shape",
@@ -288,6 +313,8 @@ class Engine:
             self._rlog.log(logging.ERROR, "inference", "back half of %s failed on a batch of %d: %s",
                            bundle.model_name, len(frames), e)  # fmt: skip
             for f in frames:
+                if self.ledger is not None:
+                    self.ledger.release(f.stream_id, f.epoch, f.seq)
                 self.emit(Reject(f.stream_id, "inference", str(e)))
             return
         self.back_s += time.perf_counter() - t0
@@ -306,5 +333,6 @@ class Engine:
             sc = [round(float(v), 6) for v in scores]
         self.emit(
             Result(frame.stream_id, frame.seq, frame.capture_time_ns, latency_ms, bundle.model_id[:16],
-                   cls, label, sc, batch, self.worker)
+                   cls, label, sc, batch, self.worker, frame.epoch, frame.source_index,
+                   frame.source_time_us, frame.window_base)
         )  # fmt: skip

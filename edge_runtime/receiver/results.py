@@ -7,8 +7,10 @@ Sinks (each a context manager, each called with one :class:`~edge_runtime.receiv
     CallbackSink  a Python callable, for embedding (``Receiver(..., callback=fn)``)
 
 :class:`Stats` counts per stream: received, decoded, results, empty frames, rejected by reason and
-gaps in sequence numbers. Gaps are ``(highest seq - lowest seq + 1) - frames seen``, which does not
-depend on arrival order, so it stays right when a stream's frames are spread over worker processes.
+gaps in sequence numbers. Gaps are ``(highest seq - lowest seq + 1) - frames seen`` per boot epoch
+of the edge (seq starts again at every edge start), which does not depend on arrival order, so it
+stays right when a stream's frames are spread over worker processes. Duplicates (resends of a
+frame already answered) are rejects with reason ``duplicate``.
 """
 
 from __future__ import annotations
@@ -185,15 +187,23 @@ class StreamStats:
     results: int = 0
     empty: int = 0
     rejected: collections.Counter = field(default_factory=collections.Counter)
-    min_seq: int | None = None
-    max_seq: int | None = None
+    # epoch -> [lowest seq, highest seq, results]; the last few epochs only
+    epochs: collections.OrderedDict = field(default_factory=collections.OrderedDict)
     last_latency_ms: float = 0.0
+    old_gaps: int = 0  # gaps of epochs no longer tracked
 
     @property
     def gaps(self) -> int:
-        if self.min_seq is None:
-            return 0
-        return max(0, self.max_seq - self.min_seq + 1 - self.decoded)
+        return self.old_gaps + sum(max(0, hi - lo + 1 - n) for lo, hi, n in self.epochs.values())
+
+    def note(self, epoch: int, seq: int, max_epochs: int = 16) -> None:
+        e = self.epochs.get(epoch)
+        if e is None:
+            e = self.epochs[epoch] = [seq, seq, 0]
+            if len(self.epochs) > max_epochs:
+                lo, hi, n = self.epochs.popitem(last=False)[1]
+                self.old_gaps += max(0, hi - lo + 1 - n)
+        e[0], e[1], e[2] = min(e[0], seq), max(e[1], seq), e[2] + 1
 
     def to_dict(self) -> dict:
         return {
@@ -237,8 +247,7 @@ class Stats:
             st.results += 1
             if ev.cls is None:
                 st.empty += 1
-            st.min_seq = ev.seq if st.min_seq is None else min(st.min_seq, ev.seq)
-            st.max_seq = ev.seq if st.max_seq is None else max(st.max_seq, ev.seq)
+            st.note(ev.epoch, ev.seq)
             st.last_latency_ms = ev.latency_ms
             self.latencies.append(ev.latency_ms)
 

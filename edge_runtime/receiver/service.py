@@ -10,6 +10,14 @@ Several worker processes (``workers = N``), scaled out with ZeroMQ's own proxy, 
         -> N worker processes: PULL, Engine -> PUSH ipc://.../out
         -> PULL in the parent -> accounting + sinks (one JSONL writer, one PUB socket)
 
+Delivery (``router`` socket, edge DEALER): every result is written to the sinks first and then
+acknowledged to its edge, cumulatively per (stream, epoch) (:mod:`.ledger`); a frame seen before
+(a resend) gets no second result, only a fresh ack; a JSONL sink is read back at start, so a
+restarted receiver recognises the frames its previous run answered. With CURVE, each message's
+authenticated key must own the stream id it claims (:mod:`.identity`); the allow folder is
+re-read while running. In worker mode the parent keeps the ledger and the identity checks (its
+own proxy loop forwards messages, and carries acks back).
+
 Authentication happens once, at the public socket. PUSH hands messages to the workers round-robin
 (skipping a worker whose queue is full), so one stream's frames are spread over all workers; the
 per-stream accounting is done in the parent from the workers' events, and its gap count does not
@@ -35,9 +43,17 @@ import zmq
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import MetricsServer
-from edge_runtime.receiver.engine import Engine, Reject, Result, limits_for
+from edge_runtime.receiver.engine import Engine, Reject, Result, limits_for, peek_stream_id
+from edge_runtime.receiver.identity import Identity
+from edge_runtime.receiver.ledger import Ledger
 from edge_runtime.receiver.results import CallbackSink, JsonlSink, PubSink, Sink, Stats
-from edge_runtime.transport import SocketTimeouts, apply_timeouts, configure_server_curve, start_authenticator
+from edge_runtime.transport import (
+    AllowList,
+    SocketTimeouts,
+    apply_timeouts,
+    load_keypair,
+    start_authenticator,
+)
 
 __all__ = ["Receiver", "SOCKET_TYPES"]
 
@@ -147,6 +163,12 @@ class Receiver:
         self._metrics_server = None
         self._lock = threading.Lock()
         self.started = False
+        self.ledger = Ledger(max_keys=max_streams)  # ~2048 recent seqs each: 8x the default window
+        self.allow: AllowList | None = None
+        self.identity = Identity(None, max_streams=max_streams)
+        self._server_keys: tuple[bytes, bytes] | None = None
+        self._routes: dict[str, bytes] = {}  # worker mode: stream -> ROUTER identity, for acks
+        self.acks_sent = 0
 
     # -- lifecycle -----------------------------------------------------
 
@@ -169,9 +191,15 @@ class Receiver:
         return self
 
     def _start(self) -> None:
+        if self.server_secret is not None:
+            # keys first, before any socket exists: a bad file is an error at once, never a hang in
+            # ctx.term() on a half-built socket (tests/faults/test_keys.py)
+            self._server_keys = load_keypair(self.server_secret)
+            self.allow = AllowList(self.allow_dir)
+            self.identity = Identity(self.allow, max_streams=self.max_streams)
         self._ctx = zmq.Context()
         if self.server_secret is not None:
-            self._auth = start_authenticator(self._ctx, self.allow_dir)
+            self._auth = start_authenticator(self._ctx, self.allow)
         else:
             log.warning(
                 "RECEIVER IS UNAUTHENTICATED: no CURVE keys configured, anyone who can reach %s can send "
@@ -181,6 +209,7 @@ class Receiver:
         jsonl, max_bytes, backups = self._jsonl
         if jsonl is not None:
             self._owned_sinks.append(JsonlSink(jsonl, max_bytes=max_bytes, backups=backups))
+            self.ledger.preload(jsonl, backups)
         if self._pub is not None:
             pub = PubSink(self._pub, self._ctx, self.timeouts)
             self.pub_endpoint = pub.endpoint
@@ -200,6 +229,7 @@ class Receiver:
             self._engine = Engine(
                 bundles, self._on_event, max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1e3,
                 parts=1 if self.socket_type == "pull" else 2, max_streams=self.max_streams,
+                ledger=self.ledger, identity=self.identity,
             )  # fmt: skip
             for b in bundles:
                 b.session("back")  # load now: the first frame pays no start-up cost
@@ -226,8 +256,9 @@ class Receiver:
         # (without this it was allocated whole and only then rejected by the decoder:
         # tests/faults/test_bad_input.py).
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        if self.server_secret is not None:
-            configure_server_curve(sock, self.server_secret)
+        if self._server_keys is not None:
+            sock.curve_publickey, sock.curve_secretkey = self._server_keys
+            sock.curve_server = True
         try:
             sock.bind(self.bind)
         except zmq.ZMQError as e:
@@ -266,12 +297,29 @@ class Receiver:
     # -- events --------------------------------------------------------
 
     def _on_event(self, ev: Result | Reject) -> None:
+        if isinstance(ev, Result) and self._procs:
+            # worker mode: the parent's ledger decides (a resend may have run in two workers)
+            if not self.ledger.claim(ev.stream_id, ev.epoch, ev.seq, ev.base, self._routes.get(ev.stream_id)):
+                ev = Reject(ev.stream_id, "duplicate", f"seq {ev.seq} of epoch {ev.epoch:016x} again")
         self.stats.add(ev)
         if isinstance(ev, Result):
             for s in self._owned_sinks:
                 s.write(ev)
             for s in self._sinks:
                 s.write(ev)
+            self.ledger.done(ev.stream_id, ev.epoch, ev.seq)
+
+    def _send_acks(self, sock: zmq.Socket) -> None:
+        """After the sinks were flushed: acknowledge what they hold (ROUTER only)."""
+        if self.socket_type != "router":
+            self.ledger.acks()  # clear: PULL cannot answer
+            return
+        for route, ack in self.ledger.acks():
+            try:
+                sock.send_multipart([route, ack], zmq.NOBLOCK)
+                self.acks_sent += 1
+            except zmq.ZMQError:
+                pass  # peer gone or its queue full: the next ack covers this one (cumulative)
 
     def _flush_sinks(self) -> None:
         for s in self._owned_sinks + self._sinks:
@@ -294,20 +342,35 @@ class Receiver:
                 if poller.poll(timeout):
                     while n < drain:
                         try:
-                            parts = sock.recv_multipart(zmq.NOBLOCK)
+                            parts, peer = self._recv(sock)
                         except zmq.Again:
                             break
-                        eng.feed(parts)
+                        eng.feed(parts, peer)
                         n += 1
                 if eng.flush() or n:
                     self._flush_sinks()
+                    self._send_acks(sock)
+                if self.allow is not None:
+                    self.allow.refresh()
             eng.flush(force=True)
             self._flush_sinks()
+            self._send_acks(sock)
         except Exception:
             log.exception("receiver loop failed; the watchdog will see it stop")
             raise
         finally:
-            sock.close()
+            sock.close(linger=0)  # nothing of ours waits in it: acks are best effort, cumulative
+
+    def _recv(self, sock: zmq.Socket) -> tuple[list[bytes], str | None]:
+        """One message's frames and, with CURVE, the client's authenticated key (ZAP User-Id)."""
+        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        peer = None
+        if self._auth is not None:
+            try:
+                peer = frames[-1].get("User-Id")
+            except zmq.ZMQError:
+                peer = None
+        return [f.bytes for f in frames], peer
 
     # -- worker processes ----------------------------------------------
 
@@ -324,6 +387,7 @@ class Receiver:
         results.setsockopt(zmq.LINGER, 0)
         results.bind(ep_out)
         ctrl_ep = f"inproc://proxy-ctrl-{id(self)}"
+        self._ack_ep = f"inproc://proxy-acks-{id(self)}"
         self._ctrl = self._ctx.socket(zmq.PAIR)
         self._ctrl.bind(ctrl_ep)
         ctrl_peer = self._ctx.socket(zmq.PAIR)
@@ -370,8 +434,46 @@ class Receiver:
         self._spawn(self._collect, results)
 
     def _proxy(self, front: zmq.Socket, back: zmq.Socket, ctrl: zmq.Socket) -> None:
+        """Forward public messages to the workers (identity checked here, where the key is known),
+        and acknowledgements from the collector back out of the public socket."""
+        acks = self._ctx.socket(zmq.PULL)
+        acks.bind(self._ack_ep)
+        poller = zmq.Poller()
+        for s_ in (front, acks, ctrl):
+            poller.register(s_, zmq.POLLIN)
+        limit = self.timeouts.recv_timeout_ms
         try:
-            zmq.proxy_steerable(front, back, None, ctrl)
+            while True:
+                ready = dict(poller.poll(limit))
+                if ctrl in ready:
+                    break
+                if acks in ready:
+                    while True:
+                        try:
+                            front.send_multipart(acks.recv_multipart(zmq.NOBLOCK), zmq.NOBLOCK)
+                            self.acks_sent += 1
+                        except zmq.Again:
+                            break
+                        except zmq.ZMQError:
+                            continue
+                if front in ready:
+                    for _ in range(256):
+                        try:
+                            parts, peer = self._recv(front)
+                        except zmq.Again:
+                            break
+                        sid = peek_stream_id(parts[-1])
+                        refused = self.identity.check(sid, peer) if self.allow is not None else None
+                        if refused is not None:
+                            self._on_event(Reject(sid, *refused))
+                            continue
+                        if self.socket_type == "router" and len(parts) == 2:
+                            if len(self._routes) > 4 * self.max_streams:
+                                self._routes.clear()
+                            self._routes[sid] = parts[0]
+                        back.send_multipart(parts)
+                if self.allow is not None:
+                    self.allow.refresh()
         except zmq.ZMQError as e:
             if e.errno != zmq.ETERM:
                 log.exception("receiver proxy failed")
@@ -379,8 +481,12 @@ class Receiver:
             front.close(0)
             back.close(0)
             ctrl.close(0)
+            acks.close(0)
 
     def _collect(self, results: zmq.Socket) -> None:
+        ack_push = self._ctx.socket(zmq.PUSH)
+        ack_push.setsockopt(zmq.LINGER, 0)
+        ack_push.connect(self._ack_ep)
         try:
             while True:
                 self._heartbeat = time.monotonic()
@@ -401,8 +507,10 @@ class Receiver:
                     elif "x" in msg:
                         self._on_event(Reject(*msg["x"]))
                 self._flush_sinks()
+                self._send_acks(ack_push)
         finally:
             results.close(0)
+            ack_push.close(0)
 
     def _stop_workers(self) -> None:
         try:
@@ -454,6 +562,21 @@ class Receiver:
             "# HELP edge_receiver_latency_p50_ms median capture-to-result latency of the last results",
             "# TYPE edge_receiver_latency_p50_ms gauge",
             f"edge_receiver_latency_p50_ms {lat[len(lat) // 2] if lat else 0.0}",
+            "# HELP edge_receiver_lost_total frames the edges gave up that never arrived here",
+            "# TYPE edge_receiver_lost_total counter",
+            f"edge_receiver_lost_total {self.ledger.totals()['lost']}",
+            "# HELP edge_receiver_duplicates_total resent frames answered before (no second result)",
+            "# TYPE edge_receiver_duplicates_total counter",
+            f"edge_receiver_duplicates_total {self.ledger.totals()['duplicates']}",
+            "# HELP edge_receiver_acks_sent_total acknowledgements sent to edges",
+            "# TYPE edge_receiver_acks_sent_total counter",
+            f"edge_receiver_acks_sent_total {self.acks_sent}",
+            "# HELP edge_receiver_bad_key_files key files in the allow folder refused (each named in the log)",
+            "# TYPE edge_receiver_bad_key_files gauge",
+            f"edge_receiver_bad_key_files {len(self.allow.bad) if self.allow else 0}",
+            "# HELP edge_receiver_enrolled_keys client keys enrolled in the allow folder",
+            "# TYPE edge_receiver_enrolled_keys gauge",
+            f"edge_receiver_enrolled_keys {len(self.allow.keys) if self.allow else 0}",
             "# HELP edge_receiver_results_all_total results over all streams",
             "# TYPE edge_receiver_results_all_total counter",
             f"edge_receiver_results_all_total {t['results']}",
@@ -477,7 +600,7 @@ def _worker_main(spec: dict, index: int, stop) -> None:
 
     def emit(ev: Result | Reject) -> None:
         if isinstance(ev, Result):
-            out.send(json.dumps({"r": ev.to_dict()}).encode())
+            out.send(json.dumps({"r": ev.to_dict() | {"base": ev.base}}).encode())
         else:
             out.send(json.dumps({"x": [ev.stream_id, ev.reason, ev.detail[:500]]}).encode())
 

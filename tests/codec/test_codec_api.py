@@ -25,10 +25,13 @@ def test_public_names():
 
 
 def test_empty_frame_is_small_and_keeps_seq():
-    msg = Encoder(MID).encode(frame(None, seq=2**64 - 1))
-    assert len(msg) == 34 + len("cam0")
-    f = Decoder(model_ids=[MID]).decode(msg)
-    assert f.tensor is None and f.seq == 2**64 - 1 and f.model_id == MID
+    # version 2: 29-byte prefix, seq / window / source index varints, L, stream id, CRC
+    assert len(Encoder(MID).encode(frame(None, seq=5))) == 37 + len("cam0")
+    assert len(Encoder(MID, version=1).encode(frame(None, seq=5))) == 34 + len("cam0")
+    for version in (1, 2):
+        msg = Encoder(MID, version=version).encode(frame(None, seq=2**64 - 1))
+        f = Decoder(model_ids=[MID]).decode(msg)
+        assert f.tensor is None and f.seq == 2**64 - 1 and f.model_id == MID and f.version == version
 
 
 @pytest.mark.parametrize("coder", ["raw", "zstd", "arith"])
@@ -122,8 +125,11 @@ def test_header_checks():
         _dec(good, limits=Limits(max_stream_id=3))
     with pytest.raises(HeaderError, match="unknown flag"):
         _dec(reseal(good[:4] + bytes([good[4] | 0x80]) + good[5:]))
+    v1 = _msg(version=1)
     with pytest.raises(HeaderError, match="left in message"):
-        _dec(reseal(good[:-4] + b"\x00" + good[-4:]))  # trailing byte after the payload
+        _dec(reseal(v1[:-4] + b"\x00" + v1[-4:]))  # trailing byte after the payload (v1 has its length)
+    with pytest.raises(PayloadError, match="unused data"):
+        _dec(reseal(good[:-4] + b"\x00" + good[-4:]))  # v2: the payload runs to the CRC
     with pytest.raises(HeaderError, match="dictionary id"):
         _dec(_msg(dictionary=b"\x00" * 300, dict_id=77))
 
@@ -140,7 +146,7 @@ def test_checksum_and_model_checks():
 
 def test_zstd_declared_size_is_checked_before_decompressing():
     t = formula_tensor(4, 6, 6, 5, True)
-    good = Encoder(MID).encode(frame(t))
+    good = Encoder(MID, version=1).encode(frame(t))
     # replace the payload by a zstd frame that declares 1 MiB
     bomb = zstandard.ZstdCompressor().compress(b"\x00" * (1 << 20))
     plen_at = 30 + 4 + 29  # common header + "cam0" + offset of payload_len in the tensor header

@@ -57,8 +57,10 @@ def test_loopback_messages_classify_like_the_model(bundle, free_port, section):
     pull.bind(ep)
     try:
         cfg = config_from_dict(
-            {**section, "source": {"mode": "sequential", "seed": 4}, "sender": {"endpoints": [ep]}}, env={}
-        )
+            {**section, "source": {"mode": "sequential", "seed": 4}, "sender": {"endpoints": [ep], "socket": "push"},
+             "delivery": {"policy": "live"}},
+            env={},
+        )  # fmt: skip
         stats = _run(bundle, cfg, N)
         msgs = _collect(pull, stats.sent)
     finally:
@@ -91,7 +93,8 @@ def test_no_receiver_never_blocks_and_accounts_for_every_frame(bundle, free_port
         {
             "importance": {"provider": "fused"},
             "source": {"mode": "latest", "fps": 60.0},
-            "sender": {"endpoints": [f"tcp://127.0.0.1:{free_port}"], "linger_ms": 0},
+            "sender": {"endpoints": [f"tcp://127.0.0.1:{free_port}"], "linger_ms": 0, "socket": "push"},
+            "delivery": {"policy": "live"},  # reliable: tests/faults/test_delivery.py
         },
         env={},
     )
@@ -247,6 +250,8 @@ def test_dealer_spreads_frames_over_two_receivers(bundle):
                 "importance": {"provider": "fused"},
                 "source": {"mode": "sequential"},
                 "sender": {"endpoints": eps, "socket": "dealer"},
+                "runtime": {"stream_id": "cam0"},
+                "delivery": {"policy": "live"},  # plain ROUTERs here never acknowledge
             },
             env={},
         )

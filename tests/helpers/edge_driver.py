@@ -131,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     last = [None]
     process = pipeline.process
 
-    def timed_process(frame, seq):
+    def timed_process(frame, seq, base=None):
         now = time.time()
         if last[0] is not None and now - last[0] > FRAME_GAP_S:
             gaps.append([last[0], now])
         last[0] = now
-        return process(frame, seq)
+        return process(frame, seq, base)
 
     pipeline.process = timed_process
     notifier = GapNotifier()

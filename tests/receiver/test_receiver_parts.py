@@ -8,6 +8,7 @@ import socket
 import urllib.request
 
 import pytest
+import zmq
 from helpers.receiver import Sender
 
 from edge_runtime import cli
@@ -122,7 +123,7 @@ def test_cli_receive_bounded_run(tmp_path, traffic, capsys, monkeypatch):
     import threading
 
     def send():
-        with Sender(f"tcp://127.0.0.1:{port}") as snd:
+        with Sender(f"tcp://127.0.0.1:{port}", kind=zmq.DEALER) as snd:  # the CLI's default: router
             snd.send(msgs[:5])
 
     t = threading.Thread(target=send)

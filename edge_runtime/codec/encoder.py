@@ -1,0 +1,283 @@
+"""The encoder: :class:`Frame` -> one message (format version 2 by default, 1 on request)."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import zstandard
+
+from edge_runtime.codec.format import (
+    CODERS,
+    CRC,
+    DT_U8,
+    DTYPE_CODES,
+    F_DELTA,
+    F_KEYFRAME,
+    F_MASK,
+    F_QPARAM_F32,
+    F_SOURCE_TIME,
+    F_TENSOR,
+    I64_MAX,
+    I64_MIN,
+    MAGIC,
+    Q_OFFSET_PER_CHANNEL,
+    Q_OFFSET_ZERO,
+    Q_SCALE_PER_CHANNEL,
+    U64_MAX,
+    V1_COMMON,
+    V1_TENSOR,
+    V2_PREFIX,
+    VERSION,
+    Frame,
+    Tensor,
+    coder_module,
+    fits_float16,
+    put_varint,
+    serialize_values,
+    zigzag,
+)
+from edge_runtime.codec.state import EncoderState
+
+__all__ = ["Encoder"]
+
+
+class Encoder:
+    """Encodes :class:`Frame` objects for one model; reuses one zstd context.
+
+    ``coder``: "zstd" (default), "arith" (context-adaptive range coder, uint8 tensors only) or
+    "raw". ``level`` / ``dictionary`` apply to zstd only. ``keyframe_interval`` > 0 turns on the
+    inter-frame mode for quantized tensors: every that-many tensor frames of a stream is a key frame,
+    the others carry the change from the last key frame. ``version``: the format written (2, or 1
+    for a receiver that reads only version 1).
+    """
+
+    def __init__(
+        self,
+        model_id: bytes,
+        *,
+        coder: str = "zstd",
+        level: int | None = None,
+        dictionary: bytes | None = None,
+        dict_id: int = 0,
+        keyframe_interval: int = 0,
+        version: int = VERSION,
+    ) -> None:
+        if not isinstance(model_id, bytes) or len(model_id) != 8:
+            raise ValueError(f"model_id must be 8 bytes (sha256 prefix), got {model_id!r}")
+        if coder not in CODERS:
+            raise ValueError(f"unknown coder {coder!r}; choose one of {sorted(CODERS)}")
+        if coder != "zstd" and (level is not None or dictionary is not None or dict_id):
+            raise ValueError(f"level / dictionary / dict_id apply to coder 'zstd' only, not {coder!r}")
+        if not isinstance(keyframe_interval, int) or keyframe_interval < 0:
+            raise ValueError(f"keyframe_interval must be an int >= 0, got {keyframe_interval!r}")
+        if version not in (1, 2):
+            raise ValueError(f"version must be 1 or 2, got {version!r}")
+        self.model_id = model_id
+        self.coder = coder
+        self.version = version
+        self.keyframe_interval = keyframe_interval
+        self.dict_id = 0
+        self._cctx = None
+        if coder == "zstd":
+            lvl = 3 if level is None else level
+            if not isinstance(lvl, int) or not -7 <= lvl <= 22:
+                raise ValueError(f"zstd level must be an int in -7..22, got {lvl!r}")
+            zdict = None
+            if dictionary is not None:
+                zdict = zstandard.ZstdCompressionDict(bytes(dictionary))
+                dict_id = dict_id or zdict.dict_id()
+                if not isinstance(dict_id, int) or not 1 <= dict_id <= 0xFFFFFFFF:
+                    raise ValueError(f"dict_id must be in 1..2**32-1 with a dictionary, got {dict_id!r}")
+            elif dict_id:
+                raise ValueError("dict_id given without a dictionary")
+            self.dict_id = dict_id
+            self._cctx = zstandard.ZstdCompressor(
+                level=lvl, dict_data=zdict, write_checksum=False, write_content_size=True, write_dict_id=False
+            )
+        self.state = EncoderState()
+        self.last_keyframe = False  # whether the last encoded message was a key frame
+
+    def force_keyframe(self, stream_id: str) -> None:
+        """Make the next tensor frame of ``stream_id`` a key frame: call it when a key frame did not
+        go out (dropped, or given up unacknowledged), or the receiver may have lost its reference."""
+        self.state.forget(stream_id)
+
+    def encode(self, frame: Frame) -> bytes:
+        """Serialize ``frame``; raises ``ValueError`` / ``TypeError`` naming a bad field."""
+        sid = self._check_frame(frame)
+        flags = 0
+        tbytes = b""
+        self.last_keyframe = False
+        t = frame.tensor
+        if t is not None:
+            flags |= F_TENSOR
+            tflags, tbytes = self._encode_tensor(frame.stream_id, frame.seq, t)
+            flags |= tflags
+            self.last_keyframe = bool(tflags & F_KEYFRAME)
+        if self.version == 1:
+            head = V1_COMMON.pack(MAGIC, 1, flags, len(sid), self.model_id, frame.seq, frame.capture_time_ns)
+            body = b"".join([head, sid, tbytes])
+        else:
+            if frame.source_time_us is not None:
+                flags |= F_SOURCE_TIME
+            if flags & F_TENSOR and tbytes[0] == F_QPARAM_F32:  # marker from _encode_tensor
+                flags |= F_QPARAM_F32
+                tbytes = tbytes[1:]
+            elif flags & F_TENSOR:
+                tbytes = tbytes[1:]
+            head = bytearray(
+                V2_PREFIX.pack(MAGIC, 2, flags, self.model_id, frame.epoch, frame.capture_time_ns)
+            )
+            put_varint(head, frame.seq)
+            put_varint(head, frame.seq - frame.window_base)
+            put_varint(head, frame.source_index)
+            if frame.source_time_us is not None:
+                put_varint(head, frame.source_time_us)
+            head.append(len(sid))
+            body = b"".join([head, sid, tbytes])
+        return body + CRC.pack(zlib.crc32(body))
+
+    def _check_frame(self, frame: Frame) -> bytes:
+        if not isinstance(frame, Frame):
+            raise TypeError(f"expected a Frame, got {type(frame).__name__}")
+        if frame.model_id and frame.model_id != self.model_id:
+            raise ValueError(f"frame.model_id {frame.model_id.hex()} != encoder's {self.model_id.hex()}")
+        if not isinstance(frame.stream_id, str):
+            raise TypeError(f"stream_id must be str, got {type(frame.stream_id).__name__}")
+        sid = frame.stream_id.encode("utf-8")
+        if len(sid) > 255:
+            raise ValueError(f"stream_id is {len(sid)} UTF-8 bytes; at most 255 fit (decoders default to 64)")
+        if not isinstance(frame.seq, int) or not 0 <= frame.seq <= U64_MAX:
+            raise ValueError(f"seq must be an int in 0..2**64-1, got {frame.seq!r}")
+        if not isinstance(frame.capture_time_ns, int) or not I64_MIN <= frame.capture_time_ns <= I64_MAX:
+            raise ValueError(f"capture_time_ns must be an int64, got {frame.capture_time_ns!r}")
+        if not isinstance(frame.epoch, int) or not 0 <= frame.epoch <= U64_MAX:
+            raise ValueError(f"epoch must be an int in 0..2**64-1, got {frame.epoch!r}")
+        if not isinstance(frame.window_base, int) or not 0 <= frame.window_base <= frame.seq:
+            raise ValueError(f"base must be an int in 0..seq ({frame.seq}), got {frame.base!r}")
+        if not isinstance(frame.source_index, int) or not 0 <= frame.source_index <= U64_MAX:
+            raise ValueError(f"source_index must be an int >= 0, got {frame.source_index!r}")
+        st = frame.source_time_us
+        if st is not None and (not isinstance(st, int) or not 0 <= st <= U64_MAX):
+            raise ValueError(f"source_time_us must be None or an int >= 0, got {st!r}")
+        return sid
+
+    def _encode_tensor(self, stream_id: str, seq: int, t: Tensor) -> tuple[int, bytes]:
+        data, keep = t.data, t.keep
+        if not isinstance(data, np.ndarray) or data.ndim != 3:
+            raise ValueError(
+                f"tensor data must be a (C, H, W) ndarray, got {getattr(data, 'shape', type(data))}"
+            )
+        code = DTYPE_CODES.get(data.dtype.newbyteorder("=")) if data.dtype.kind == "f" else None
+        code = DT_U8 if data.dtype == np.uint8 else code
+        if code is None:
+            raise TypeError(f"tensor dtype must be uint8, float16 or float32, got {data.dtype}")
+        C, H, W = data.shape
+        if not (1 <= C <= 0xFFFF and 1 <= H <= 0xFFFF and 1 <= W <= 0xFFFF):
+            raise ValueError(f"tensor shape {data.shape} out of range 1..65535 per axis")
+        flags = 0
+        if keep is not None:
+            if not isinstance(keep, np.ndarray) or keep.dtype != np.bool_ or keep.shape != (H, W):
+                raise ValueError(
+                    f"keep must be a bool array of shape {(H, W)}, got {getattr(keep, 'shape', keep)}"
+                )
+            if data[:, ~keep].any():
+                raise ValueError("tensor data must be zero where keep is False")
+            flags |= F_MASK
+            n_kept = int(np.count_nonzero(keep))
+        else:
+            n_kept = H * W
+        bits = t.bits
+        if code == DT_U8:
+            if not isinstance(bits, int) or not 1 <= bits <= 8:
+                raise ValueError(f"bits must be in 1..8 for uint8 tensors, got {bits!r}")
+            if data.size and int(data.max()) >= (1 << bits):
+                raise ValueError(f"tensor value {int(data.max())} does not fit in {bits} bits")
+            scale = self._qparam("scale", t.scale, C)
+            offset = self._qparam("offset", t.offset, C)
+        else:
+            if bits != 0 or t.scale is not None or t.offset is not None:
+                raise ValueError("float tensors take no bits / scale / offset (bits must be 0)")
+            if self.coder == "arith":
+                raise ValueError(
+                    "coder 'arith' codes quantized uint8 tensors; use 'zstd' or 'raw' for floats"
+                )
+            scale = offset = np.zeros(0, "<f4")
+
+        # inter-frame mode
+        key_seq = 0
+        syms = data
+        if self.keyframe_interval and code == DT_U8:
+            ref = self.state.get(stream_id)
+            if (
+                ref is not None
+                and ref.bits == bits
+                and ref.q.shape == data.shape
+                and ref.since < self.keyframe_interval
+                and ref.seq <= seq
+            ):
+                flags |= F_DELTA
+                key_seq = ref.seq
+                ref.since += 1
+                syms = zigzag(data.astype(np.int16) - ref.q, bits)
+                if keep is not None:
+                    syms[:, ~keep] = 0
+            else:
+                flags |= F_KEYFRAME
+                self.state.set_key(stream_id, seq, data, bits)
+
+        if self.coder == "arith":
+            payload = coder_module().encode_map(np.ascontiguousarray(syms), keep, bits)
+        else:
+            raw = serialize_values(syms, keep)
+            payload = raw if self.coder == "raw" else self._cctx.compress(raw)
+        if self.version == 1:
+            th = V1_TENSOR.pack(
+                code, bits, CODERS[self.coder], C, H, W, n_kept, self.dict_id, key_seq,
+                scale.size, offset.size, len(payload),
+            )  # fmt: skip
+            return flags, b"".join([th, scale.tobytes(), offset.tobytes(), payload])
+        return flags, self._v2_tensor(
+            code, bits, (C, H, W), flags, n_kept, seq, key_seq, scale, offset, payload
+        )
+
+    def _v2_tensor(self, code, bits, shape, flags, n_kept, seq, key_seq, scale, offset, payload) -> bytes:
+        """Version-2 tensor section, prefixed by one marker byte for :meth:`encode` (F_QPARAM_F32 or 0)."""
+        h = bytearray()
+        h.append(code | CODERS[self.coder] << 2 | ((bits - 1) if code == DT_U8 else 0) << 4)
+        for v in shape:
+            put_varint(h, v)
+        if flags & F_MASK:
+            put_varint(h, n_kept)
+        if self.coder == "zstd":
+            put_varint(h, self.dict_id)
+        if flags & F_DELTA:
+            put_varint(h, seq - key_seq)
+        marker = 0
+        if code == DT_U8:
+            zero_offset = not offset.any()
+            layout = (Q_SCALE_PER_CHANNEL if scale.size > 1 else 0) | (
+                Q_OFFSET_ZERO if zero_offset else Q_OFFSET_PER_CHANNEL if offset.size > 1 else 0
+            )
+            h.append(layout)
+            params = scale if zero_offset else np.concatenate([scale, offset])
+            if fits_float16(params):
+                h += params.astype("<f2").tobytes()
+            else:
+                marker = F_QPARAM_F32
+                h += params.astype("<f4").tobytes()
+        return bytes([marker]) + bytes(h) + payload
+
+    @staticmethod
+    def _qparam(name: str, v: np.ndarray | None, C: int) -> np.ndarray:
+        if v is None:
+            raise ValueError(f"quantized tensors need {name}")
+        a = np.asarray(v, dtype="<f4").reshape(-1)
+        if a.size not in (1, C):
+            raise ValueError(f"{name} must have shape (1,) or ({C},), got {np.shape(v)}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} must be finite, got {a}")
+        if a.size > 1 and np.all(a == a[0]):
+            a = a[:1]  # one value for all channels: send it once (ReLU offsets are all 0)
+        return a

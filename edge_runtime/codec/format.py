@@ -1,0 +1,264 @@
+"""The wire format's vocabulary: constants, field codes, varints and the data classes.
+
+The byte layout of both versions is written down in ``docs/wire.md``; the constants here are the
+single source of truth for it. Encoding lives in :mod:`.encoder`, checking and decoding in
+:mod:`.decoder`, the per-stream inter-frame state of both in :mod:`.state`. Errors raised while
+decoding all derive from :class:`~edge_runtime.errors.DecodeError`::
+
+    DecodeError
+    ├── HeaderError            bad magic, version, flag, field value or declared size
+    ├── ChecksumError          CRC-32 mismatch
+    ├── ModelMismatchError     model id this decoder does not serve
+    └── PayloadError           payload does not decode into the declared tensor
+        └── MissingKeyFrameError  inter-frame delta whose key frame this decoder does not hold
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+
+from edge_runtime.errors import HeaderError, PayloadError
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "VERSIONS",
+    "CODERS",
+    "QPARAM_REL_ERROR",
+    "Tensor",
+    "Frame",
+    "Limits",
+    "MissingKeyFrameError",
+    "serialize_values",
+    "put_varint",
+    "get_varint",
+]
+
+MAGIC = b"ERW"
+VERSION = 2  # what encoders write by default
+VERSIONS = (1, 2)  # what decoders read
+
+# flags (byte 4), both versions
+F_TENSOR = 0x01
+F_KEYFRAME = 0x02
+F_DELTA = 0x04
+F_MASK = 0x08
+# version 2 only
+F_SOURCE_TIME = 0x10  # the source's own timestamp (video position) follows the source index
+F_QPARAM_F32 = 0x20  # scale / offset as float32 (a value outside float16's normal range)
+F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F}
+
+# dtype codes
+DT_U8 = 1
+DT_F16 = 2
+DT_F32 = 3
+DTYPES = {DT_U8: np.dtype(np.uint8), DT_F16: np.dtype("<f2"), DT_F32: np.dtype("<f4")}
+DTYPE_CODES = {np.dtype(np.uint8): DT_U8, np.dtype(np.float16): DT_F16, np.dtype(np.float32): DT_F32}
+
+# coder codes
+CODERS = {"raw": 0, "zstd": 1, "arith": 2}
+CODER_NAMES = {v: k for k, v in CODERS.items()}
+
+# version 1: fixed-width fields
+V1_COMMON = struct.Struct("<3sBBB8sQq")  # magic, version, flags, sid_len, model_id, seq, capture_ns
+V1_TENSOR = struct.Struct("<BBBHHHIIQHHI")  # dtype bits coder C H W n_kept dict_id key_seq n_s n_o plen
+# version 2: fixed prefix, then varints (docs/wire.md)
+V2_PREFIX = struct.Struct("<3sBB8sQq")  # magic, version, flags, model_id, epoch, capture_ns
+CRC = struct.Struct("<I")
+MIN_MESSAGE = {1: V1_COMMON.size + CRC.size, 2: V2_PREFIX.size + 4 + CRC.size}
+MIN_ANY = min(MIN_MESSAGE.values())
+
+# version 2 tensor "kind" byte: dtype (bits 0-1) | coder (bits 2-3) | bits - 1 (bits 4-6)
+# version 2 "qlayout" byte (quantized tensors only)
+Q_SCALE_PER_CHANNEL = 0x01
+Q_OFFSET_PER_CHANNEL = 0x02
+Q_OFFSET_ZERO = 0x04  # no offset values: every offset is 0 (ReLU features)
+Q_KNOWN = 0x07
+
+#: Relative error of a scale / offset sent as float16 (round to nearest, 11 significant bits); the
+#: encoder falls back to float32 for values outside float16's normal range. A dequantized value
+#: ``offset + q * scale`` therefore differs from the float32 parameters' by at most
+#: ``QPARAM_REL_ERROR * (|offset| + (2**bits - 1) * |scale|)`` (tests/codec/test_codec_v2.py).
+QPARAM_REL_ERROR = 2.0**-11
+F16_MIN_NORMAL = 2.0**-14
+F16_MAX = 65504.0
+
+U64_MAX = (1 << 64) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class MissingKeyFrameError(PayloadError):
+    """A delta frame refers to a key frame this decoder did not decode (lost or corrupt)."""
+
+    reason = "keyframe"
+
+
+# ---------------------------------------------------------------- varints
+
+
+def put_varint(out: bytearray, v: int) -> None:
+    """Unsigned LEB128: 7 bits per byte, low first, high bit = more follows."""
+    if v < 0:
+        raise ValueError(f"varint fields are unsigned, got {v}")
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def get_varint(mv, pos: int, end: int, name: str, limit: int = U64_MAX) -> tuple[int, int]:
+    """Read one varint of at most 10 bytes from ``mv[pos:end]``; minimal encodings only."""
+    v = shift = 0
+    start = pos
+    while True:
+        if pos >= end:
+            raise HeaderError(f"{name}: varint runs past the end of the header")
+        b = mv[pos]
+        pos += 1
+        v |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift >= 70:
+            raise HeaderError(f"{name}: varint longer than 10 bytes")
+    if pos - start > 1 and b == 0:
+        raise HeaderError(f"{name}: varint is not minimally encoded")
+    if v > limit:
+        raise HeaderError(f"{name} {v} over the limit of {limit}")
+    return v, pos
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tensor:
+    """The tensor part of a frame.
+
+    Quantized: ``data`` uint8 (C, H, W) with values < 2**bits, ``scale`` / ``offset`` float32 of
+    shape (C,) or (1,) (x ≈ offset + data * scale), ``bits`` in 1..8. Float: ``data`` float16 /
+    float32, ``bits`` 0, no scale / offset. ``keep``: optional bool (H, W); where it is False,
+    ``data`` is zero and costs (nearly) nothing on the wire.
+    """
+
+    data: np.ndarray
+    scale: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    bits: int = 0
+    keep: np.ndarray | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.data.dtype == np.uint8
+
+    def dequantize(self) -> np.ndarray:
+        """Float32 (C, H, W): ``offset + data * scale``; positions outside ``keep`` are 0."""
+        if not self.quantized:
+            x = self.data.astype(np.float32)
+        else:
+            x = self.offset[:, None, None] + self.data.astype(np.float32) * self.scale[:, None, None]
+        if self.keep is not None:
+            x = np.where(self.keep[None], x, np.float32(0))
+        return x.astype(np.float32, copy=False)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Frame:
+    """One message. ``tensor=None`` is an empty frame ("nothing important in it").
+
+    ``model_id``: 8 bytes; left empty when encoding, the encoder's id is used. ``keyframe`` /
+    ``delta`` are set by the encoder in inter-frame mode and reported by the decoder.
+    Version 2 fields (a version-1 message decodes with their defaults):
+
+    - ``epoch``: random 64-bit id of the sender's boot; ``(stream_id, epoch, seq)`` names a frame;
+    - ``base``: the lowest seq the sender still holds unacknowledged (``None``: ``seq``); every seq
+      below it is delivered or given up by the sender (the receiver counts the ones it never got);
+    - ``source_index``: the frame's index in its source (video frame number);
+    - ``source_time_us``: the source's own timestamp of the frame (video position), if known.
+    """
+
+    stream_id: str
+    seq: int
+    capture_time_ns: int
+    tensor: Tensor | None = None
+    model_id: bytes = b""
+    keyframe: bool = False
+    delta: bool = False
+    key_seq: int = 0
+    epoch: int = 0
+    base: int | None = None
+    source_index: int = 0
+    source_time_us: int | None = None
+    version: int = VERSION
+
+    @property
+    def window_base(self) -> int:
+        return self.seq if self.base is None else self.base
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What a decoder accepts; checked before anything is allocated."""
+
+    max_message_bytes: int = 64 << 20
+    max_elements: int = 16 << 20
+    max_channels: int = 8192
+    max_height: int = 8192
+    max_width: int = 8192
+    max_stream_id: int = 64
+    max_streams: int = 1024  # inter-frame / sequence state kept for at most this many streams
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"Limits.{f.name} must be a positive int, got {v!r}")
+        if self.max_stream_id > 255:
+            raise ValueError(
+                f"Limits.max_stream_id must be <= 255 (one length byte), got {self.max_stream_id}"
+            )
+        if max(self.max_channels, self.max_height, self.max_width) > 0xFFFF:
+            raise ValueError("Limits.max_channels / max_height / max_width must be <= 65535 (u16 fields)")
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def zigzag(d: np.ndarray, bits: int) -> np.ndarray:
+    """int16 differences -> symbols in [0, 2**bits): wrap mod 2**bits to signed, then zigzag."""
+    m = (1 << bits) - 1
+    d = d & m
+    d = np.where(d >= (1 << (bits - 1)), d - (1 << bits), d)
+    return np.where(d >= 0, 2 * d, -2 * d - 1).astype(np.uint8)
+
+
+def unzigzag(z: np.ndarray, ref: np.ndarray, bits: int) -> np.ndarray:
+    z = z.astype(np.int16)
+    d = np.where(z & 1, -((z + 1) >> 1), z >> 1)
+    return ((ref.astype(np.int16) + d) & ((1 << bits) - 1)).astype(np.uint8)
+
+
+def serialize_values(data: np.ndarray, keep: np.ndarray | None) -> bytes:
+    """The byte string the ``raw`` and ``zstd`` coders carry: the keep-mask bit-packed (LSB first,
+    only when there is a mask), then the kept values channel by channel, little-endian."""
+    C = data.shape[0]
+    dt = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
+    vals = data.reshape(C, -1) if keep is None else data[:, keep]
+    head = b"" if keep is None else np.packbits(keep, bitorder="little").tobytes()
+    return head + np.ascontiguousarray(vals, dtype=dt).tobytes()
+
+
+def fits_float16(a: np.ndarray) -> bool:
+    """Every value is 0 or inside float16's normal range, where rounding keeps QPARAM_REL_ERROR."""
+    m = np.abs(a.astype(np.float64))
+    return bool(np.all((m == 0) | ((m >= F16_MIN_NORMAL) & (m <= F16_MAX))))
+
+
+def coder_module():
+    # Imported on first use: Numba's import and JIT cost is paid only by users of ``arith``.
+    from kernels import coder
+
+    return coder
