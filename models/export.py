@@ -40,6 +40,7 @@ from torch import nn
 
 from edge_runtime.atomic import replace_dir
 from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
+from models.attention import FUSION_WEIGHTS, fuse, map_size_for
 from models.networks import fuse_batchnorm
 
 __all__ = ["export_bundle", "FUSION_WEIGHTS", "influence_fn", "FrontGraph"]
@@ -47,13 +48,12 @@ __all__ = ["export_bundle", "FUSION_WEIGHTS", "influence_fn", "FrontGraph"]
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
 
-# Weights of (stage1, stage2, stage3, bottleneck) in the fused attention map: deeper layers are
-# more object-specific; stage 1 mostly responds to edges of the clutter.
-FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4)
 OPSET = 18
 
 
 class FrontGraph(nn.Module):
+    """image -> (split tensor, fused attention): :func:`models.attention.fuse` of the front layers."""
+
     def __init__(self, model: nn.Module, weights=FUSION_WEIGHTS, map_size: tuple[int, int] = (32, 32)):
         super().__init__()
         self.model = model
@@ -62,12 +62,7 @@ class FrontGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, layers = self.model.features(image)
-        fused = torch.zeros((image.shape[0], 1, *self.map_size), dtype=image.dtype)
-        for w, layer in zip(self.weights, layers, strict=True):
-            a = layer.abs().mean(dim=1, keepdim=True)
-            a = F.interpolate(a, size=self.map_size, mode="bilinear", align_corners=False)
-            fused = fused + w * a / (a.amax(dim=(2, 3), keepdim=True) + 1e-6)
-        return f, fused / sum(self.weights)
+        return f, fuse(layers, self.weights, self.map_size)
 
 
 class _Back(nn.Module):
@@ -286,7 +281,7 @@ def export_bundle(
     with torch.no_grad():
         feats = model.features(x)[0]
     split_shape = list(feats.shape[1:])
-    map_size = (size[0] // 4, size[1] // 4)
+    map_size = map_size_for(size)
 
     graphs: dict[str, dict] = {}
     importance: dict[str, dict] = {}

@@ -31,10 +31,10 @@ def _frozen(model: onnx.ModelProto | OnnxModule) -> OnnxModule:
     return module
 
 
-def grad_entries(variant: str, size) -> tuple[dict, dict]:
+def grad_entries(variant: str, size, input_name: str = "image") -> tuple[dict, dict]:
     """The manifest's ``graphs`` and ``importance`` entries of ``grad_<variant>``."""
     name = f"grad_{variant}"
-    graph = {"file": f"{name}.onnx", "inputs": ["image", "reference"], "outputs": ["influence", "logits"]}
+    graph = {"file": f"{name}.onnx", "inputs": [input_name, "reference"], "outputs": ["influence", "logits"]}
     imp = {
         "graph": name,
         "output": "influence",
@@ -47,10 +47,15 @@ def grad_entries(variant: str, size) -> tuple[dict, dict]:
 
 
 def export_gradient_graphs(
-    model: onnx.ModelProto | OnnxModule, folder: str | Path, size: tuple[int, int], variants=GRAD_VARIANTS
+    model: onnx.ModelProto | OnnxModule,
+    folder: str | Path,
+    size: tuple[int, int],
+    variants=GRAD_VARIANTS,
+    input_name: str = "image",
 ) -> tuple[dict, dict]:
     """Write ``grad_<variant>.onnx`` for each variant into ``folder``; returns the manifest's
-    ``graphs`` and ``importance`` entries for them."""
+    ``graphs`` and ``importance`` entries for them. The image input is named ``input_name`` (the
+    front graph's, so that the runtime feeds both the same way)."""
     module = _frozen(model)
     folder = Path(folder)
     graphs, importance = {}, {}
@@ -60,8 +65,8 @@ def export_gradient_graphs(
         gm = trace_influence(module, variant, tuple(size))
         args = (torch.zeros(1, 3, *size), torch.zeros(1, module.num_classes))
         name = f"grad_{variant}"
-        _export(gm, args, folder / f"{name}.onnx", ["image", "reference"], ["influence", "logits"], False)
-        graphs[name], importance[name] = grad_entries(variant, size)
+        _export(gm, args, folder / f"{name}.onnx", [input_name, "reference"], ["influence", "logits"], False)
+        graphs[name], importance[name] = grad_entries(variant, size, input_name)
     return graphs, importance
 
 
