@@ -75,7 +75,9 @@ class _Parts:
             raise ValueError(f"the model has no tensor {at!r}")
         self.at = at
         self.layers = list(attention_from) if attention_from else default_attention_layers(inferred, at)
-        self.weights = list(attention_weights) if attention_weights else list(default_weights(len(self.layers)))
+        self.weights = (
+            list(attention_weights) if attention_weights else list(default_weights(len(self.layers)))
+        )
         ex = Extractor(inferred)
         self.back_proto = ex.extract_model([at], self.outputs)
         front_proto = ex.extract_model([self.input], [at])
@@ -194,7 +196,10 @@ def finetune_onnx(
             loss = F.cross_entropy(logits, labels[idx])
             if cfg.distill:
                 loss = loss + cfg.distill * F.kl_div(
-                    F.log_softmax(logits, 1), F.log_softmax(teacher[idx], 1), log_target=True, reduction="batchmean"
+                    F.log_softmax(logits, 1),
+                    F.log_softmax(teacher[idx], 1),
+                    log_target=True,
+                    reduction="batchmean",
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,4 +232,3 @@ def finetune_onnx(
 
 def save_report(report: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(report, indent=2) + "\n")
-

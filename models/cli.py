@@ -118,7 +118,9 @@ def _byo_options(args) -> dict:
         try:
             weights = [float(w) for w in args.attention_weights.split(",")]
         except ValueError:
-            raise ValueError(f"--attention-weights must be comma-separated numbers, got {args.attention_weights!r}")
+            raise ValueError(
+                f"--attention-weights must be comma-separated numbers, got {args.attention_weights!r}"
+            ) from None
     return {
         "attention_from": layers,
         "attention_weights": weights,
@@ -306,7 +308,9 @@ def _print_bundle(out, manifest) -> None:
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "checkpoint", nargs="?", help="checkpoint.pt of an ABN written by `edge-runtime train` (or use --onnx)"
+        "checkpoint",
+        nargs="?",
+        help="checkpoint.pt of an ABN written by `edge-runtime train` (or use --onnx)",
     )
     p.add_argument("--onnx", metavar="MODEL", help="fine-tune an outside ONNX classifier's back half instead")
     p.add_argument("--at", help="--onnx: the tensor to split at")
@@ -367,7 +371,9 @@ def cmd_finetune_onnx(args) -> int:
             threads=args.threads,
         )
         opts = _byo_options(args)
-        print(f"fine-tuning {path} after {args.at!r} on {len(train_data)} images, validating on {len(val_data)}")
+        print(
+            f"fine-tuning {path} after {args.at!r} on {len(train_data)} images, validating on {len(val_data)}"
+        )
         tuned, report = finetune_onnx(
             model,
             args.at,

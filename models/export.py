@@ -116,7 +116,9 @@ def _conv_backward(
         if groups != 1:
             raise NotImplementedError("gradient export of grouped transposed convolutions is not supported")
         # conv_transpose's weight is (C_in, C_out, k...): as a convolution's weight it maps C_out -> C_in
-        grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, False, [0], groups)
+        grad_input = aten.convolution(
+            grad_output, weight, None, stride, padding, dilation, False, [0], groups
+        )
         return grad_input, None, None
     k = weight.shape[2:]
     out_pad = [

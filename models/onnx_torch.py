@@ -158,7 +158,9 @@ class OnnxModule(nn.Module):
             if n.op_type == "Constant":
                 a = _attrs(n)
                 if "value" not in a:
-                    raise UnsupportedOperator(f"Constant node {n.name!r}: only the 'value' attribute is supported")
+                    raise UnsupportedOperator(
+                        f"Constant node {n.name!r}: only the 'value' attribute is supported"
+                    )
                 arr = numpy_helper.to_array(a["value"])
                 t = torch.from_numpy(arr.astype(np.float32) if arr.dtype.kind == "f" else arr.copy())
                 self.consts[n.output[0]] = t
@@ -244,14 +246,22 @@ class OnnxModule(nn.Module):
                 *x.shape[: a.get("axis", 0)], *ins[1].shape, *x.shape[a.get("axis", 0) + 1 :]
             )
         if op in ("Unsqueeze", "Squeeze"):
-            axes = a.get("axes") if "axes" in a else (ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            axes = (
+                a.get("axes")
+                if "axes" in a
+                else (ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            )
             if op == "Squeeze":
                 return x.squeeze() if axes is None else x.squeeze(tuple(int(i) for i in axes))
             for ax in sorted(int(i) % (x.dim() + len(axes)) for i in axes):
                 x = x.unsqueeze(ax)
             return x
         if op == "ReduceMean":
-            axes = a.get("axes") if "axes" in a else (ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            axes = (
+                a.get("axes")
+                if "axes" in a
+                else (ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            )
             keep = bool(a.get("keepdims", 1))
             if axes is None:
                 return x.mean(dim=tuple(range(x.dim())), keepdim=keep)

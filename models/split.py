@@ -115,7 +115,9 @@ def split_model(
             raise ValueError(f"--attention-from: {model_path} has no tensor {t!r}")
         dims, et = _shape_of(model, t)
         if len(dims) != 4 or et != onnx.TensorProto.FLOAT:
-            raise ValueError(f"--attention-from: tensor {t!r} must be a float32 N x C x H x W tensor, got {dims}")
+            raise ValueError(
+                f"--attention-from: tensor {t!r} must be a float32 N x C x H x W tensor, got {dims}"
+            )
     weights = list(attention_weights) if attention_weights else list(default_weights(len(layers)))
     if len(weights) != len(layers) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(

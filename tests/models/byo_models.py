@@ -33,11 +33,25 @@ def helper_model(opset: int = 13, seed: int = 0) -> onnx.ModelProto:
 
     x = "input.image/0"
     # stem: Conv + BN + Relu, 3 -> 8, stride 2 -> 16 x 16
-    t = node("Conv", [x, init("stem/conv.w", _w(rng, 8, 3, 3, 3)), init("stem/conv.b", _w(rng, 8))],
-             ["stem/conv.out"], pads=[1, 1, 1, 1], strides=[2, 2])
-    t = node("BatchNormalization", [t, init("stem/bn.g", (1 + _w(rng, 8, scale=0.1))),
-             init("stem/bn.b", _w(rng, 8, scale=0.1)), init("stem/bn.m", _w(rng, 8, scale=0.1)),
-             init("stem/bn.v", (1 + np.abs(_w(rng, 8, scale=0.2))))], ["stem/bn.out"], epsilon=1e-5)
+    t = node(
+        "Conv",
+        [x, init("stem/conv.w", _w(rng, 8, 3, 3, 3)), init("stem/conv.b", _w(rng, 8))],
+        ["stem/conv.out"],
+        pads=[1, 1, 1, 1],
+        strides=[2, 2],
+    )
+    t = node(
+        "BatchNormalization",
+        [
+            t,
+            init("stem/bn.g", (1 + _w(rng, 8, scale=0.1))),
+            init("stem/bn.b", _w(rng, 8, scale=0.1)),
+            init("stem/bn.m", _w(rng, 8, scale=0.1)),
+            init("stem/bn.v", (1 + np.abs(_w(rng, 8, scale=0.2)))),
+        ],
+        ["stem/bn.out"],
+        epsilon=1e-5,
+    )
     t = node("Relu", [t], ["stem/relu.out"])
     # stage1: two branches concatenated (LeakyRelu, HardSwish), Clip, 16 x 16
     a = node("Conv", [t, init("stage1/a.w", _w(rng, 4, 8, 3, 3))], ["stage1/a.out"], pads=[1, 1, 1, 1])
@@ -49,12 +63,23 @@ def helper_model(opset: int = 13, seed: int = 0) -> onnx.ModelProto:
         hs = node("HardSigmoid", [b], ["stage1/b.hsig"], alpha=1 / 6, beta=0.5)
         b = node("Mul", [b, hs], ["stage1/b.act"])
     c = node("Concat", [a, b], ["stage1/cat"], axis=1)
-    c = node("Clip", [c, init("stage1/clip.lo", np.array(-1.0, np.float32)),
-             init("stage1/clip.hi", np.array(3.0, np.float32))], ["stage1/out"])
+    c = node(
+        "Clip",
+        [
+            c,
+            init("stage1/clip.lo", np.array(-1.0, np.float32)),
+            init("stage1/clip.hi", np.array(3.0, np.float32)),
+        ],
+        ["stage1/out"],
+    )
     # stage2: MaxPool -> 8 x 8, conv, residual Add, gate Mul by HardSigmoid and Sigmoid
     p = node("MaxPool", [c], ["stage2/pool"], kernel_shape=[2, 2], strides=[2, 2])
-    d = node("Conv", [p, init("stage2/block.0/w", _w(rng, 16, 8, 3, 3)), init("stage2/block.0/b", _w(rng, 16))],
-             ["stage2/block.0/out"], pads=[1, 1, 1, 1])
+    d = node(
+        "Conv",
+        [p, init("stage2/block.0/w", _w(rng, 16, 8, 3, 3)), init("stage2/block.0/b", _w(rng, 16))],
+        ["stage2/block.0/out"],
+        pads=[1, 1, 1, 1],
+    )
     d = node("Relu", [d], ["stage2/block.0/act"])
     s = node("Conv", [p, init("stage2/skip.w", _w(rng, 16, 8, 1, 1))], ["stage2/skip.out"])
     r = node("Add", [d, s], ["stage2/add"])
@@ -63,14 +88,22 @@ def helper_model(opset: int = 13, seed: int = 0) -> onnx.ModelProto:
     split = node("Sigmoid", [r], ["stage2/block.1/out"])
     # back: ConvTranspose up to 16 x 16, AveragePool back to 8, GlobalAveragePool, Flatten,
     # Gemm, MatMul, Reshape, Softmax? no: logits are the output (Softmax on a side branch)
-    u = node("ConvTranspose", [split, init("head/up.w", _w(rng, 16, 8, 2, 2)), init("head/up.b", _w(rng, 8))],
-             ["head/up.out"], strides=[2, 2])
+    u = node(
+        "ConvTranspose",
+        [split, init("head/up.w", _w(rng, 16, 8, 2, 2)), init("head/up.b", _w(rng, 8))],
+        ["head/up.out"],
+        strides=[2, 2],
+    )
     u = node("Relu", [u], ["head/up.act"])
     u = node("AveragePool", [u], ["head/avg"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     gap = node("GlobalAveragePool", [u], ["head/gap"])
     f = node("Flatten", [gap], ["head/flat"], axis=1)
-    h = node("Gemm", [f, init("head/fc1.w", _w(rng, 12, 8)), init("head/fc1.b", _w(rng, 12))],
-             ["head/fc1.out"], transB=1)
+    h = node(
+        "Gemm",
+        [f, init("head/fc1.w", _w(rng, 12, 8)), init("head/fc1.b", _w(rng, 12))],
+        ["head/fc1.out"],
+        transB=1,
+    )
     h = node("Relu", [h], ["head/fc1.act"])
     sm = node("Softmax", [h], ["head/attn"], axis=1)
     h = node("Mul", [h, sm], ["head/attended"])

@@ -16,7 +16,7 @@ import onnxruntime as ort  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from byo_models import K, SIZE, SPLIT_AT, helper_model, unsupported_model  # noqa: E402
+from byo_models import SIZE, SPLIT_AT, K, helper_model, unsupported_model  # noqa: E402
 
 GRAD_VARIANTS = ("plain", "guided", "selective", "extsel")
 RTOL = 1e-4  # of each output's scale, as in test_export.py
@@ -51,7 +51,9 @@ class Block(nn.Module):
         self.n1 = ChannelNorm(cout)
         self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.n2 = nn.BatchNorm2d(cout)
-        self.skip = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else nn.Identity()
+        self.skip = (
+            nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else nn.Identity()
+        )
 
     def forward(self, x):
         y = torch.relu(self.n1(self.c1(x)))
@@ -176,7 +178,9 @@ def _check_bundle(model: onnx.ModelProto, b, images):
         for ref in refs:
             got = b.run(f"grad_{v}", {b.input.name: x[:1], "reference": ref})
             infl, logits = reference_influence(model, v, x[:1], ref)
-            worst = max(worst, _rel_err(got["influence"], infl.numpy()), _rel_err(got["logits"], logits.numpy()))
+            worst = max(
+                worst, _rel_err(got["influence"], infl.numpy()), _rel_err(got["logits"], logits.numpy())
+            )
             assert float(got["influence"].max()) > 0
     assert worst <= RTOL, f"gradient graphs vs autograd: {worst:.2e}"
     for name in ("fused", "none", *(f"grad_{v}" for v in GRAD_VARIANTS)):
@@ -189,9 +193,9 @@ def _check_bundle(model: onnx.ModelProto, b, images):
 
 @pytest.fixture(scope="module")
 def images():
-    from edge_runtime.datasets import load
-
     import cv2
+
+    from edge_runtime.datasets import load
 
     frames = load("shapes", "validation", 3)
     return np.stack([cv2.resize(im, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for im in frames.images])
