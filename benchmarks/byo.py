@@ -269,6 +269,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer frames and epochs (a smoke run)")
     ap.add_argument("--out", help="result file (default: benchmarks/results/byo.json)")
     ap.add_argument("--task", default=datasets.DEFAULT_TASK)
+    ap.add_argument("--keep", metavar="DIR", help="keep the trained model and both bundles in DIR")
     args = ap.parse_args(argv)
 
     import onnx
@@ -304,7 +305,8 @@ def main(argv=None) -> int:
     val = datasets.load(args.task, "validation", n_val, size=SIZE)
     test = datasets.load(args.task, "test", n_test, size=SIZE)
     classes = list(train.classes)
-    work = Path(tempfile.mkdtemp(prefix="byo-"))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="byo-"))
+    work.mkdir(parents=True, exist_ok=True)
     model_path = work / "outside.onnx"
     print(f"training the outside ResNet on {n_train} {args.task} frames ...", flush=True)
     training = train_and_export(train, val, epochs, model_path)

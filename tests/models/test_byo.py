@@ -300,3 +300,21 @@ def test_finetune_without_model_is_a_clear_error(capsys):
 
     assert main(["finetune", "--onnx", "/nonexistent.onnx", "--at", "x"]) == 2
     assert "error: ONNX model /nonexistent.onnx does not exist" in capsys.readouterr().err
+
+
+def test_export_and_finetune_share_the_fused_attention_formula():
+    """The project's own front graph and the fine-tuning's mask maps are one function."""
+    from models.attention import FUSION_WEIGHTS, map_size_for
+    from models.data import scene_dataset, to_tensor
+    from models.export import FrontGraph
+    from models.finetune import _front_cache
+    from models.networks import build_model
+
+    torch.manual_seed(0)
+    model = build_model("abn-s", num_classes=10).eval()
+    data = scene_dataset(3, seed=9, size=64)
+    _, cached = _front_cache(model, data, False)
+    with torch.no_grad():
+        _, graph = FrontGraph(model, FUSION_WEIGHTS, map_size_for((64, 64)))(to_tensor(data.images))
+    assert cached.shape == (3, 1, 16, 16)
+    torch.testing.assert_close(cached, graph)
