@@ -85,10 +85,10 @@ def build_net(num_classes: int):
         def __init__(self):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-            self.layer1 = Block(16, 24, 2)  # 32 x 32
-            self.layer2 = Block(24, 32, 2)  # 16 x 16: the split
-            self.layer3 = Block(32, 48, 2)  # 8 x 8
-            self.fc = nn.Linear(48, num_classes)
+            self.layer1 = Block(16, 32, 2)  # 32 x 32
+            self.layer2 = Block(32, 32, 2)  # 16 x 16: the split
+            self.layer3 = Block(32, 64, 2)  # 8 x 8
+            self.fc = nn.Linear(64, num_classes)
 
         def forward(self, x):
             x = self.layer3(self.layer2(self.layer1(self.stem(x))))
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     n_train, n_val, n_test, epochs, ft_epochs = (
-        (600, 100, 100, 1, 1) if args.quick else (6000, 300, 500, 5, 3)
+        (600, 100, 100, 1, 1) if args.quick else (10000, 300, 500, 6, 3)
     )
     params = {
         "task": args.task,

@@ -19,6 +19,7 @@ Network's attention branch, which an outside classifier does not have: it is not
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +40,8 @@ from models.attention import (
 
 __all__ = ["split_model"]
 
+log = logging.getLogger(__name__)
+
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
 
@@ -49,6 +52,38 @@ def _shape_of(model: onnx.ModelProto, name: str) -> tuple[list, int]:
             dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
             return dims, t.elem_type
     raise ValueError(f"tensor {name!r} has no inferred shape")
+
+
+def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a batch-1 model with a symbolic batch, if the graph runs at batch 2 (the receiver
+    batches the back half across cameras); else the model as it is, with a warning."""
+    inits = {i.name for i in model.graph.initializer}
+    ins = [i for i in model.graph.input if i.name not in inits]
+    dims = ins[0].type.tensor_type.shape.dim if len(ins) == 1 else []
+    if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value != 1:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in [i for i in m.graph.input if i.name not in inits] + list(m.graph.output):
+        d = vi.type.tensor_type.shape.dim
+        if d and d[0].HasField("dim_value") and d[0].dim_value == 1:
+            d[0].dim_param = "N"
+    del m.graph.value_info[:]
+    try:
+        import numpy as np
+        import onnxruntime as ort
+
+        shape = [2] + [d.dim_value or 1 for d in dims[1:]]
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess.run(None, {ins[0].name: np.zeros(shape, np.float32)})
+    except Exception as e:  # onnxruntime's own exception types: a batch size fixed inside the graph
+        log.warning(
+            "the model is fixed at batch 1 and does not run at batch 2 (%s); the bundle stays batch 1: "
+            "run the receiver with --max-batch 1",
+            str(e).splitlines()[0][:200],
+        )
+        return model
+    return m
 
 
 def split_model(
@@ -78,6 +113,7 @@ def split_model(
             loaded = onnx.load(str(model_path))
         except Exception as e:  # onnx raises DecodeError and others on a bad file
             raise ValueError(f"{model_path} is not a readable ONNX model: {e}") from e
+    loaded = _dynamic_batch(loaded)
     model = shape_inference.infer_shapes(loaded)
     names = {o for n in model.graph.node for o in n.output}
     if at not in names:

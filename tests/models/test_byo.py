@@ -263,6 +263,12 @@ def test_unsupported_operator_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
     # without gradient graphs the model still splits (fused attention needs no conversion)
     assert main(["split", str(path), "--at", "c", "--out", str(tmp_path / "b"), "--variants"]) == 0
+    # the model is fixed at batch 1; the bundle takes any batch (the receiver batches the back half)
+    from edge_runtime.bundle import load_bundle
+
+    b = load_bundle(tmp_path / "b")
+    x = np.zeros((3, 3, 16, 16), np.float32)
+    assert b.back(b.front(x)["c"]).shape == (3, K)
 
 
 def test_finetune_onnx_trains_the_back_half_and_exports_a_complete_bundle(tmp_path):
