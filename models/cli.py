@@ -402,7 +402,7 @@ def cmd_finetune_onnx(args) -> int:
             extra={"finetune": {k: report[k] for k in ("before", "after", "n_train", "n_validation")}},
             **opts,
         )
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # bad model / tensor / option, missing or unreadable --data
         raise EdgeRuntimeError(str(e)) from e
     for k in report["before"]:
         print(f"{k:<28} before {report['before'][k]:.4f}  after {report['after'][k]:.4f}")
