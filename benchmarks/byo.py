@@ -171,11 +171,22 @@ def providers_working(b: Bundle, image: np.ndarray) -> dict:
 
 
 def gradient_parity(model, b: Bundle, images: np.ndarray) -> dict:
-    from models.gradients import reference_influence
+    """Max relative error (of each output's scale) of every gradient graph against PyTorch autograd
+    on the converted model, in float64 (the exact value) and in float32.
 
+    Why both: with the own-prediction reference the error at the logits is p - onehot(top), and
+    for a confident prediction 1 - p_top is ~1e-4 or less, so float32 cancellation alone makes
+    two float32 implementations (ONNX Runtime, torch) differ by ~1e-4 of the map's scale; the
+    graph itself is then measured against the float64 computation."""
+    import torch
+
+    from models.gradients import reference_influence
+    from models.onnx_torch import convert
+
+    m64 = convert(model).double()
     errs = {}
     for v in GRAD_VARIANTS:
-        worst = 0.0
+        worst = {"float64": 0.0, "float32": 0.0}
         for im in images:
             x = b.preprocess(im)
             for ref in (
@@ -183,9 +194,16 @@ def gradient_parity(model, b: Bundle, images: np.ndarray) -> dict:
                 np.eye(b.num_classes, dtype=np.float32)[[1]],
             ):
                 got = b.run(f"grad_{v}", {b.input.name: x, "reference": ref})
-                want, logits = reference_influence(model, v, x, ref)
-                for g, w in ((got["influence"], want.numpy()), (got["logits"], logits.numpy())):
-                    worst = max(worst, float(np.abs(g - w).max()) / max(float(np.abs(w).max()), 1e-30))
+                refs = {
+                    "float32": reference_influence(model, v, x, ref),
+                    "float64": reference_influence(
+                        m64, v, torch.from_numpy(x).double(), torch.from_numpy(ref).double()
+                    ),
+                }
+                for kind, (want, logits) in refs.items():
+                    for g, w in ((got["influence"], want.numpy()), (got["logits"], logits.numpy())):
+                        err = float(np.abs(g - w).max()) / max(float(np.abs(w).max()), 1e-30)
+                        worst[kind] = max(worst[kind], err)
         errs[v] = worst
     return errs
 
@@ -326,7 +344,8 @@ def main(argv=None) -> int:
     after_b = load_bundle(work / "after")
 
     providers = providers_working(after_b, test.images[0])
-    parity = gradient_parity(tuned, after_b, test.images[:3])
+    onnx.save(tuned, str(work / "outside-finetuned.onnx"))
+    parity = gradient_parity(tuned, after_b, test.images[:5])
     print(f"providers: {providers}\ngradient parity: {parity}", flush=True)
 
     default = config_from_dict({}, env={})
@@ -407,7 +426,8 @@ def main(argv=None) -> int:
         "providers_working": sum(v == "ok" for v in providers.values()),
         "providers_registered": len(providers),
         "providers_not_working": {k: v for k, v in providers.items() if v != "ok"},
-        "gradient_parity_max_rel_err": max(parity.values()),
+        "gradient_parity_max_rel_err": max(p["float64"] for p in parity.values()),
+        "gradient_parity_max_rel_err_vs_float32_autograd": max(p["float32"] for p in parity.values()),
         "masked_bytes_vs_unmasked_at_iso_accuracy": d["bytes_ratio"] if d else None,
         "masked_bytes_vs_unmasked_at_iso_accuracy_ci95": d["bytes_ratio_ci95"] if d else None,
         "finetune_recovered_pt": recovered["recovered_pt"],
