@@ -47,8 +47,8 @@ from edge_runtime.pipeline import EdgePipeline  # noqa: E402
 from edge_runtime.sources import Captured  # noqa: E402
 
 SIZE = 128
-KEEPS = (0.1, 0.2, 0.3, 0.5)
-MASK_BITS = (2, 4)
+KEEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
+MASK_BITS = (2, 3, 4)
 UNMASKED_BITS = (2, 3, 4, 6, 8)
 ISO_TOLERANCE = 0.01  # 1 pt of top-1
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     n_train, n_val, n_test, epochs, ft_epochs = (
-        (600, 100, 100, 1, 1) if args.quick else (10000, 300, 500, 6, 3)
+        (600, 100, 100, 1, 1) if args.quick else (10000, 500, 1000, 6, 3)
     )
     params = {
         "task": args.task,
