@@ -20,6 +20,8 @@ TRAIN = [
     "torch==2.13.0",
     "onnx>=1.17",
     "onnxscript>=0.2",  # the dynamo ONNX exporter needs it
+    # No onnx2torch: it needs torchvision, whose wheel for this torch is a CUDA build that fails to
+    # import on the CPU torch; outside models are converted by models/onnx_torch.py instead.
     "tqdm>=4.66",
     "flask>=3.0",
 ]

@@ -96,6 +96,55 @@ def add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406])
     p.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225])
     p.add_argument("--name", help="model name in the manifest")
+    _add_byo_args(p)
+
+
+def _add_byo_args(p: argparse.ArgumentParser) -> None:
+    """Fused attention and gradient graphs of an outside model: shared by ``split`` and
+    ``finetune --onnx``."""
+    p.add_argument(
+        "--attention-from",
+        metavar="T1,T2,...",
+        help="tensors whose outputs the fused attention map combines (default: the last tensor at "
+        "each resolution before the split, and the split tensor)",
+    )
+    p.add_argument(
+        "--attention-weights",
+        metavar="W1,W2,...",
+        help="one weight per --attention-from tensor (default: a ramp 1..n, normalised)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=None,
+        help="gradient graphs to make: plain guided selective extsel (default: all; none: no names)",
+    )
+
+
+def _byo_options(args) -> dict:
+    from edge_runtime.bundle import GRAD_VARIANTS
+
+    layers = [t.strip() for t in args.attention_from.split(",")] if args.attention_from else None
+    weights = None
+    if args.attention_weights:
+        try:
+            weights = [float(w) for w in args.attention_weights.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--attention-weights must be comma-separated numbers, got {args.attention_weights!r}"
+            ) from None
+    return {
+        "attention_from": layers,
+        "attention_weights": weights,
+        "variants": GRAD_VARIANTS if args.variants is None else tuple(args.variants),
+    }
+
+
+def _classes_of(arg):
+    if not arg:
+        return None
+    p = Path(arg)
+    return p.read_text().split() if p.is_file() else [c.strip() for c in arg.split(",")]
 
 
 def add_correct_args(p: argparse.ArgumentParser) -> None:
@@ -235,32 +284,57 @@ def cmd_export(args) -> int:
 
 
 def cmd_split(args) -> int:
+    from edge_runtime.errors import EdgeRuntimeError
     from models.split import split_model
 
-    classes = None
-    if args.classes:
-        p = Path(args.classes)
-        classes = p.read_text().split() if p.is_file() else [c.strip() for c in args.classes.split(",")]
-    manifest = split_model(
-        args.model,
-        args.at,
-        args.out,
-        classes=classes,
-        size=tuple(args.input_size) if args.input_size else None,
-        mean=args.mean,
-        std=args.std,
-        model_name=args.name,
-    )
-    print(
-        json.dumps(
-            {"bundle": args.out, "model_id": manifest["model_id"][:16], "split": manifest["split"]}, indent=2
+    try:
+        manifest = split_model(
+            args.model,
+            args.at,
+            args.out,
+            classes=_classes_of(args.classes),
+            size=tuple(args.input_size) if args.input_size else None,
+            mean=args.mean,
+            std=args.std,
+            model_name=args.name,
+            **_byo_options(args),
         )
-    )
+    except ValueError as e:  # bad model, tensor name or option; UnsupportedOperator is one
+        raise EdgeRuntimeError(str(e)) from e
+    _print_bundle(args.out, manifest)
     return 0
 
 
+def _print_bundle(out, manifest) -> None:
+    providers = sorted(manifest["importance"]) + ["none"]
+    print(
+        json.dumps(
+            {
+                "bundle": str(out),
+                "model_id": manifest["model_id"][:16],
+                "split": manifest["split"],
+                "providers": providers,
+                "attention_layers": manifest["importance"].get("fused", {}).get("layers"),
+                "note": "no 'abn' provider: it needs an Attention Branch Network's attention branch",
+            },
+            indent=2,
+        )
+    )
+
+
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="checkpoint.pt of an ABN written by `edge-runtime train`")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="checkpoint.pt of an ABN written by `edge-runtime train` (or use --onnx)",
+    )
+    p.add_argument("--onnx", metavar="MODEL", help="fine-tune an outside ONNX classifier's back half instead")
+    p.add_argument("--at", help="--onnx: the tensor to split at")
+    p.add_argument("--classes", help="--onnx: class names (default: the --data folder names)")
+    p.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406], help="--onnx: input mean")
+    p.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225], help="--onnx: input std")
+    p.add_argument("--p-fused", type=float, default=0.6, help="--onnx: share of masks from the fused map")
+    _add_byo_args(p)
     p.add_argument("--out", default="runs/finetune", help="run folder for the new checkpoint.pt")
     p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when fine-tuning ends")
     _add_data_args(p, num_train=12000)
@@ -277,7 +351,89 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name in the manifest (default: the architecture)")
 
 
+def cmd_finetune_onnx(args) -> int:
+    """``finetune --onnx``: fine-tune an outside model's back half, export a complete bundle."""
+    import onnx
+
+    from edge_runtime.errors import EdgeRuntimeError
+    from models.byo import OnnxFinetuneConfig, finetune_onnx, save_report
+    from models.split import split_model
+
+    if not args.at:
+        raise EdgeRuntimeError("--onnx needs --at TENSOR, the tensor to split at")
+    path = Path(args.onnx)
+    try:
+        if not path.is_file():
+            raise ValueError(f"ONNX model {path} does not exist")
+        model = onnx.load(str(path))
+        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        args.size = dims[2] if len(dims) == 4 and dims[2] > 0 else 128
+        if len(dims) == 4 and dims[2] != dims[3]:
+            raise ValueError(f"fine-tuning needs a square input; the model's is {dims[2]} x {dims[3]}")
+        args.decoy = None
+        train_data, val_data = _data(args)
+        cfg = OnnxFinetuneConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            keep_min=args.keep_min,
+            keep_max=args.keep_max,
+            p_full=args.p_full,
+            bits=tuple(args.bits),
+            p_float=args.p_float,
+            p_fused=args.p_fused,
+            distill=args.distill,
+            threads=args.threads,
+        )
+        opts = _byo_options(args)
+        print(
+            f"fine-tuning {path} after {args.at!r} on {len(train_data)} images, validating on {len(val_data)}"
+        )
+        tuned, report = finetune_onnx(
+            model,
+            args.at,
+            cfg,
+            train_data,
+            val_data,
+            mean=args.mean,
+            std=args.std,
+            attention_from=opts["attention_from"],
+            attention_weights=opts["attention_weights"],
+        )
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        onnx.save(tuned, str(out / "model-finetuned.onnx"))
+        save_report(report, out / "finetune.json")
+        bundle = args.export or str(out / "bundle")
+        manifest = split_model(
+            tuned,
+            args.at,
+            bundle,
+            classes=_classes_of(args.classes) or list(train_data.classes),
+            size=(args.size, args.size),
+            mean=args.mean,
+            std=args.std,
+            model_name=args.name or path.stem + "-finetuned",
+            extra={"finetune": {k: report[k] for k in ("before", "after", "n_train", "n_validation")}},
+            **opts,
+        )
+    except (ValueError, OSError) as e:  # bad model / tensor / option, missing or unreadable --data
+        raise EdgeRuntimeError(str(e)) from e
+    for k in report["before"]:
+        print(f"{k:<28} before {report['before'][k]:.4f}  after {report['after'][k]:.4f}")
+    print(f"fine-tuned model: {out / 'model-finetuned.onnx'}")
+    _print_bundle(bundle, manifest)
+    return 0
+
+
 def cmd_finetune(args) -> int:
+    if args.onnx:
+        return cmd_finetune_onnx(args)
+    if not args.checkpoint:
+        from edge_runtime.errors import EdgeRuntimeError
+
+        raise EdgeRuntimeError("give a checkpoint.pt, or --onnx MODEL --at TENSOR for an outside model")
     from models.finetune import FinetuneConfig, finetune
     from models.train import load_checkpoint
 

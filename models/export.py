@@ -33,12 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edge_runtime.atomic import replace_dir
 from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
+from models.attention import FUSION_WEIGHTS, fuse, map_size_for
 from models.networks import fuse_batchnorm
 
 __all__ = ["export_bundle", "FUSION_WEIGHTS", "influence_fn", "FrontGraph"]
@@ -46,13 +48,12 @@ __all__ = ["export_bundle", "FUSION_WEIGHTS", "influence_fn", "FrontGraph"]
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
 
-# Weights of (stage1, stage2, stage3, bottleneck) in the fused attention map: deeper layers are
-# more object-specific; stage 1 mostly responds to edges of the clutter.
-FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4)
 OPSET = 18
 
 
 class FrontGraph(nn.Module):
+    """image -> (split tensor, fused attention): :func:`models.attention.fuse` of the front layers."""
+
     def __init__(self, model: nn.Module, weights=FUSION_WEIGHTS, map_size: tuple[int, int] = (32, 32)):
         super().__init__()
         self.model = model
@@ -61,12 +62,7 @@ class FrontGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, layers = self.model.features(image)
-        fused = torch.zeros((image.shape[0], 1, *self.map_size), dtype=image.dtype)
-        for w, layer in zip(self.weights, layers, strict=True):
-            a = layer.abs().mean(dim=1, keepdim=True)
-            a = F.interpolate(a, size=self.map_size, mode="bilinear", align_corners=False)
-            fused = fused + w * a / (a.amax(dim=(2, 3), keepdim=True) + 1e-6)
-        return f, fused / sum(self.weights)
+        return f, fuse(layers, self.weights, self.map_size)
 
 
 class _Back(nn.Module):
@@ -114,9 +110,16 @@ def _conv_backward(
     groups,
     output_mask,
 ):
-    """Input gradient of a convolution as a transposed convolution (weights are constants)."""
+    """Input gradient of a convolution as a transposed convolution (weights are constants); of a
+    transposed convolution (outside models' ConvTranspose) as a plain convolution."""
     if transposed:
-        raise NotImplementedError("gradient export of transposed convolutions is not supported")
+        if groups != 1:
+            raise NotImplementedError("gradient export of grouped transposed convolutions is not supported")
+        # conv_transpose's weight is (C_in, C_out, k...): as a convolution's weight it maps C_out -> C_in
+        grad_input = aten.convolution(
+            grad_output, weight, None, stride, padding, dilation, False, [0], groups
+        )
+        return grad_input, None, None
     k = weight.shape[2:]
     out_pad = [
         input.shape[2 + i]
@@ -125,6 +128,46 @@ def _conv_backward(
     ]
     grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True, out_pad, groups)
     return grad_input, None, None
+
+
+def _avg_pool_backward(grad, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor=None):
+    """Input gradient of a 2-D average pool: the gradient divided by each window's divisor, spread
+    back over the window by a transposed convolution with a ones kernel (outside models)."""
+    n, c, h, w = input.shape
+    k = list(kernel_size)
+    s = list(stride) if stride else k
+    p = list(padding) if len(padding) == 2 else [padding[0]] * 2
+    ho, wo = grad.shape[2:]
+    full = [(ho - 1) * s[0] + k[0], (wo - 1) * s[1] + k[1]]
+    extra = [max(0, full[0] - (h + 2 * p[0])), max(0, full[1] - (w + 2 * p[1]))]
+    # constants built in NumPy: made with torch inside the trace they become ops on full-size
+    # zeros that the exporter's constant folder mangles (an ORT load error, tests/models/test_byo.py)
+    if divisor:
+        div = np.full((1, 1, ho, wo), float(divisor), np.float32)
+    else:
+        # which positions of the padded (and ceil-mode extended) input a window counts
+        valid = np.zeros((h + 2 * p[0] + extra[0], w + 2 * p[1] + extra[1]), np.float32)
+        if count_include_pad:
+            valid[: h + 2 * p[0], : w + 2 * p[1]] = 1.0
+        else:
+            valid[p[0] : p[0] + h, p[1] : p[1] + w] = 1.0
+        win = np.lib.stride_tricks.sliding_window_view(valid, k)[:: s[0], :: s[1]]
+        div = win.sum(axis=(2, 3))[None, None, :ho, :wo].astype(np.float32)
+    ones = torch.from_numpy(np.ones((c, 1, *k), np.float32))
+    div = torch.from_numpy(np.ascontiguousarray(div))
+    spread = aten.convolution(grad / div, ones, None, s, [0, 0], [1, 1], True, [0, 0], c)
+    pad_h = max(0, p[0] + h - spread.shape[2])
+    pad_w = max(0, p[1] + w - spread.shape[3])
+    if pad_h or pad_w:
+        spread = F.pad(spread, [0, pad_w, 0, pad_h])
+    return spread[:, :, p[0] : p[0] + h, p[1] : p[1] + w]
+
+
+def _max_pool_backward(grad, input, kernel_size, stride, padding, dilation, ceil_mode, indices):
+    """Input gradient of a 2-D max pool: each output's gradient added at its argmax."""
+    n, c, h, w = input.shape
+    flat = torch.from_numpy(np.zeros((n, c, h * w), np.float32))
+    return flat.scatter_add(2, indices.flatten(2), grad.flatten(2)).view(n, c, h, w)
 
 
 # A scalar 0.0, not zeros_like(grad): the exporter would fold a full-size zero tensor into the graph.
@@ -141,6 +184,8 @@ def _decompositions(guided: bool) -> dict:
 
     table = dict(core_aten_decompositions())
     table[aten.convolution_backward.default] = _conv_backward
+    table[aten.avg_pool2d_backward.default] = _avg_pool_backward
+    table[aten.max_pool2d_with_indices_backward.default] = _max_pool_backward
     table[aten.threshold_backward.default] = _guided_relu_backward if guided else _relu_backward
     return table
 
@@ -238,7 +283,7 @@ def export_bundle(
     with torch.no_grad():
         feats = model.features(x)[0]
     split_shape = list(feats.shape[1:])
-    map_size = (size[0] // 4, size[1] // 4)
+    map_size = map_size_for(size)
 
     graphs: dict[str, dict] = {}
     importance: dict[str, dict] = {}

@@ -131,21 +131,15 @@ def degrade(
 @torch.no_grad()
 def _front_cache(model, data: ArrayDataset, train_bottleneck: bool, batch: int = 256):
     """Frozen front outputs: the split tensor (or stage 3's output) and the fused attention map."""
-    from models.export import FUSION_WEIGHTS
+    from models.attention import FUSION_WEIGHTS, fuse, map_size_for
 
     model.eval()
     feats, fused = [], []
-    h, w = data.images.shape[1] // 8, data.images.shape[2] // 8
+    map_size = map_size_for(data.images.shape[1:3])  # the map the front graph outputs
     for i in tqdm(range(0, len(data), batch), desc="front cache", leave=False):
         f, layers = model.features(to_tensor(data.images[i : i + batch]))
-        fz = torch.zeros(f.shape[0], 1, h, w)
-        for wgt, layer in zip(FUSION_WEIGHTS, layers, strict=True):
-            a = F.interpolate(
-                layer.abs().mean(1, keepdim=True), size=(h, w), mode="bilinear", align_corners=False
-            )
-            fz += wgt * a / (a.amax(dim=(2, 3), keepdim=True) + 1e-6)
         feats.append((layers[2] if train_bottleneck else f).half())
-        fused.append(fz / sum(FUSION_WEIGHTS))
+        fused.append(fuse(layers, FUSION_WEIGHTS, map_size))
     return torch.cat(feats), torch.cat(fused)
 
 

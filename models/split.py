@@ -1,13 +1,25 @@
-"""Turn any ONNX classifier into a bundle by splitting it at a named tensor.
+"""Turn any ONNX classifier into a complete bundle by splitting it at a named tensor.
 
-``edge-runtime split model.onnx --at TENSOR --out DIR`` writes ``front.onnx`` (graph input ->
-TENSOR) and ``back.onnx`` (TENSOR -> graph outputs) with ``onnx.utils.Extractor`` and a manifest.
-Such a bundle has no gradient or attention graphs; the runtime can still use it with the "none"
-importance provider, or with maps it computes itself.
+``edge-runtime split model.onnx --at TENSOR --out DIR`` writes
+
+* ``front.onnx`` (graph input -> TENSOR, ``fused_attention``): cut with ``onnx.utils.Extractor``,
+  with the fused attention map (:mod:`models.attention`, the project's one formula) appended by
+  graph surgery over the layers named by ``--attention-from`` (default: the main stages before
+  the split, :func:`models.attention.default_attention_layers`);
+* ``back.onnx`` (TENSOR -> graph outputs);
+* ``grad_<variant>.onnx`` for the four gradient variants (:mod:`models.gradients`), when every
+  operator of the model is one :mod:`models.onnx_torch` converts (else a clear error naming the
+  operator and node; ``--variants`` with no names skips them);
+* ``manifest.json`` with the attention layers and weights.
+
+Importance providers such a bundle offers: ``fused``, ``grad_plain``, ``grad_guided``,
+``grad_selective``, ``grad_extsel`` and ``none`` (six). ``abn`` needs an Attention Branch
+Network's attention branch, which an outside classifier does not have: it is not offered.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,9 +29,18 @@ from onnx import shape_inference
 from onnx.utils import Extractor
 
 from edge_runtime.atomic import replace_dir
-from edge_runtime.bundle import write_manifest
+from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
+from models.attention import (
+    FUSED_OUTPUT,
+    add_fused_attention,
+    default_attention_layers,
+    default_weights,
+    map_size_for,
+)
 
 __all__ = ["split_model"]
+
+log = logging.getLogger(__name__)
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -33,6 +54,38 @@ def _shape_of(model: onnx.ModelProto, name: str) -> tuple[list, int]:
     raise ValueError(f"tensor {name!r} has no inferred shape")
 
 
+def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a batch-1 model with a symbolic batch, if the graph runs at batch 2 (the receiver
+    batches the back half across cameras); else the model as it is, with a warning."""
+    inits = {i.name for i in model.graph.initializer}
+    ins = [i for i in model.graph.input if i.name not in inits]
+    dims = ins[0].type.tensor_type.shape.dim if len(ins) == 1 else []
+    if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value != 1:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in [i for i in m.graph.input if i.name not in inits] + list(m.graph.output):
+        d = vi.type.tensor_type.shape.dim
+        if d and d[0].HasField("dim_value") and d[0].dim_value == 1:
+            d[0].dim_param = "N"
+    del m.graph.value_info[:]
+    try:
+        import numpy as np
+        import onnxruntime as ort
+
+        shape = [2] + [d.dim_value or 1 for d in dims[1:]]
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess.run(None, {ins[0].name: np.zeros(shape, np.float32)})
+    except Exception as e:  # onnxruntime's own exception types: a batch size fixed inside the graph
+        log.warning(
+            "the model is fixed at batch 1 and does not run at batch 2 (%s); the bundle stays batch 1: "
+            "run the receiver with --max-batch 1",
+            str(e).splitlines()[0][:200],
+        )
+        return model
+    return m
+
+
 def split_model(
     model_path: str | Path,
     at: str,
@@ -43,10 +96,25 @@ def split_model(
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
     model_name: str | None = None,
+    attention_from: list[str] | None = None,
+    attention_weights: list[float] | None = None,
+    variants=GRAD_VARIANTS,
+    extra: dict | None = None,
 ) -> dict:
-    """Split ``model_path`` at tensor ``at`` into a bundle in ``out_dir``; returns the manifest."""
-    model_path = Path(model_path)
-    model = shape_inference.infer_shapes(onnx.load(str(model_path)))
+    """Split ``model_path`` (a path or a loaded ``ModelProto``) at tensor ``at`` into a bundle in
+    ``out_dir``; returns the manifest."""
+    if isinstance(model_path, onnx.ModelProto):
+        loaded, model_path = model_path, Path(model_name or "model.onnx")
+    else:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ValueError(f"ONNX model {model_path} does not exist")
+        try:
+            loaded = onnx.load(str(model_path))
+        except Exception as e:  # onnx raises DecodeError and others on a bad file
+            raise ValueError(f"{model_path} is not a readable ONNX model: {e}") from e
+    loaded = _dynamic_batch(loaded)
+    model = shape_inference.infer_shapes(loaded)
     names = {o for n in model.graph.node for o in n.output}
     if at not in names:
         sample = sorted(names)[:20]
@@ -77,14 +145,59 @@ def split_model(
     elif num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"{len(classes)} class names given, the model has {num_classes} outputs")
 
+    layers = list(attention_from) if attention_from else default_attention_layers(model, at)
+    for t in layers:
+        if t not in names:
+            raise ValueError(f"--attention-from: {model_path} has no tensor {t!r}")
+        dims, et = _shape_of(model, t)
+        if len(dims) != 4 or et != onnx.TensorProto.FLOAT:
+            raise ValueError(
+                f"--attention-from: tensor {t!r} must be a float32 N x C x H x W tensor, got {dims}"
+            )
+    weights = list(attention_weights) if attention_weights else list(default_weights(len(layers)))
+    if len(weights) != len(layers) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            f"attention weights must be {len(layers)} non-negative numbers with a positive sum, got {weights}"
+        )
+    variants = tuple(variants)
+    if variants:
+        from models.onnx_torch import check_supported  # needs torch: only when graphs are made
+
+        check_supported(model)
+    map_size = map_size_for(size)
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)
     try:
         ex = Extractor(model)
-        onnx.save(ex.extract_model(inputs, [at]), str(tmp / "front.onnx"))
+        front = ex.extract_model(inputs, [at, *[t for t in layers if t != at]])
+        del front.graph.output[1:]  # the layer outputs feed the fused map; they are not outputs
+        add_fused_attention(front, layers, weights, map_size)
+        onnx.checker.check_model(front)
+        onnx.save(front, str(tmp / "front.onnx"))
         onnx.save(ex.extract_model([at], outputs), str(tmp / "back.onnx"))
+        graphs = {
+            "front": {"file": "front.onnx", "inputs": inputs, "outputs": [at, FUSED_OUTPUT]},
+            "back": {"file": "back.onnx", "inputs": [at], "outputs": outputs},
+        }
+        importance = {
+            "fused": {
+                "graph": "front",
+                "output": FUSED_OUTPUT,
+                "shape": list(map_size),
+                "weights": weights,
+                "layers": layers,
+                "description": "mean |activation| per layer, resized, max-normalised, weighted sum",
+            }
+        }
+        if variants:
+            from models.gradients import export_gradient_graphs
+
+            g, imp = export_gradient_graphs(loaded, tmp, tuple(size), variants, inputs[0])
+            graphs |= g
+            importance |= imp
         manifest = write_manifest(
             tmp,
             {
@@ -101,12 +214,10 @@ def split_model(
                     "note": "x = (pixel / 255 - mean) / std",
                 },
                 "split": {"name": at, "shape": split_dims[1:], "dtype": _ONNX_DTYPES[split_type]},
-                "graphs": {
-                    "front": {"file": "front.onnx", "inputs": inputs, "outputs": [at]},
-                    "back": {"file": "back.onnx", "inputs": [at], "outputs": outputs},
-                },
-                "importance": {},
+                "graphs": graphs,
+                "importance": importance,
                 "source": {"file": model_path.name, "split_at": at},
+                **(extra or {}),
             },
         )
         replace_dir(tmp, out_dir)  # atomic: the old code deleted the previous bundle first
