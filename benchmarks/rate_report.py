@@ -232,6 +232,11 @@ def markdown(res: dict, s: dict, params: dict) -> str:
         "differs from 0 |",
         "|---|---|---:|---:|---:|:-:|:-:|",
     ]
+    r = sel.score(res["reference_test"], res["reference_test"])
+    lines.append(
+        f"| png (the float model: reference) | lossless | {r['bytes']:.0f} {_ci(r['bytes_ci'])} | "
+        f"{100 * r['top1']:.1f} {_ci(r['top1_ci'], '.1f', 100)} | 0 | - | - |"
+    )
     order = sorted(
         s["per_mode"].items(),
         key=lambda kv: (kv[1]["test"] is None, kv[1]["test"]["bytes"] if kv[1]["test"] else 0),
