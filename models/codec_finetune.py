@@ -160,8 +160,8 @@ def finetune_on_codec(
     """Fine-tune every weight of ``model`` (in place) on ``frames`` passed through ``compress``.
 
     Each epoch takes ``cfg.images`` frames (cycling through ``frames`` if there are fewer), runs
-    them through the codec once (fresh random qualities every epoch) and trains on the decoded
-    frames. Returns a record of the run (config, seconds, mean training bytes, loss by epoch)."""
+    them through the codec once in their own order (a video codec sees the stream as it was; fresh
+    random qualities every epoch) and trains on the decoded frames in shuffled order. Returns a record of the run (config, seconds, mean training bytes, loss by epoch)."""
     if len(frames) == 0 or len(frames) != len(labels):
         raise ValueError(
             f"need as many labels as frames (> 0), got {len(frames)} frames, {len(labels)} labels"
@@ -182,8 +182,11 @@ def finetune_on_codec(
     t_all = None if teacher is None else torch.from_numpy(teacher)
     record = {"config": asdict(cfg), "loss": [], "train_bytes_mean": []}
     for epoch in range(cfg.epochs):
-        idx = rng.permutation(np.resize(np.arange(len(frames)), cfg.images))[: steps * cfg.batch_size]
+        # in the frames' own order (a video codec needs the stream as it was), trained shuffled
+        idx = np.resize(np.arange(len(frames)), steps * cfg.batch_size)
         seen, sizes = compress(frames[idx], rng)
+        order = rng.permutation(len(idx))
+        idx, seen = idx[order], seen[order]
         running = 0.0
         bar = tqdm(range(steps), desc=f"codec finetune {epoch + 1}/{cfg.epochs}", disable=not progress)
         model.eval()  # no BatchNorm or dropout left: train and eval behave alike
