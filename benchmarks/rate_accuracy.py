@@ -134,6 +134,15 @@ def fair_models(bundle: Bundle, task: str, codecs, budget, *, progress=False) ->
 
 
 def main(argv=None) -> int:
+    """Run the benchmark; a bad option or input ends with an ``error:`` line and exit status 2."""
+    try:
+        return _main(argv)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--task", default=datasets.DEFAULT_TASK, help="built-in task (edge_runtime.datasets)")
@@ -166,8 +175,8 @@ def main(argv=None) -> int:
     grid = rate_sweep.build_grid(b, **(QUICK_GRID if args.quick else {}))
     qualities = {c: (QUICK_QUALITIES if args.quick else rate_baselines.QUALITIES)[c] for c in args.codecs}
     progress = not args.no_progress
-    fair, fair_records = fair_models(b, args.task, args.codecs, budget, progress=progress)
     val, test = frames(b, args.task, "validation", n_val), frames(b, args.task, "test", n_test)
+    fair, fair_records = fair_models(b, args.task, args.codecs, budget, progress=progress)
     res = evaluate(b, val, test, grid, qualities, fair, progress=progress)
     split_budget = _split_budget(b)
     params = {
@@ -234,7 +243,7 @@ def rate_baselines_budget(b: Bundle, args) -> tuple[int, int]:
     epochs = args.ft_epochs or base[0]
     images = args.ft_images or base[1]
     if epochs < 1 or images < 1:
-        raise SystemExit("error: --ft-epochs and --ft-images must be >= 1")
+        raise ValueError("--ft-epochs and --ft-images must be >= 1")
     return epochs, images
 
 

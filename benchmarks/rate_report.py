@@ -259,7 +259,7 @@ def markdown(res: dict, s: dict, params: dict) -> str:
 def update_readme(md: str, command: str, readme: Path = README) -> None:
     text = readme.read_text()
     if MARK_BEGIN not in text or MARK_END not in text:
-        raise SystemExit(f"error: {readme} lacks the markers {MARK_BEGIN} ... {MARK_END}")
+        raise ValueError(f"{readme} lacks the markers {MARK_BEGIN} ... {MARK_END}")
     head, rest = text.split(MARK_BEGIN, 1)
     _, tail = rest.split(MARK_END, 1)
     body = f"\n![bytes per frame against accuracy](benchmarks/results/rate_accuracy.png)\n\n{md}\nReproduce: `{command}`\n"

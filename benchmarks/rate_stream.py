@@ -339,6 +339,15 @@ def summarize(bundle: Bundle, res: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    """Run the benchmark; a bad option or input ends with an ``error:`` line and exit status 2."""
+    try:
+        return _main(argv)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--task", default=datasets.DEFAULT_TASK)
@@ -365,7 +374,7 @@ def main(argv=None) -> int:
     n_val = args.val or (120 if args.quick else 1200)
     n_test = args.test or (120 if args.quick else 1200)
     if n_val % SEGMENT or n_test % SEGMENT or not n_val or not n_test:
-        raise SystemExit(f"error: --val and --test must be positive multiples of {SEGMENT} (whole segments)")
+        raise ValueError(f"--val and --test must be positive multiples of {SEGMENT} (whole segments)")
     budget = rate_baselines_budget(b, args)
     progress = not args.no_progress
     fair, records = {}, {}

@@ -189,3 +189,27 @@ def test_frame_codecs_round_trip(default_bundle):
             assert np.abs(out.astype(int) - im.astype(int)).mean() < (0.5 if codec == "png" else 40)
             sizes.append(len(data))
         assert sizes == sorted(sizes)  # more quality, more bytes
+
+
+def test_bad_options_end_with_an_error_line(capsys):
+    assert ra.main(["--quick", "--ft-epochs", "-1", "--codecs", "jpeg"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert (
+        ra.main(
+            [
+                "--task",
+                "nonsense",
+                "--quick",
+                "--val",
+                "2",
+                "--test",
+                "2",
+                "--codecs",
+                "jpeg",
+                "--ft-images",
+                "8",
+            ]
+        )
+        == 2
+    )
+    assert "unknown task" in capsys.readouterr().err
