@@ -339,9 +339,9 @@ def _test_points(ax, s: dict, zoom: bool) -> None:
             t["bytes"], 100 * t["top1"], xerr=xerr, yerr=yerr, fmt=mk, color=col, ms=5,
             mfc=col if fair or e["family"] not in _STYLE else "white", capsize=2, lw=0.8, zorder=4,
         )  # fmt: skip
-        if zoom:
+        if zoom and (e["family"] not in ("masked", "rate") or mode == (s["headline"] or {}).get("mode")):
             ax.annotate(
-                mode, (t["bytes"], 100 * t["top1"]), fontsize=5, xytext=(3, 3), textcoords="offset points"
+                mode, (t["bytes"], 100 * t["top1"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
             )
     h = s["headline"]
     if h:
@@ -388,7 +388,10 @@ def plot(res: dict, s: dict, path: Path) -> None:
     near = [t for t in tested if 100 * t["top1"] >= f - 3]
     _ticks(a2, [t["bytes"] for t in (near or tested)])
     a2.set_ylim(f - 3, min(100.2, f + 1.5))
-    a2.set_title(f"test split, zoomed near the float model ({f:.1f}%)", fontsize=9)
+    a2.set_title(
+        f"test split, zoomed near the float model ({f:.1f}%); filled: fine-tuned (fair), open: untuned",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
