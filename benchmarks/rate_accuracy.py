@@ -38,6 +38,7 @@ from benchmarks._common import RESULTS, write_result  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import Bundle, load_bundle  # noqa: E402
 
+RUNS = Path(__file__).resolve().parents[1] / "runs"
 GUIDED = ("masked", "rate")  # importance-guided families: the headline is the cheapest of these
 
 QUICK_GRID = {
@@ -178,6 +179,7 @@ def _main(argv=None) -> int:
     val, test = frames(b, args.task, "validation", n_val), frames(b, args.task, "test", n_test)
     fair, fair_records = fair_models(b, args.task, args.codecs, budget, progress=progress)
     res = evaluate(b, val, test, grid, qualities, fair, progress=progress)
+    _keep(res, args.out)
     split_budget = _split_budget(b)
     params = {
         "bundle": str(b.path),
@@ -224,6 +226,16 @@ def _main(argv=None) -> int:
             cmd += f" --ft-images {args.ft_images}"
         rate_report.update_readme(md, cmd)
     return 0
+
+
+def _keep(res: dict, out: str | None) -> None:
+    """The per-frame measurements, pickled under runs/ (ignored by git), so that the report can be
+    redrawn from them (``--rerender``) without measuring again."""
+    import pickle
+
+    path = RUNS / (Path(out).stem if out else "rate_accuracy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".pkl").write_bytes(pickle.dumps(res))
 
 
 def _split_budget(b: Bundle) -> tuple[int, int] | None:
