@@ -157,6 +157,12 @@ def _main(argv=None) -> int:
     )
     p.add_argument("--codecs", nargs="+", default=list(rate_baselines.CODECS), choices=rate_baselines.CODECS)
     p.add_argument(
+        "--providers",
+        nargs="+",
+        choices=rate_sweep.PROVIDERS,
+        help="importance providers swept (default: all)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="200 + 200 frames, a coarse sweep, 1 x 512 fine-tuning"
     )
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime and torch threads")
@@ -173,7 +179,10 @@ def _main(argv=None) -> int:
     n_val = args.val or (200 if args.quick else 1000)
     n_test = args.test or (200 if args.quick else 1000)
     budget = rate_baselines_budget(b, args)
-    grid = rate_sweep.build_grid(b, **(QUICK_GRID if args.quick else {}))
+    grid_args = dict(QUICK_GRID if args.quick else {})
+    if args.providers:
+        grid_args["providers"] = tuple(args.providers)
+    grid = rate_sweep.build_grid(b, **grid_args)
     qualities = {c: (QUICK_QUALITIES if args.quick else rate_baselines.QUALITIES)[c] for c in args.codecs}
     progress = not args.no_progress
     val, test = frames(b, args.task, "validation", n_val), frames(b, args.task, "test", n_test)
@@ -192,6 +201,9 @@ def _main(argv=None) -> int:
         "threads": args.threads,
         "settings": len(grid) + sum(len(q) for q in qualities.values()) * 2 + 1,
         "qualities": qualities,
+        "providers": [
+            p for p in grid_args.get("providers", rate_sweep.PROVIDERS) if rate_sweep.has_provider(b, p)
+        ],
         "avif_speed": rate_baselines.AVIF_SPEED,
         "fair_budget": {"epochs": budget[0], "images": budget[1]},
         "split_path_budget": None
@@ -222,6 +234,8 @@ def _main(argv=None) -> int:
         for flag, v in (("--val", args.val), ("--test", args.test), ("--ft-epochs", args.ft_epochs)):
             if v:
                 cmd += f" {flag} {v}"
+        if args.providers:
+            cmd += " --providers " + " ".join(args.providers)
         if args.ft_images:
             cmd += f" --ft-images {args.ft_images}"
         rate_report.update_readme(md, cmd)

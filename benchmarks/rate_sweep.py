@@ -131,7 +131,7 @@ def build_grid(
     providers: tuple[str, ...] = PROVIDERS,
     keeps: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7),
     bits: tuple[int, ...] = (2, 3, 4, 6),
-    random_keeps: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.85),
+    random_keeps: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0),
     image_keeps: tuple[float, ...] = (0.2, 0.5),
     rate_targets: tuple[int, ...] = (150, 250, 400),
     coder: str = "arith",
