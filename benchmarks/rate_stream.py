@@ -359,6 +359,8 @@ def _main(argv=None) -> int:
     p.add_argument(
         "--ft-images", type=int, help="fair fine-tuning frames per epoch (default: the split path's)"
     )
+    p.add_argument("--keeps", type=float, nargs="+", default=list(KEEPS), help="edge keep ratios swept")
+    p.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="edge bit depths swept")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="output JSON (default benchmarks/results/rate_stream.json)")
@@ -381,7 +383,11 @@ def _main(argv=None) -> int:
     for c in VIDEO:
         model, spec, rec = fair_video_model(b, args.task, c, budget, progress=progress)
         fair[c], records[c] = (model, spec), rec
-    edge = edge_settings((0.15, 0.3), (2, 4)) if args.quick else edge_settings()
+    edge = (
+        edge_settings((0.15, 0.3), (2, 4))
+        if args.quick
+        else edge_settings(tuple(args.keeps), tuple(args.bits))
+    )
     crfs = (26, 38, 46) if args.quick else CRFS
     size = b.input.size[0]
     val, test = Stream(args.task, "validation", n_val, size), Stream(args.task, "test", n_test, size)
