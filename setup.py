@@ -45,7 +45,14 @@ setup(
         include=["edge_runtime", "edge_runtime.*", "kernels", "kernels.*", "models", "models.*"]
     ),
     package_data={
-        "edge_runtime": ["bundles/*/*.onnx", "bundles/*/*.json"],
+        "edge_runtime": [
+            "bundles/*/*.onnx",
+            "bundles/*/*.json",
+            "assets/*.npz",
+            "assets/*.md",
+            "assets/COPYING.*",
+            "assets/backgrounds/*",
+        ],
         "models": ["editor/static/*"],
     },
     install_requires=RUNTIME,

@@ -26,10 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
 from benchmarks._common import write_result  # noqa: E402
+from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import GRAD_VARIANTS, load_bundle  # noqa: E402
-from edge_runtime.scenes import SceneGenerator  # noqa: E402
-
-TEST_SEED = 2  # models.cli trains on seed*1000+1 and tests on seed*1000+2 (seed 0): the held-out split
 
 
 def _score(maps: np.ndarray, masks: np.ndarray, tolerance: int) -> dict:
@@ -56,7 +54,8 @@ def main(argv=None) -> int:
 
     b = load_bundle(args.bundle)
     h, w = b.input.size
-    images, labels, masks = SceneGenerator(h, b.num_classes, TEST_SEED).batch(0, args.count)
+    f = datasets.load(datasets.DEFAULT_TASK, "test", args.count, size=h)
+    images, masks = f.images, f.masks
     x = b.preprocess(images)
     maps: dict[str, np.ndarray] = {}
     timing: dict[str, float] = {}
@@ -105,7 +104,7 @@ def main(argv=None) -> int:
         "bundle": str(b.path),
         "model_id": b.model_id,
         "count": args.count,
-        "seed": TEST_SEED,
+        "frames": f"datasets.load({datasets.DEFAULT_TASK!r}, 'test', {args.count})",
         "tolerance_px": args.tolerance,
         "reference": "own top prediction (all-zero reference row)",
         "iou_threshold": "top-k pixels, k = object area",

@@ -70,6 +70,9 @@ class SourceConfig:
     height: int = field(default=0, metadata=_range(0))
     retry_initial_s: float = field(default=0.5, metadata=_range(0.0))
     retry_max_s: float = field(default=10.0, metadata=_range(0.0))
+    # A frame whose aspect differs from the model input: letterbox (pad), crop (centre) or stretch
+    # (distorts objects); the same in training, benchmarks and the edge (edge_runtime.framing).
+    resize: str = field(default="letterbox", metadata=_choice("letterbox", "crop", "stretch"))
     seed: int = 0  # scene stream
     segment: int = field(default=60, metadata=_range(1))  # scene stream: frames per object
 

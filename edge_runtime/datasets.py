@@ -4,9 +4,22 @@ Every built-in task has three disjoint splits, ``train`` / ``validation`` / ``te
 fine-tuning evaluate on ``validation``; benchmarks choose settings on ``validation`` and score the
 chosen settings once on ``test``. Nothing else in the project picks seeds for held-out frames.
 
-For the procedural shapes the splits are disjoint by seed (``SPLIT_SEEDS``). The seeds were
-chosen so that the old "held-out" frames (seed 2), on which earlier defaults were selected,
-became the validation split, and the test split is a seed nothing was ever tuned on.
+Tasks:
+
+- ``fashion`` (the default bundle's task): Fashion-MNIST product photographs in camera-like
+  scenes over real background photographs (:mod:`edge_runtime.photos`). Splits are disjoint by
+  item (Fashion-MNIST's own train / test split; validation items are cut from its train file)
+  and by background (training scenes use one region of each seen photograph, validation and test
+  the other); ``variant`` gives the generalisation tests: ``unseen_backgrounds`` (photographs no
+  training scene used), ``camera_variation`` (camera knobs past the training ranges), ``4x3``
+  (4:3 camera frames brought to the square input by ``resize``);
+- ``shapes``: the ten procedural shapes over the same real backgrounds and camera model;
+- ``shapes-synthetic``: the original procedural scenes on drawn backgrounds (kept for the decoy
+  experiment and older results).
+
+Scene seeds differ by split too (``SPLIT_SEEDS``). For the synthetic shapes the old "held-out"
+frames (seed 2), on which earlier defaults were selected, are the validation split, and the test
+split is a seed nothing was ever tuned on.
 
 Like :mod:`edge_runtime.scenes`, this module needs only numpy and OpenCV (the edge's built-in
 stream comes from here), never torch.
@@ -20,11 +33,14 @@ import numpy as np
 
 from edge_runtime.scenes import MovingObjectStream, SceneGenerator
 
-__all__ = ["DEFAULT_TASK", "SPLITS", "SPLIT_SEEDS", "TASKS", "Frames", "load", "stream"]
+__all__ = ["DEFAULT_TASK", "SPLITS", "SPLIT_SEEDS", "TASKS", "VARIANTS", "Frames", "load", "stream"]
 
 SPLITS = ("train", "validation", "test")
-TASKS = ("shapes",)
-DEFAULT_TASK = "shapes"
+TASKS = ("fashion", "shapes", "shapes-synthetic")
+DEFAULT_TASK = "fashion"
+VARIANTS = ("in_domain", "unseen_backgrounds", "camera_variation", "4x3")
+#: Share of 4:3 frames (letterboxed) among the in-domain scenes, so the default holds up on them.
+ASPECT_MIX = 0.25
 
 #: Scene seeds of the procedural shapes by split (disjoint by construction).
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 4}
@@ -54,17 +70,73 @@ def _check(task: str, split: str) -> None:
         raise ValueError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
 
 
-def load(task: str, split: str, count: int, *, size: int = 128, start: int = 0) -> Frames:
-    """Frames ``start .. start+count-1`` of ``task``'s ``split`` (deterministic)."""
+def generator(
+    task: str, split: str, *, size: int = 128, variant: str = "in_domain", resize: str = "letterbox"
+):
+    """The scene generator behind :func:`load` (``sample(i)``, ``batch(start, count)``)."""
     _check(task, split)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; variants are {', '.join(VARIANTS)}")
+    seed = SPLIT_SEEDS[split]
+    if task == "shapes-synthetic":
+        if variant != "in_domain":
+            raise ValueError("the synthetic shapes have only the in_domain variant")
+        return SceneGenerator(size, seed=seed)
+    from edge_runtime.photos import PhotoScenes
+
+    if variant == "unseen_backgrounds" and split != "test":
+        raise ValueError("unseen backgrounds are a test set only (no training scene may see them)")
+    objects = "fashion" if task == "fashion" else "shapes"
+    return PhotoScenes(
+        objects,
+        split,
+        "unseen" if variant == "unseen_backgrounds" else split,
+        size=size,
+        seed=seed,
+        camera="strong" if variant == "camera_variation" else "typical",
+        aspect=4 / 3 if variant == "4x3" else 1.0,
+        aspect_mix=ASPECT_MIX if variant in ("in_domain", "unseen_backgrounds") else 0.0,
+        resize=resize,
+    )
+
+
+def load(
+    task: str,
+    split: str,
+    count: int,
+    *,
+    size: int = 128,
+    start: int = 0,
+    variant: str = "in_domain",
+    resize: str = "letterbox",
+    progress: bool = False,
+) -> Frames:
+    """Frames ``start .. start+count-1`` of ``task``'s ``split`` (deterministic).
+
+    Raises :class:`edge_runtime.photos.DataMissingError` (a ``FileNotFoundError``) naming the
+    Debian package to install when the photographic task's data are missing.
+    """
     if count < 0 or start < 0:
         raise ValueError(f"count and start must be >= 0, got count={count}, start={start}")
-    gen = SceneGenerator(size, seed=SPLIT_SEEDS[split])
-    images, labels, masks = gen.batch(start, count)
-    return Frames(images, labels, masks, gen.class_names, task, split)
+    gen = generator(task, split, size=size, variant=variant, resize=resize)
+    if isinstance(gen, SceneGenerator):
+        images, labels, masks = gen.batch(start, count)
+    else:
+        images, labels, masks = gen.batch(start, count, progress=progress)
+    return Frames(images, labels, masks, tuple(gen.class_names), task, split)
 
 
-def stream(task: str, split: str, *, size: int = 128, segment: int = 60) -> MovingObjectStream:
-    """The moving stream of ``task`` for ``split`` (deterministic; disjoint seeds by split)."""
+def stream(task: str, split: str, *, size: int = 128, segment: int = 60):
+    """The moving stream of ``task`` for ``split`` (deterministic; disjoint seeds by split).
+
+    The fashion stream is made of what ships in ``edge_runtime/assets`` (no apt needed): test
+    items over four background photographs; validation and test streams use disjoint halves of
+    the shipped items.
+    """
     _check(task, split)
+    if task == "fashion":
+        from edge_runtime.photos import PhotoStream
+
+        half = (0.0, 0.5) if split == "validation" else (0.5, 1.0)
+        return PhotoStream(size, seed=STREAM_SEEDS[split], segment=segment, item_range=half)
     return MovingObjectStream(size, seed=STREAM_SEEDS[split], segment=segment)

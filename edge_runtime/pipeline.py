@@ -19,13 +19,13 @@ import time
 from collections import Counter as _Tally
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 import kernels
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Encoder, Frame, Tensor
 from edge_runtime.config import Config
+from edge_runtime.framing import fit
 from edge_runtime.importance import Provider, make_provider
 from edge_runtime.metrics import Registry
 from edge_runtime.ratecontrol import RateController
@@ -75,14 +75,13 @@ class EdgePipeline:
         if cfg.rate.enabled:
             self.rate = RateController(cfg.rate, keep=cfg.reduce.value, bits=cfg.quantize.bits)
         self.stream_id = cfg.runtime.stream_id
+        self.resize = cfg.source.resize
         q = cfg.quantize
         self._clip = q.clip_percentile or None
 
     def _to_input(self, image: np.ndarray) -> np.ndarray:
-        h, w = self.input_hw
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(image)
+        # The same geometry as training and the benchmarks (edge_runtime.framing, source.resize).
+        return np.ascontiguousarray(fit(image, self.input_hw, self.resize))
 
     def process(self, frame: Captured, seq: int) -> FrameOutcome:
         """Run every stage on ``frame``; the message carries ``seq`` and the capture time."""

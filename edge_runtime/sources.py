@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_runtime.config import SourceConfig
 from edge_runtime.errors import SourceError
-from edge_runtime.scenes import MovingObjectStream
+from edge_runtime.photos import PhotoStream
 
 __all__ = [
     "Captured",
@@ -91,13 +91,14 @@ class Source:
 
 
 class SceneSource(Source):
-    """The built-in moving-object stream (:class:`~edge_runtime.scenes.MovingObjectStream`)."""
+    """The built-in camera stream: Fashion-MNIST items moving over real background photographs
+    with camera motion (:class:`~edge_runtime.photos.PhotoStream`, made of the shipped assets)."""
 
     name = "scene"
 
     def __init__(self, size: int = 128, seed: int = 0, segment: int = 60) -> None:
         super().__init__()
-        self.stream = MovingObjectStream(size=size, seed=seed, segment=segment)
+        self.stream = PhotoStream(size=size, seed=seed, segment=segment)
 
     def read(self) -> Captured:
         scene = self.stream.frame(self._index)

@@ -45,7 +45,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     _add_data_args(p, num_train=24000)
     p.add_argument("--size", type=int, default=128, help="input size in pixels")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--bottleneck", type=int, default=8, help="channels of the split tensor")
@@ -56,9 +56,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser, *, num_train: int) -> None:
     """Data, seed and threads: shared by ``train`` and ``finetune`` (both read them in ``_data``)."""
+    from edge_runtime.datasets import DEFAULT_TASK, TASKS
+
     p.add_argument("--data", help="ImageFolder tree (root/<class>/<image>) instead of the built-in scenes")
-    p.add_argument("--num-train", type=int, default=num_train, help="built-in scenes to train on")
-    p.add_argument("--num-test", type=int, default=2000, help="built-in held-out scenes")
+    p.add_argument("--task", choices=TASKS, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
+    p.add_argument(
+        "--num-train", type=int, default=num_train, help="built-in scenes to train on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-val",
+        "--num-test",
+        dest="num_val",
+        type=int,
+        default=2000,
+        help="built-in validation scenes to evaluate on; never the test split (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
@@ -156,18 +168,22 @@ def add_retrain_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data(args):
-    from models.data import image_folder, scene_dataset
+    """(train, validation) data sets: an ImageFolder cut 90 / 10, or the built-in task's splits."""
+    from models.data import image_folder, scene_dataset, task_dataset
 
     if args.data:
         import numpy as np
 
         data = image_folder(args.data, args.size)
         order = np.random.default_rng(args.seed).permutation(len(data))
-        n_test = max(1, len(data) // 10)
-        return data.subset(order[n_test:]), data.subset(order[:n_test])
-    train = scene_dataset(args.num_train, seed=args.seed * 1000 + 1, size=args.size, decoy=args.decoy)
-    test = scene_dataset(args.num_test, seed=args.seed * 1000 + 2, size=args.size)
-    return train, test
+        n_val = max(1, len(data) // 10)
+        return data.subset(order[n_val:]), data.subset(order[:n_val])
+    if args.decoy:  # the decoy experiment stays on the synthetic shapes
+        train = scene_dataset(args.num_train, seed=args.seed * 1000 + 1, size=args.size, decoy=args.decoy)
+        return train, scene_dataset(args.num_val, seed=args.seed * 1000 + 2, size=args.size)
+    progress = not getattr(args, "no_progress", False)
+    train = task_dataset(args.task, "train", args.num_train, size=args.size, progress=progress)
+    return train, task_dataset(args.task, "validation", args.num_val, size=args.size, progress=progress)
 
 
 def cmd_train(args) -> int:

@@ -16,7 +16,7 @@ import torch
 
 from edge_runtime.scenes import SceneGenerator
 
-__all__ = ["ArrayDataset", "MEAN", "STD", "scene_dataset", "image_folder", "to_tensor"]
+__all__ = ["ArrayDataset", "MEAN", "STD", "scene_dataset", "task_dataset", "image_folder", "to_tensor"]
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -61,6 +61,16 @@ def scene_dataset(
     gen = SceneGenerator(size, num_classes, seed, decoy=decoy, decoy_prob=decoy_prob)
     images, labels, masks = gen.batch(0, count)
     return ArrayDataset(images, labels, gen.class_names, masks)
+
+
+def task_dataset(
+    task: str, split: str, count: int, *, size: int = 128, progress: bool = False
+) -> ArrayDataset:
+    """``count`` frames of a built-in task's split (:func:`edge_runtime.datasets.load`)."""
+    from edge_runtime.datasets import load
+
+    f = load(task, split, count, size=size, progress=progress)
+    return ArrayDataset(f.images, f.labels, f.classes, f.masks)
 
 
 def image_folder(root: str | Path, size: int = 128) -> ArrayDataset:

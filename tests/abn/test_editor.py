@@ -29,10 +29,11 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def scenes_erase_changes(default_bundle):
     """Scenes for which erasing the whole map changes the default bundle's prediction."""
+    from edge_runtime.datasets import DEFAULT_TASK
     from models.correct import BundleRecognizer
-    from models.data import scene_dataset
+    from models.data import task_dataset
 
-    data = scene_dataset(24, seed=21)
+    data = task_dataset(DEFAULT_TASK, "validation", 24)
     rec = BundleRecognizer(default_bundle)
     a = rec.analyse(data.images)
     erased = rec.recognize(a["features"], np.zeros((len(data), 16, 16), np.float32)).argmax(1)

@@ -14,8 +14,8 @@ import zmq
 
 from edge_runtime.codec import Decoder
 from edge_runtime.config import config_from_dict
+from edge_runtime.photos import PhotoStream
 from edge_runtime.pipeline import EdgeLoop, EdgeMetrics, EdgePipeline
-from edge_runtime.scenes import MovingObjectStream
 from edge_runtime.sender import Sender
 from edge_runtime.sources import FrameFeed
 
@@ -68,7 +68,7 @@ def test_loopback_messages_classify_like_the_model(bundle, free_port, section):
     # IMMEDIATE: the first frames may go before the TCP connection is up; the rest arrive
     assert stats.sent >= N // 2 and len(msgs) == stats.sent
     dec = Decoder(model_ids=[bundle.model_id_bytes])
-    stream = MovingObjectStream(seed=4)
+    stream = PhotoStream(seed=4)  # the scene source's stream
     agree = correct_edge = correct_model = 0
     for m in msgs:
         f = dec.decode(m)

@@ -8,7 +8,7 @@ import pytest
 
 from edge_runtime.config import SourceConfig
 from edge_runtime.errors import SourceError
-from edge_runtime.scenes import MovingObjectStream
+from edge_runtime.photos import PhotoStream
 from edge_runtime.sources import FolderSource, FrameFeed, OpenCVSource, SceneSource, open_source
 
 
@@ -55,7 +55,7 @@ def test_image_folder(tmp_path):
 def test_builtin_stream_matches_scenes():
     src = open_source(SourceConfig(seed=3))
     assert isinstance(src, SceneSource)
-    ref = MovingObjectStream(seed=3)
+    ref = PhotoStream(seed=3)
     for t in range(3):
         c = src.read()
         assert c.index == t and c.label == ref.frame(t).label

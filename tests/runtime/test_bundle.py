@@ -9,9 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from edge_runtime import datasets
 from edge_runtime.bundle import DEFAULT_BUNDLE, compute_model_id, load_bundle
 from edge_runtime.errors import BundleError
-from edge_runtime.scenes import SceneGenerator
 
 
 @pytest.fixture
@@ -41,12 +41,13 @@ def test_default_bundle_manifest_is_consistent(default_bundle):
 
 def test_default_bundle_classifies_held_out_scenes(default_bundle):
     b = default_bundle
-    images, labels, _ = SceneGenerator(seed=424242).batch(0, 300)
+    f = datasets.load(datasets.DEFAULT_TASK, "validation", 300, start=3000)  # not what training saw
+    images, labels = f.images, f.labels
     x = b.preprocess(images)
     feats = b.front(x)[b.split_name]
     assert feats.shape == (300, *b.split_shape)
     acc = float((b.back(feats).argmax(1) == labels).mean())
-    assert acc >= 0.9, f"default bundle top-1 on fresh scenes is {acc:.3f}"
+    assert acc >= 0.55, f"default bundle top-1 on fresh scenes is {acc:.3f} (chance 0.1)"
 
 
 def test_missing_graph_file_is_named(bundle_copy):

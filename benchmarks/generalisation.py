@@ -1,0 +1,150 @@
+"""Does the default model hold up on backgrounds and cameras it never saw?
+
+The float model (front then back half of the bundle, no reduction) on the photographic task's
+test split, in domain and in three shifted variants (``edge_runtime.datasets.VARIANTS``):
+background photographs that no training scene used, camera knobs past the training ranges, and
+4:3 frames brought to the square input by each ``source.resize`` mode. Accuracy carries a
+bootstrap 95% interval over frames; the domain gap of each variant an interval from independent
+resamples of both sets (they are different frames); the resize modes are compared on the *same*
+4:3 frames with a paired bootstrap, which also shows how narrow a paired interval is at this n.
+
+    python benchmarks/generalisation.py            # 5000 frames per variant, about 4 minutes
+    python benchmarks/generalisation.py --quick    # 800 frames
+
+Summary: float_top1_in_domain, float_top1_unseen_backgrounds, float_top1_camera_variation,
+float_top1_4x3_frames (at the default resize mode), domain_gap_pt (the worst of the last three
+below in domain; goal <= 3), train_minutes (the default recipe's measured wall time, read from
+benchmarks/results/training.json where the training run recorded it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
+from benchmarks._common import RESULTS, write_result  # noqa: E402
+from edge_runtime import datasets  # noqa: E402
+from edge_runtime.bundle import load_bundle  # noqa: E402
+from edge_runtime.config import SourceConfig  # noqa: E402
+
+B = 2000  # bootstrap resamples
+
+
+def correct(bundle, images: np.ndarray, batch: int = 250) -> np.ndarray:
+    """Per-frame correctness (bool) of the float model: back(front(x))."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = bundle.preprocess(images[i : i + batch])
+        out.append(bundle.back(bundle.front(x)[bundle.split_name]).argmax(1))
+    return np.concatenate(out)
+
+
+def interval(c: np.ndarray, rng: np.random.Generator) -> list[float]:
+    idx = rng.integers(0, len(c), (B, len(c)))
+    return [round(float(v) * 100, 2) for v in np.percentile(c[idx].mean(1), [2.5, 97.5])]
+
+
+def gap_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> list[float]:
+    """Interval of mean(a) - mean(b) in points, independent resamples (different frames)."""
+    da = a[rng.integers(0, len(a), (B, len(a)))].mean(1)
+    db = b[rng.integers(0, len(b), (B, len(b)))].mean(1)
+    return [round(float(v) * 100, 2) for v in np.percentile(da - db, [2.5, 97.5])]
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> list[float]:
+    """Interval of mean(a) - mean(b) in points, paired over the same frames."""
+    idx = rng.integers(0, len(a), (B, len(a)))
+    d = a[idx].mean(1) - b[idx].mean(1)
+    return [round(float(v) * 100, 2) for v in np.percentile(d, [2.5, 97.5])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", help="bundle folder (default: the shipped default bundle)")
+    ap.add_argument("--task", default=datasets.DEFAULT_TASK, choices=datasets.TASKS[:2])
+    ap.add_argument("-n", type=int, default=5000, help="test frames per variant (default: %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="800 frames per variant")
+    ap.add_argument("--out", help="result JSON (default: benchmarks/results/generalisation.json)")
+    args = ap.parse_args(argv)
+    n = 800 if args.quick else args.n
+    try:
+        bundle = load_bundle(args.bundle)
+    except Exception as e:  # noqa: BLE001 - any bundle problem ends the run with its message
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    size = bundle.input.size[0]
+    default_resize = SourceConfig().resize
+    rng = np.random.default_rng(0)
+    c, results = {}, {}
+    for variant in datasets.VARIANTS:
+        modes = ("letterbox", "crop", "stretch") if variant == "4x3" else (default_resize,)
+        for mode in modes:
+            try:
+                f = datasets.load(
+                    args.task, "test", n, size=size, variant=variant, resize=mode, progress=True
+                )
+            except FileNotFoundError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            key = variant if variant != "4x3" else f"4x3/{mode}"
+            c[key] = correct(bundle, f.images) == f.labels
+            results[key] = {
+                "top1": round(float(c[key].mean()) * 100, 2),
+                "ci95": interval(c[key], rng),
+                "n": n,
+            }
+            print(f"{key:28s} top-1 {results[key]['top1']:6.2f}%  95% {results[key]['ci95']}")
+    four3 = f"4x3/{default_resize}"
+    shifted = {
+        "unseen_backgrounds": "unseen_backgrounds",
+        "camera_variation": "camera_variation",
+        "4x3": four3,
+    }
+    gaps = {}
+    for name, key in shifted.items():
+        gaps[name] = {
+            "gap_pt": round((c["in_domain"].mean() - c[key].mean()) * 100, 2),
+            "ci95": gap_interval(c["in_domain"], c[key], rng),
+        }
+    for mode in ("crop", "stretch"):
+        results[f"4x3/{default_resize}_minus_{mode}"] = {
+            "diff_pt": round((c[four3].mean() - c[f"4x3/{mode}"].mean()) * 100, 2),
+            "ci95_paired": paired_interval(c[four3], c[f"4x3/{mode}"], rng),
+        }
+    record = RESULTS / "training.json"
+    train_minutes = None
+    if record.exists():
+        train_minutes = json.loads(record.read_text()).get("summary", {}).get("default_recipe_wall_minutes")
+    summary = {
+        "float_top1_in_domain": results["in_domain"]["top1"],
+        "float_top1_unseen_backgrounds": results["unseen_backgrounds"]["top1"],
+        "float_top1_camera_variation": results["camera_variation"]["top1"],
+        "float_top1_4x3_frames": results[four3]["top1"],
+        "domain_gap_pt": max(g["gap_pt"] for g in gaps.values()),
+        "train_minutes": train_minutes,
+        "resize_default": default_resize,
+        "n_per_variant": n,
+    }
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    params = {
+        "bundle": bundle.model_name,
+        "model_id": bundle.model_id[:12],
+        "task": args.task,
+        "split": "test",
+        "bootstrap": B,
+        "git_commit": commit,
+    }
+    path = write_result("generalisation", summary, params, {"variants": results, "gaps": gaps}, args.out)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

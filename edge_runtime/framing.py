@@ -1,0 +1,61 @@
+"""Frame geometry: bring a camera frame to the model's square input, the same everywhere.
+
+``letterbox`` (the default) scales the whole frame to fit and pads the rest with mid grey;
+``crop`` scales the short side to fit and cuts the centre; ``stretch`` squashes the frame
+(distorts objects; measured in ``benchmarks/generalisation.py``). Training data, benchmarks and
+the edge's preprocessing all call :func:`fit`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["RESIZE_MODES", "fit"]
+
+RESIZE_MODES = ("letterbox", "crop", "stretch")
+_PAD = 128  # mid grey: the value the network's normalisation maps to 0
+
+
+def fit(
+    image: np.ndarray, size: int | tuple[int, int], mode: str = "letterbox", *, mask: np.ndarray | None = None
+):
+    """``image`` (H,W,3) uint8 -> (h,w,3) by ``mode``; with ``mask`` also returns the mask moved alike."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
+    h, w = (size, size) if isinstance(size, int) else size
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image if mask is None else (image, mask)
+    interp = cv2.INTER_AREA if ih * iw > h * w else cv2.INTER_LINEAR
+    if mode == "stretch":
+        out = cv2.resize(image, (w, h), interpolation=interp)
+        m = (
+            None
+            if mask is None
+            else cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        )
+    elif mode == "crop":
+        s = max(h / ih, w / iw)
+        sh, sw = max(h, round(ih * s)), max(w, round(iw * s))
+        y, x = (sh - h) // 2, (sw - w) // 2
+        out = cv2.resize(image, (sw, sh), interpolation=interp)[y : y + h, x : x + w]
+        m = None
+        if mask is not None:
+            m = cv2.resize(mask.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)[
+                y : y + h, x : x + w
+            ]
+    else:
+        s = min(h / ih, w / iw)
+        sh, sw = min(h, round(ih * s)), min(w, round(iw * s))
+        y, x = (h - sh) // 2, (w - sw) // 2
+        out = np.full((h, w, 3), _PAD, np.uint8)
+        out[y : y + sh, x : x + sw] = cv2.resize(image, (sw, sh), interpolation=interp)
+        m = None
+        if mask is not None:
+            m = np.zeros((h, w), np.uint8)
+            m[y : y + sh, x : x + sw] = cv2.resize(
+                mask.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST
+            )
+    out = np.ascontiguousarray(out)
+    return out if mask is None else (out, np.ascontiguousarray(m.astype(bool)))
