@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import rate_accuracy as ra  # noqa: E402
 from benchmarks import rate_baselines, rate_report, rate_select, rate_sweep  # noqa: E402
+from edge_runtime import datasets  # noqa: E402
+
+TASK = datasets.DEFAULT_TASK  # the task the default bundle was trained on
 
 
 def _m(name: str, split: str, correct, nbytes: float, family: str = "masked") -> rate_sweep.Measured:
@@ -85,8 +88,8 @@ def run(default_bundle):
         rate_targets=(250,),
     )
     grid = [s for s in grid if "/zstd" not in s.mode]
-    val = ra.frames(b, "shapes", "validation", 8)
-    test = ra.frames(b, "shapes", "test", 8)
+    val = ra.frames(b, TASK, "validation", 8)
+    test = ra.frames(b, TASK, "test", 8)
     res = ra.evaluate(b, val, test, grid, {"jpeg": (20, 60, 90)}, {})
     return b, grid, val, test, res
 
@@ -138,7 +141,7 @@ def test_summary_plot_and_table(run, tmp_path):
             assert e["test"]["passes"] == (e["test"]["diff_ci_pt"][0] >= -rate_select.ISO_POINTS - 1e-9)
     rate_report.plot(res, s, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 5000
-    params = {"task": "shapes", "model_id": b.model_id, "fair_budget": {"epochs": 1, "images": 1}}
+    params = {"task": TASK, "model_id": b.model_id, "fair_budget": {"epochs": 1, "images": 1}}
     md = rate_report.markdown(res, s, params)
     assert "| png (the float model: reference) |" in md
     assert "chosen on validation" in md
@@ -178,7 +181,7 @@ def test_readme_update_replaces_between_markers(tmp_path):
 def test_frame_codecs_round_trip(default_bundle):
     from edge_runtime import datasets
 
-    im = datasets.load("shapes", "validation", 1).images[0]
+    im = datasets.load(TASK, "validation", 1).images[0]
     for codec in (*rate_baselines.CODECS, "png"):
         qs = (None,) if codec == "png" else rate_baselines.QUALITIES[codec][::4]
         sizes = []

@@ -11,6 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import rate_select  # noqa: E402
 from benchmarks import rate_stream as rs  # noqa: E402
+from edge_runtime import datasets  # noqa: E402
+
+TASK = datasets.DEFAULT_TASK  # the task the default bundle was trained on
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None, reason="needs ffmpeg (deploy/system-packages.sh)"
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def stream():
-    return rs.Stream("shapes", "validation", 2 * rs.SEGMENT, 128)
+    return rs.Stream(TASK, "validation", 2 * rs.SEGMENT, 128)
 
 
 @pytest.mark.parametrize("codec", sorted(rs.VIDEO))
@@ -35,7 +38,7 @@ def test_video_round_trip_has_one_packet_per_frame_and_rate_follows_crf(stream, 
 
 def test_segments_average_and_selection_uses_validation(default_bundle, stream):
     b = default_bundle
-    test = rs.Stream("shapes", "test", rs.SEGMENT, 128)
+    test = rs.Stream(TASK, "test", rs.SEGMENT, 128)
     assert not np.array_equal(test.images[0], stream.images[0])
     edge = rs.edge_settings((0.3,), (4,))
     res = rs.evaluate(b, stream, test, edge, {"h264": (30,)}, {})

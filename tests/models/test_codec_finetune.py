@@ -14,11 +14,13 @@ from models.codec_finetune import (  # noqa: E402
     split_path_budget,
 )
 
+TASK = datasets.DEFAULT_TASK  # the task the default bundle was trained on
+
 
 def test_model_from_bundle_matches_onnx_runtime(default_bundle):
     b = default_bundle
     model, spec = model_from_bundle(b.path)
-    frames = datasets.load("shapes", "validation", 16).images
+    frames = datasets.load(TASK, "validation", 16).images
     onnx_logits = b.back(b.front(b.preprocess(frames))[b.split_name])
     np.testing.assert_allclose(predict(model, frames, spec), onnx_logits, atol=1e-3, rtol=1e-3)
 
@@ -33,7 +35,7 @@ def test_finetune_on_codec_trains_every_weight_on_the_codec_output(default_bundl
     torch.set_num_threads(1)
     model, spec = model_from_bundle(default_bundle.path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train = datasets.load("shapes", "train", 16)
+    train = datasets.load(TASK, "train", 16)
     seen = []
 
     def compress(frames, rng):  # a codec that blanks the lower half
