@@ -36,9 +36,9 @@ from edge_runtime.codec import Decoder  # noqa: E402
 from edge_runtime.config import Config, config_from_dict  # noqa: E402
 from edge_runtime.pipeline import STAGES, EdgeLoop, EdgePipeline  # noqa: E402
 from edge_runtime.sender import Sender  # noqa: E402
-from edge_runtime.sources import FrameFeed  # noqa: E402
+from edge_runtime.sources import FrameFeed, SceneSource  # noqa: E402
 
-SEED = datasets.STREAM_SEEDS["test"]  # the test split's moving stream (edge_runtime.datasets)
+SEED = datasets.STREAM_SEEDS["test"]  # the scene source at the test split's stream seed
 SEGMENT = 15  # a new object every 15 frames: many objects in a short run
 # The working point every mode shares (a mode's own sections override it): the shipped defaults
 # (edge_runtime/config.py), so that "default" below is exactly what runs out of the box.
@@ -130,9 +130,14 @@ def run_mode(bundle, ctx, sink, section: dict, frames: int, extra: dict | None =
     return d
 
 
+def _stream(bundle):
+    """The very stream the loop's scene source reads (labels must match the frames it sent)."""
+    return SceneSource(bundle.input.size[0], seed=SEED, segment=SEGMENT).stream
+
+
 def accuracy(bundle, msgs: list[bytes]) -> tuple[float, int]:
     dec = Decoder(model_ids=[bundle.model_id_bytes])
-    stream = datasets.stream(datasets.DEFAULT_TASK, "test", segment=SEGMENT)
+    stream = _stream(bundle)
     hits = n = 0
     for m in msgs:
         f = dec.decode(m)
@@ -145,7 +150,7 @@ def accuracy(bundle, msgs: list[bytes]) -> tuple[float, int]:
 
 
 def model_accuracy(bundle, frames: int) -> float:
-    stream = datasets.stream(datasets.DEFAULT_TASK, "test", segment=SEGMENT)
+    stream = _stream(bundle)
     hits = 0
     for t in range(frames):
         s = stream.frame(t)
