@@ -30,6 +30,8 @@ DEV = [
     "hypothesis>=6.100",
     "ruff>=0.6",
     "matplotlib>=3.8",
+    "scipy>=1.11",  # paired bootstrap intervals of the benchmarks (benchmarks/rate_select.py)
+    "pillow>=11.3",  # AVIF baseline (its wheels bundle libavif; benchmarks/rate_baselines.py)
     "tqdm>=4.66",
     # Drives Debian's headless Chromium (executablePath) in the editor test; never downloads a browser.
     "playwright>=1.45",

@@ -14,6 +14,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 _PACKAGES = ("numpy", "numba", "onnxruntime", "zstandard", "opencv-python-headless", "pyzmq", "torch", "onnx")
 
 
+def git_commit() -> str | None:
+    """HEAD of the checkout the benchmark runs from (``+dirty`` with uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def environment() -> dict:
     """The machine and package versions a result was measured with."""
     versions = {}
@@ -24,6 +40,7 @@ def environment() -> dict:
             pass
     return {
         "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

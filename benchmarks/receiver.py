@@ -2,16 +2,20 @@
 
     PYTHONPATH=. python benchmarks/receiver.py [--frames 256] [--latency-frames 200] [--fps 30]
 
-1. Throughput: the same pre-encoded messages (real front half, 8-bit per-channel quantization,
-   zstd; several streams) pushed as fast as possible through a Receiver with ``max_batch`` B and
-   with ``max_batch`` 1, alternating, best of ``--repeats``; frames per second from the first send
-   to the last result. Same back half, same process, one run.
+Messages are what the edge sends at its shipped defaults (``EdgePipeline`` with
+``edge_runtime/config.py`` unchanged: provider, keep ratio, bits, coder), one pipeline per stream,
+on the test split's scenes (``edge_runtime.datasets``). The old working point (unmasked, 8 bits,
+zstd) is measured beside it, labelled ``*_zstd8_unmasked``.
+
+1. Throughput: the same pre-encoded messages (several streams) pushed as fast as possible through
+   a Receiver with ``max_batch`` B and with ``max_batch`` 1, alternating, best of ``--repeats``;
+   frames per second from the first send to the last result. Same back half, same process, one run.
 2. Decode share: the receiver's own time in decode + dequantize over its time in the back half,
    in the batched run (per frame the back half is cheapest there, so the share is largest).
-3. Latency: a paced edge-like sender that runs the front half live (capture time taken before
-   preprocessing) into the receiver with its default batching; p50 / p99 of capture-to-result
-   against the sum of the model stages measured alone (front + quantize/encode + decode/dequantize
-   + back at batch 1, medians).
+3. Latency: a paced edge-like sender that runs the default pipeline live (capture time taken
+   before preprocessing) into the receiver with its default batching; p50 / p99 of
+   capture-to-result against the sum of the model stages measured alone (pipeline + decode /
+   dequantize + back at batch 1, medians).
 """
 
 from __future__ import annotations
@@ -28,19 +32,44 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # shared test helpers
 
-from helpers.receiver import features, quantize, scenes  # noqa: E402
+from helpers.receiver import features, quantize  # noqa: E402
 
 from benchmarks._common import write_result  # noqa: E402
+from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import load_bundle  # noqa: E402
 from edge_runtime.codec import Decoder, Encoder, Frame  # noqa: E402
+from edge_runtime.config import Config, config_from_dict  # noqa: E402
+from edge_runtime.pipeline import EdgePipeline  # noqa: E402
 from edge_runtime.receiver import Receiver  # noqa: E402
+from edge_runtime.sources import Captured  # noqa: E402
 from edge_runtime.transport import SocketTimeouts, apply_timeouts  # noqa: E402
 
 
+def _images(bundle, n: int, start: int = 0) -> np.ndarray:
+    return datasets.load(datasets.DEFAULT_TASK, "test", n, size=bundle.input.size[0], start=start).images
+
+
+def _pipelines(bundle, streams) -> dict:
+    """One pipeline per stream at the shipped defaults (only the stream id set)."""
+    return {s: EdgePipeline(bundle, config_from_dict({"runtime": {"stream_id": s}}, env={})) for s in streams}
+
+
+def _encode_default(bundle, n, streams):
+    """n messages as the edge sends them at its defaults, round-robin over ``streams``."""
+    images = _images(bundle, min(n, 64))
+    pipes = _pipelines(bundle, streams)
+    msgs = []
+    for i in range(n):
+        sid = streams[i % len(streams)]
+        cap = Captured(images[i % len(images)], i // len(streams), time.time_ns())
+        msgs.append(pipes[sid].process(cap, i // len(streams)).message)
+    return msgs
+
+
 def _encode_all(bundle, n, streams):
-    sc = scenes(bundle, min(n, 64), seed=11)
-    feats = features(bundle, np.stack([s.image for s in sc]))
-    enc = Encoder(bundle.model_id_bytes)
+    """The old working point, beside the defaults: unmasked, 8-bit per-channel, zstd."""
+    feats = features(bundle, _images(bundle, min(n, 64)))
+    enc = Encoder(bundle.model_id_bytes, coder="zstd")
     tensors = [quantize(f) for f in feats]
     msgs = []
     for i in range(n):
@@ -86,22 +115,22 @@ def throughput(bundle_path, msgs, max_batch, max_wait_ms, threads):
 
 
 def model_stages(bundle, reps=60):
-    sc = scenes(bundle, 8, seed=3)
-    enc = Encoder(bundle.model_id_bytes)
+    """Medians (ms) of the stages measured alone: the default pipeline, decode + dequantize, back."""
+    images = _images(bundle, 8, start=64)
+    pipe = _pipelines(bundle, ["s"])["s"]
     dec = Decoder(model_ids=[bundle.model_id_bytes])
-    t = {"front": [], "quantize_encode": [], "decode_dequantize": [], "back_batch1": []}
+    c_, h_, w_ = bundle.split_shape
+    t = {"edge_pipeline": [], "decode_dequantize": [], "back_batch1": []}
     for i in range(reps):
-        img = sc[i % len(sc)].image
         a = time.perf_counter()
-        f = features(bundle, img[None])[0]
+        msg = pipe.process(Captured(images[i % len(images)], i, 0), i).message
         b = time.perf_counter()
-        msg = enc.encode(Frame("s", i, 0, quantize(f)))
+        tensor = dec.decode(msg).tensor
+        x = np.zeros((1, c_, h_, w_), np.float32) if tensor is None else tensor.dequantize()[None]
         c = time.perf_counter()
-        x = dec.decode(msg).tensor.dequantize()[None]
-        d = time.perf_counter()
         bundle.back(x)
-        e = time.perf_counter()
-        for k, v in zip(t, (b - a, c - b, d - c, e - d), strict=True):
+        d = time.perf_counter()
+        for k, v in zip(t, (b - a, c - b, d - c), strict=True):
             t[k].append(v * 1e3)
     return {k: float(np.median(v)) for k, v in t.items()}
 
@@ -111,8 +140,8 @@ def latency(bundle_path, threads, rx_endpoint, n, fps, streams):
     taken before preprocessing."""
     bundle = load_bundle(bundle_path, threads=threads)
     bundle.warmup()
-    sc = scenes(bundle, 16, seed=5)
-    enc = Encoder(bundle.model_id_bytes)
+    images = _images(bundle, 16, start=128)
+    pipes = _pipelines(bundle, streams)
     ctx, s = _sender(rx_endpoint)
     time.sleep(0.2)
     period = 1.0 / fps
@@ -120,11 +149,21 @@ def latency(bundle_path, threads, rx_endpoint, n, fps, streams):
     for i in range(n):
         nxt += period
         cap = time.time_ns()
-        f = features(bundle, sc[i % len(sc)].image[None])[0]
-        s.send(enc.encode(Frame(streams[i % len(streams)], i // len(streams), cap, quantize(f))))
+        sid, seq = streams[i % len(streams)], i // len(streams)
+        s.send(pipes[sid].process(Captured(images[i % len(images)], seq, cap), seq).message)
         time.sleep(max(0.0, nxt - time.perf_counter()))
     s.close()
     ctx.term()
+
+
+def _default_config() -> dict:
+    c = Config()
+    return {
+        "provider": c.importance.provider,
+        "keep": c.reduce.value,
+        "bits": c.quantize.bits,
+        "coder": c.codec.coder,
+    }
 
 
 def main(argv=None) -> int:
@@ -149,13 +188,19 @@ def main(argv=None) -> int:
     bundle = load_bundle(args.bundle, threads=args.threads)
     bundle.warmup()
     streams = [f"cam{i}" for i in range(args.streams)]
-    msgs = _encode_all(bundle, args.frames, streams)
+    msgs = _encode_default(bundle, args.frames, streams)
+    old = _encode_all(bundle, args.frames, streams)
 
-    runs = {"batched": [], "batch1": []}
+    runs = {"batched": [], "batch1": [], "batched_zstd8_unmasked": []}
     for _ in range(args.repeats):  # alternate, so drifting load on a shared machine hits both
         runs["batched"].append(throughput(bundle.path, msgs, args.max_batch, args.max_wait_ms, args.threads))
         runs["batch1"].append(throughput(bundle.path, msgs, 1, 0.0, args.threads))
+        runs["batched_zstd8_unmasked"].append(
+            throughput(bundle.path, old, args.max_batch, args.max_wait_ms, args.threads)
+        )
     best = {k: max(v, key=lambda r: r["fps"]) for k, v in runs.items()}
+    bo = best["batched_zstd8_unmasked"]
+    decode_share_old = bo["decode_dequantize_s"] / bo["back_s"]
     speedup = best["batched"]["fps"] / best["batch1"]["fps"]
     bb = best["batched"]
     decode_share = bb["decode_dequantize_s"] / bb["back_s"]
@@ -198,6 +243,10 @@ def main(argv=None) -> int:
         "fps_batch1": round(b1["fps"], 1),
         "mean_batch": round(bb["mean_batch"], 2),
         "decode_share_of_back_batch1": round(decode_share_b1, 4),
+        "decode_share_of_back_zstd8_unmasked": round(decode_share_old, 4),
+        "default_config": _default_config(),
+        "bytes_per_frame": round(float(np.mean([len(m) for m in msgs])), 1),
+        "bytes_per_frame_zstd8_unmasked": round(float(np.mean([len(m) for m in old])), 1),
         "latency_p50_ms": round(p50, 2),
         "latency_p99_ms": round(p99, 2),
         "model_stages_ms": round(stage_sum, 2),
@@ -212,7 +261,7 @@ def main(argv=None) -> int:
         "bundle": str(bundle.path), "model_id": bundle.model_id[:16], "split_shape": list(bundle.split_shape),
         "frames": args.frames, "streams": args.streams, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "threads": args.threads, "repeats": args.repeats,
-        "latency_frames": args.latency_frames, "latency_fps": args.fps, "bits": 8, "coder": "zstd",
+        "latency_frames": args.latency_frames, "latency_fps": args.fps, "config": _default_config(),
     }  # fmt: skip
     results = {
         "throughput_runs": runs,

@@ -80,8 +80,10 @@ class SourceConfig:
 
 @dataclass
 class ImportanceConfig:
-    # fused: the cheapest mode within 0.5 pt of the float model and the best-localising map
-    # (benchmarks/results/rate_accuracy.json, maps.json); gradient graphs cost ~9 ms more per frame.
+    # Provider, keep ratio (reduce.value), bits and coder were chosen on the validation split
+    # (benchmarks/rate_accuracy.py, summary "edge_defaults_selected_on_validation"): the cheapest
+    # feature-zeroing setting whose accuracy interval stays within 0.5 pt of the float model, among
+    # the providers without a gradient graph (those cost ~3 x the edge time per frame).
     provider: str = field(
         default="fused",
         metadata=_choice(
@@ -101,7 +103,8 @@ class ReduceConfig:
     domain: str = field(default="feature", metadata=_choice("feature", "image"))
     mode: str = field(default="zero", metadata=_choice("zero", "blur", "colour", "grey"))
     threshold: str = field(default="keep_ratio", metadata=_choice("keep_ratio", "value", "percentile"))
-    value: float = field(default=0.3, metadata=_range(0.0))  # ratio (0..1), map value, or percentile
+    # ratio (0..1), map value, or percentile; 0.3: chosen on validation (see ImportanceConfig)
+    value: float = field(default=0.3, metadata=_range(0.0))
     normalize: bool = True  # divide the map by its maximum first; false: absolute map values
     dilate: int = field(default=0, metadata=_range(0, 64))  # grow the keep-mask by this many cells
     radius: int = field(default=2, metadata=_range(1, 64))  # blur radius
@@ -110,14 +113,14 @@ class ReduceConfig:
 
 @dataclass
 class QuantizeConfig:
-    bits: int = field(default=4, metadata=_range(1, 8))
+    bits: int = field(default=2, metadata=_range(1, 8))  # chosen on validation (see ImportanceConfig)
     per_channel: bool = True
     clip_percentile: float = field(default=0.0, metadata=_range(0.0, 100.0))  # 0 = min/max range
 
 
 @dataclass
 class CodecConfig:
-    # arith: 193 B against zstd's 273 B per frame at the same setting (rate_accuracy.json)
+    # arith: chosen on validation; zstd costs ~40% more at the same setting (rate_accuracy.json)
     coder: str = field(default="arith", metadata=_choice("zstd", "arith", "raw"))
     level: int = field(default=3, metadata=_range(-7, 22))
     keyframe_interval: int = field(default=0, metadata=_range(0))

@@ -3,7 +3,7 @@
 Flags and why:
 
 - ``cache=True``: compiled machine code is stored on disk, so a restarted edge service starts in
-  well under a second instead of recompiling (``benchmarks/kernels.py`` measures both). Numba reads
+  well under a second instead of recompiling (``benchmarks/bench_kernels.py`` measures both). Numba reads
   ``NUMBA_CACHE_DIR`` itself; when it is unset the cache lives in ``__pycache__`` next to the
   modules. Nothing here overrides it.
 - ``fastmath=False``: results must be bit-identical run to run and across cached / fresh
@@ -16,7 +16,7 @@ Flags and why:
 - ``boundscheck=False``: wrappers check shapes before the loops run.
 - ``inline="always"`` only for tiny per-element helpers (``jit(inline=True)``): Numba then inlines
   them in its own IR; left to LLVM, the bilinear sampler in warp_flow stayed a call (1.5x slower,
-  ``benchmarks/kernels.py``). Inlining does not change results.
+  ``benchmarks/bench_kernels.py``). Inlining does not change results.
 
 ``tests/kernels/test_jit_flags.py`` greps the package so that no other file calls ``numba.njit``.
 """

@@ -4,7 +4,7 @@
 histogram with bins spaced linearly between the current min and max keep only the bin holding
 the wanted rank, until at most ``_SMALL`` values remain, which are sorted. Linear bins split
 importance maps (values crowded in a few binades) far better than the top bits of the float,
-which put e.g. a quarter of a uniform [0, 1) map into one bin (``benchmarks/kernels.py``,
+which put e.g. a quarter of a uniform [0, 1) map into one bin (``benchmarks/bench_kernels.py``,
 threshold_keep_ratio: about 2x faster than the radix select alone). A round that keeps more than
 half of its input hands over to the radix select, so no distribution makes it quadratic.
 

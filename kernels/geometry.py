@@ -74,7 +74,7 @@ def _sample(src, sy, sx, fill):
 
     The common case (all four neighbours inside) is tested on the float coordinates and indexes
     with unsigned ints: Numba tests every signed index for wrap-around, and clamping first cost
-    as much again (``benchmarks/kernels.py``, warp_flow: 1.8x).
+    as much again (``benchmarks/bench_kernels.py``, warp_flow: 1.8x).
     """
     h, w = src.shape
     x0f = np.floor(sx)

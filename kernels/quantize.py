@@ -10,7 +10,7 @@ Formula, per channel (``per_channel=True``) or for the whole tensor (scale / off
   divides by zero; a channel with no values at all gets ``offset = 0``;
 - ``inv = float32(1 / scale)`` (float64 division), then in float32 arithmetic
   ``q = clip(floor((x - offset) * inv + 0.5), 0, L)``, stored as uint8 (float32 because it
-  vectorises twice as wide as float64: ``benchmarks/kernels.py``, fused mask + quantize);
+  vectorises twice as wide as float64: ``benchmarks/bench_kernels.py``, fused mask + quantize);
 - dequantized ``x' = offset + float32(q) * scale`` in float32.
 
 Masks: in :func:`quantize`, positions where ``mask`` is False are not read, not counted in the

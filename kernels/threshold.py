@@ -109,7 +109,7 @@ def _or_doubling(a, b, r, axis):
 def _dilate(m8, r, out8):
     """Square (2r+1) x (2r+1) dilation of a 0/1 uint8 mask: separable, each axis by OR-doubling.
 
-    log2(2r+1) + 1 vectorised OR passes per axis instead of 2r + 1 (``benchmarks/kernels.py``,
+    log2(2r+1) + 1 vectorised OR passes per axis instead of 2r + 1 (``benchmarks/bench_kernels.py``,
     dilate_mask: a running-count loop was 3x slower than NumPy's shifted ORs at r = 3).
     """
     h, w = m8.shape

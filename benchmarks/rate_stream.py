@@ -1,0 +1,441 @@
+"""The moving stream as video: the edge (with and without inter-frame feature coding) against H.264
+and HEVC of the same frames, each codec's model fine-tuned on that codec's decoded output.
+
+    python benchmarks/rate_stream.py [--val 1200] [--test 1200] [--ft-epochs E --ft-images N] [--quick]
+
+* Frames: ``edge_runtime.datasets.stream(task, split)`` (validation and test; the fair models train
+  on the train stream), at the model's input size, ``SEGMENT`` frames per object.
+* Video: ffmpeg ``libx264`` / ``libx265``, ``-preset veryfast -tune zerolatency``, a group of
+  pictures of ``GOP`` frames (the edge's key-frame interval in the temporal mode), yuv420p, a CRF
+  sweep. Bytes per frame: the packet sizes ffprobe reports for the elementary stream (headers and
+  parameter sets included, in the frames that carry them). The server decodes the stream and runs
+  the whole model: untuned (``h264``) and fine-tuned on that codec at random CRFs (``h264_fair``;
+  ``models/codec_finetune.py``, the split path's budget unless ``--ft-*`` say less).
+* Edge: the shipped defaults' provider, feature zeroing, a keep x bits sweep, intra only
+  (``edge_intra``) and with ``codec.keyframe_interval = GOP`` (``edge_temporal``); whole messages.
+* Selection as in ``benchmarks/rate_select.py``: each mode's cheapest setting that passes on
+  validation (interval within 0.5 pt of the float model), scored once on test. The intervals
+  resample whole segments (one object each), because frames of one object are not independent.
+
+Summary: ``best_bytes_vs_fair_h264_at_iso_accuracy``, ``best_bytes_vs_fair_hevc_at_iso_accuracy``
+(the cheaper edge mode over the fair codec), ``temporal_vs_intra_bytes``, the untuned ratios, and
+``decode_share_of_back`` (the receiver's decode + dequantize time over the back half's, batch 1,
+for the edge's selected setting; the video decoder's share beside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import rate_select as sel  # noqa: E402
+from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks.rate_baselines import whole_model_logits  # noqa: E402
+from benchmarks.rate_sweep import Measured, Setting, decode_logits  # noqa: E402
+from edge_runtime import datasets  # noqa: E402
+from edge_runtime.bundle import Bundle, load_bundle  # noqa: E402
+from edge_runtime.codec import Decoder  # noqa: E402
+from edge_runtime.config import Config, config_from_dict  # noqa: E402
+from edge_runtime.pipeline import EdgePipeline  # noqa: E402
+from edge_runtime.sources import Captured  # noqa: E402
+
+VIDEO = {"h264": "libx264", "hevc": "libx265"}
+CRFS = (20, 26, 30, 34, 38, 42, 46, 51)
+GOP = 30
+SEGMENT = 30  # frames per object
+KEEPS = (0.1, 0.15, 0.2, 0.3, 0.5)
+BITS = (2, 3, 4)
+FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
+
+
+class Stream:
+    """``n`` frames of the moving stream of ``split``: images, labels, segment index per frame."""
+
+    def __init__(self, task: str, split: str, n: int, size: int) -> None:
+        s = datasets.stream(task, split, size=size, segment=SEGMENT)
+        scenes = [s.frame(t) for t in range(n)]
+        self.split = split
+        self.images = np.stack([sc.image for sc in scenes])
+        self.labels = np.array([sc.label for sc in scenes], np.int64)
+        self.segments = np.arange(n) // SEGMENT
+
+
+# ---------------------------------------------------------------- video
+
+
+def _run(cmd: list[str], data: bytes | None = None) -> bytes:
+    p = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {p.stderr.decode(errors='replace')[-400:]}")
+    return p.stdout
+
+
+def video_roundtrip(frames: np.ndarray, codec: str, crf: int, gop: int = GOP) -> dict:
+    """Encode ``frames`` as one low-latency stream; decoded frames, bytes per frame (packet sizes),
+    and the encode / decode seconds (whole ffmpeg runs, process start included)."""
+    if FFMPEG is None or FFPROBE is None:
+        raise RuntimeError("ffmpeg / ffprobe not found: install Debian's ffmpeg (deploy/system-packages.sh)")
+    n, h, w, _ = frames.shape
+    ext = {"h264": "h264", "hevc": "hevc"}[codec]
+    lib = VIDEO[codec]
+    quiet = ["-x265-params", "log-level=error"] if codec == "hevc" else []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / f"s.{ext}")
+        t0 = time.perf_counter()
+        _run(
+            [FFMPEG, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", "30", "-i", "-",
+             "-c:v", lib, "-preset", "veryfast", "-tune", "zerolatency", "-g", str(gop), "-crf", str(crf),
+             "-pix_fmt", "yuv420p", *quiet, "-f", ext, out],
+            np.ascontiguousarray(frames).tobytes(),
+        )  # fmt: skip
+        t1 = time.perf_counter()
+        raw = _run([FFMPEG, "-v", "error", "-i", out, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        t2 = time.perf_counter()
+        sizes = _run([FFPROBE, "-v", "error", "-show_entries", "packet=size", "-of", "csv=p=0", out])
+    sizes = np.array([int(x) for x in sizes.decode().split()], np.float64)
+    decoded = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3).copy()
+    if len(sizes) != n or len(decoded) != n:
+        raise RuntimeError(f"{codec}: {n} frames in, {len(sizes)} packets and {len(decoded)} frames out")
+    return {"decoded": decoded, "bytes": sizes, "encode_s": t1 - t0, "decode_s": t2 - t1}
+
+
+def random_crf(codec: str, chunk: int = 4 * GOP):
+    """A :data:`models.codec_finetune.Compress`: the frames as a stream, each ``chunk`` of frames
+    at a CRF drawn uniformly from the sweep."""
+
+    def compress(frames: np.ndarray, rng: np.random.Generator):
+        out, sizes = np.empty_like(frames), np.zeros(len(frames))
+        for i in range(0, len(frames), chunk):
+            r = video_roundtrip(frames[i : i + chunk], codec, int(rng.choice(CRFS)))
+            out[i : i + chunk], sizes[i : i + chunk] = r["decoded"], r["bytes"]
+        return out, sizes
+
+    return compress
+
+
+def fair_video_model(bundle: Bundle, task: str, codec: str, budget: tuple[int, int], *, progress=False):
+    """The whole model fine-tuned on the train stream through ``codec`` (cached like the frame codecs')."""
+    import json
+
+    import torch
+
+    from benchmarks.rate_baselines import CACHE
+    from models.codec_finetune import CodecFinetuneConfig, finetune_on_codec, model_from_bundle
+
+    epochs, images = budget
+    model, spec = model_from_bundle(bundle.path)
+    path = CACHE / f"{bundle.model_id[:12]}-{task}-stream-{codec}-{epochs}x{images}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        model.load_state_dict(saved["state"])
+        return model, spec, saved["record"] | {"cached": str(path)}
+    train = Stream(task, "train", images, bundle.input.size[0])
+    cfg = CodecFinetuneConfig(epochs=epochs, images=images, threads=torch.get_num_threads())
+    rec = finetune_on_codec(
+        model, spec, train.images, train.labels, random_crf(codec), cfg, progress=progress
+    )
+    rec["train_split"] = {"task": task, "split": "train", "stream": True, "count": images}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "record": json.loads(json.dumps(rec))}, path)
+    return model, spec, rec
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _edge_config(keep: float, bits: int, temporal: bool) -> dict:
+    return {
+        "reduce": {"domain": "feature", "mode": "zero", "value": keep},
+        "quantize": {"bits": bits},
+        "codec": {"keyframe_interval": GOP if temporal else 0},
+    }
+
+
+def edge_settings(keeps=KEEPS, bits=BITS) -> list[Setting]:
+    out = []
+    for temporal in (False, True):
+        mode = "edge_temporal" if temporal else "edge_intra"
+        for b in bits:
+            for k in keeps:
+                out.append(Setting(mode, mode, {"keep": k, "bits": b}, _edge_config(k, b, temporal)))
+    return out
+
+
+def measure_edge(bundle: Bundle, st: Stream, s: Setting) -> tuple[Measured, dict]:
+    """The real pipeline over the stream in order; the receiver's path decodes in order."""
+    pipe = EdgePipeline(bundle, config_from_dict(s.config, env={}))
+    msgs, secs = [], np.zeros(len(st.images))
+    for i, im in enumerate(st.images):
+        t0 = time.perf_counter()
+        msgs.append(pipe.process(Captured(im, i, 0), i).message)
+        secs[i] = time.perf_counter() - t0
+    correct = decode_logits(bundle, msgs).argmax(1) == st.labels
+    m = Measured(
+        s, st.split, np.array([len(x) for x in msgs], np.float64), correct, 1000 * float(secs.mean())
+    )
+    return m, {"messages": msgs}
+
+
+def decode_share(bundle: Bundle, msgs: list[bytes]) -> float:
+    """Decode + dequantize seconds over back-half seconds, one frame at a time, in stream order."""
+    dec = Decoder(model_ids=[bundle.model_id_bytes])
+    c, h, w = bundle.split_shape
+    t_dec = t_back = 0.0
+    for m in msgs:
+        t0 = time.perf_counter()
+        t = dec.decode(m).tensor
+        f = np.zeros((1, c, h, w), np.float32) if t is None else t.dequantize()[None]
+        t1 = time.perf_counter()
+        bundle.back(f)
+        t_dec, t_back = t_dec + t1 - t0, t_back + time.perf_counter() - t1
+    return t_dec / t_back
+
+
+def measure_video(bundle: Bundle, st: Stream, codec: str, crfs, fair) -> list[Measured]:
+    from models.codec_finetune import predict
+
+    out = []
+    for crf in crfs:
+        r = video_roundtrip(st.images, codec, crf)
+        ms = 1000 * r["encode_s"] / len(st.images)
+        extra = {"decode_ms": 1000 * r["decode_s"] / len(st.images)}
+        correct = whole_model_logits(bundle, r["decoded"]).argmax(1) == st.labels
+        out.append(Measured(Setting(codec, codec, {"crf": crf}), st.split, r["bytes"], correct, ms, extra))
+        if fair is not None:
+            model, spec = fair
+            correct = predict(model, r["decoded"], spec).argmax(1) == st.labels
+            s = Setting(f"{codec}_fair", f"{codec}_fair", {"crf": crf})
+            out.append(Measured(s, st.split, r["bytes"], correct, ms, extra))
+    return out
+
+
+def by_segment(m: Measured, segments: np.ndarray) -> Measured:
+    """``m`` with bytes and accuracy averaged per segment: the units the intervals resample."""
+    k = int(segments.max()) + 1
+    cnt = np.bincount(segments, minlength=k)
+    b = np.bincount(segments, m.bytes, k) / cnt
+    c = np.bincount(segments, m.correct.astype(float), k) / cnt
+    return Measured(m.setting, m.split, b, c, m.edge_ms, m.extra)
+
+
+def reference(bundle: Bundle, st: Stream) -> Measured:
+    """The float model: the whole untuned model on the raw frames (bytes: the raw RGB frame)."""
+    correct = whole_model_logits(bundle, st.images).argmax(1) == st.labels
+    return Measured(
+        Setting("raw", "raw", {}), st.split, np.full(len(st.images), float(st.images[0].nbytes)), correct
+    )
+
+
+def run_split(bundle, st, edge, video, fair, progress=False) -> tuple[list[Measured], Measured, dict]:
+    from tqdm import tqdm
+
+    ms, msgs = [], {}
+    for s in tqdm(edge, desc=f"{st.split} edge", disable=not progress):
+        m, x = measure_edge(bundle, st, s)
+        ms.append(m)
+        msgs[m.name] = x["messages"]
+    for codec, crfs in video.items():
+        ms += measure_video(bundle, st, codec, crfs, fair.get(codec))
+    return ms, reference(bundle, st), msgs
+
+
+def evaluate(bundle, val: Stream, test: Stream, edge, video, fair, progress=False) -> dict:
+    val_m, ref_v, _ = run_split(bundle, val, edge, video, fair, progress)
+    seg_v = [by_segment(m, val.segments) for m in val_m]
+    ref_vs = by_segment(ref_v, val.segments)
+    selected = sel.select_per_mode(seg_v, ref_vs)
+    chosen = {k: v.setting for k, v in selected.items() if v is not None}
+    t_edge = [s for s in chosen.values() if s.family.startswith("edge")]
+    t_video: dict[str, list] = {}
+    for s in chosen.values():
+        c = s.family.removesuffix("_fair")
+        if c in video and s.params["crf"] not in t_video.setdefault(c, []):
+            t_video[c].append(s.params["crf"])
+    test_m, ref_t, msgs = run_split(bundle, test, t_edge, t_video, fair, progress)
+    names = {m.name: m for m in test_m}
+    return {
+        "validation": val_m,
+        "validation_by_segment": seg_v,
+        "reference_validation": ref_vs,
+        "selected": selected,
+        "test_frames": {k: names[v.name] for k, v in chosen.items()},
+        "test": {k: by_segment(names[v.name], test.segments) for k, v in chosen.items()},
+        "reference_test": by_segment(ref_t, test.segments),
+        "messages_test": msgs,
+    }
+
+
+def _ratio(res: dict, a: str | None, b: str) -> dict:
+    if a is None or res["selected"].get(b) is None:
+        who = "the edge" if a is None else b
+        return {"ratio": None, "ci": None, "why": f"{who}: no setting passes on validation"}
+    ta, tb = res["test"][a], res["test"][b]
+    lo, hi = sel.ratio_interval(ta.bytes, tb.bytes)
+    ref = res["reference_test"]
+    return {
+        "ratio": ta.mean_bytes / tb.mean_bytes,
+        "ci": [lo, hi],
+        "numerator": {"mode": a, "setting": ta.setting.params, "bytes": ta.mean_bytes},
+        "denominator": {"mode": b, "setting": tb.setting.params, "bytes": tb.mean_bytes},
+        "both_pass_on_test": sel.compare(ta, ref)["passes"] and sel.compare(tb, ref)["passes"],
+    }
+
+
+def summarize(bundle: Bundle, res: dict) -> dict:
+    sel_ = res["selected"]
+    edge_modes = [k for k in ("edge_intra", "edge_temporal") if sel_.get(k) is not None]
+    best = min(edge_modes, key=lambda k: sel_[k].mean_bytes) if edge_modes else None  # cheapest on validation
+    ref = res["reference_test"]
+    lo, hi = sel.mean_interval(ref.correct)
+    comps = {f"best_bytes_vs_fair_{c}_at_iso_accuracy": _ratio(res, best, f"{c}_fair") for c in VIDEO}
+    comps |= {f"best_bytes_vs_{c}_at_iso_accuracy": _ratio(res, best, c) for c in VIDEO}
+    comps["temporal_vs_intra_bytes"] = _ratio(
+        res, "edge_temporal" if sel_.get("edge_temporal") else None, "edge_intra"
+    )
+    s = {
+        "selected_on": "validation",
+        "scored_on": "test",
+        "n_validation_frames": int(len(res["validation"][0].correct)),
+        "n_test_frames": int(len(ref.correct)) * SEGMENT,
+        "n_test_segments": int(len(ref.correct)),
+        "float_accuracy": ref.top1,
+        "float_accuracy_ci": [lo, hi],
+    }
+    for k, v in comps.items():
+        s[k], s[k + "_ci"] = v["ratio"], v["ci"]
+    s["decode_share_of_back"] = None
+    if best is not None:
+        s["decode_share_of_back"] = decode_share(bundle, res["messages_test"][res["test"][best].name])
+        s["decode_share_of_back_mode"] = best
+    for c in VIDEO:
+        m = res["test_frames"].get(f"{c}_fair")
+        if m is not None:
+            s[f"{c}_decode_ms_per_frame"] = m.extra["decode_ms"]
+    s["per_mode"] = {
+        k: None
+        if v is None
+        else {
+            "selected_on_validation": {
+                "setting": v.setting.params,
+                **sel.score(v, res["reference_validation"]),
+            },
+            "test": sel.score(res["test"][k], ref),
+            "edge_ms": res["test"][k].edge_ms,
+        }
+        for k, v in sel_.items()
+    }
+    s["comparisons"] = comps
+    s["note"] = "goals for these ratios belong to the temporal-coding issue; reported as measured"
+    return s
+
+
+def main(argv=None) -> int:
+    """Run the benchmark; a bad option or input ends with an ``error:`` line and exit status 2."""
+    try:
+        return _main(argv)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
+    p.add_argument("--task", default=datasets.DEFAULT_TASK)
+    p.add_argument(
+        "--val", type=int, help=f"validation frames, a multiple of {SEGMENT} (default 1200; --quick 120)"
+    )
+    p.add_argument("--test", type=int, help="test frames (default 1200; --quick 120)")
+    p.add_argument("--ft-epochs", type=int, help="fair fine-tuning epochs (default: the split path's)")
+    p.add_argument(
+        "--ft-images", type=int, help="fair fine-tuning frames per epoch (default: the split path's)"
+    )
+    p.add_argument("--keeps", type=float, nargs="+", default=list(KEEPS), help="edge keep ratios swept")
+    p.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="edge bit depths swept")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", help="output JSON (default benchmarks/results/rate_stream.json)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    from benchmarks.rate_accuracy import rate_baselines_budget
+
+    torch.set_num_threads(max(1, args.threads))
+    t0 = time.perf_counter()
+    b = load_bundle(args.bundle, threads=args.threads)
+    n_val = args.val or (120 if args.quick else 1200)
+    n_test = args.test or (120 if args.quick else 1200)
+    if n_val % SEGMENT or n_test % SEGMENT or not n_val or not n_test:
+        raise ValueError(f"--val and --test must be positive multiples of {SEGMENT} (whole segments)")
+    budget = rate_baselines_budget(b, args)
+    progress = not args.no_progress
+    fair, records = {}, {}
+    for c in VIDEO:
+        model, spec, rec = fair_video_model(b, args.task, c, budget, progress=progress)
+        fair[c], records[c] = (model, spec), rec
+    edge = (
+        edge_settings((0.15, 0.3), (2, 4))
+        if args.quick
+        else edge_settings(tuple(args.keeps), tuple(args.bits))
+    )
+    crfs = (26, 38, 46) if args.quick else CRFS
+    size = b.input.size[0]
+    val, test = Stream(args.task, "validation", n_val, size), Stream(args.task, "test", n_test, size)
+    res = evaluate(b, val, test, edge, {c: crfs for c in VIDEO}, fair, progress)
+    summary = summarize(b, res)
+    defaults = Config()
+    params = {
+        "bundle": str(b.path),
+        "model_id": b.model_id,
+        "task": args.task,
+        "validation": {"split": "validation", "frames": n_val},
+        "test": {"split": "test", "frames": n_test},
+        "segment": SEGMENT,
+        "gop": GOP,
+        "crfs": list(crfs),
+        "video": {
+            c: f"ffmpeg {VIDEO[c]} -preset veryfast -tune zerolatency -g {GOP} -pix_fmt yuv420p"
+            for c in VIDEO
+        },
+        "edge": {
+            "provider": defaults.importance.provider,
+            "coder": defaults.codec.coder,
+            "sweep": {
+                "keep": sorted({s.params["keep"] for s in edge}),
+                "bits": sorted({s.params["bits"] for s in edge}),
+            },
+            "temporal_keyframe_interval": GOP,
+        },
+        "fair_budget": {"epochs": budget[0], "images": budget[1]},
+        "fair_finetuning": records,
+        "intervals": "paired percentile bootstrap 95% over whole segments (scipy.stats.bootstrap)",
+        "ffmpeg": _run([FFMPEG, "-version"]).decode().splitlines()[0] if FFMPEG else None,
+        "quick": args.quick,
+    }
+    params["seconds"] = round(time.perf_counter() - t0, 1)
+    rows = [m.row() | {"passes": sel.compare(s, res["reference_validation"])["passes"]}
+            for m, s in zip(res["validation"], res["validation_by_segment"], strict=True)]  # fmt: skip
+    rows += [
+        m.row() | sel.score(res["test"][k], res["reference_test"]) for k, m in res["test_frames"].items()
+    ]
+    path = write_result("rate_stream", summary, params, rows, args.out or RESULTS / "rate_stream.json")
+    keys = [k for k in summary if k.endswith(("accuracy", "bytes", "share_of_back")) or k == "float_accuracy"]
+    for k in keys:
+        v, ci = summary[k], summary.get(k + "_ci")
+        print(f"{k:<44} {'-' if v is None else f'{v:.3f}'} {'' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'}")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
