@@ -129,14 +129,19 @@ def load(
 def stream(task: str, split: str, *, size: int = 128, segment: int = 60):
     """The moving stream of ``task`` for ``split`` (deterministic; disjoint seeds by split).
 
-    The fashion stream is made of what ships in ``edge_runtime/assets`` (no apt needed): test
-    items over four background photographs; validation and test streams use disjoint halves of
-    the shipped items.
+    The fashion validation and test streams are made of what ships in ``edge_runtime/assets`` (no
+    apt needed): disjoint halves of the shipped test items over four background photographs. The
+    train stream uses training items over training backgrounds (the Debian packages), so that
+    nothing fine-tuned on it has seen a test item.
     """
     _check(task, split)
     if task == "fashion":
         from edge_runtime.photos import PhotoStream
 
+        if split == "train":  # training items over training backgrounds (needs the Debian packages)
+            return PhotoStream(
+                size, seed=STREAM_SEEDS[split], segment=segment, item_split="train", background="train"
+            )
         half = (0.0, 0.5) if split == "validation" else (0.5, 1.0)
         return PhotoStream(size, seed=STREAM_SEEDS[split], segment=segment, item_range=half)
     return MovingObjectStream(size, seed=STREAM_SEEDS[split], segment=segment)

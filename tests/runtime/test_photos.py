@@ -90,3 +90,14 @@ def test_fit_modes(mode):
         assert 3 <= m[32].sum() <= 5 and m[:, 30:34].all()
     with pytest.raises(ValueError, match="resize mode must be one of"):
         fit(img, 64, "squash")
+
+
+def test_train_stream_never_shows_test_items():
+    train = datasets.stream("fashion", "train")
+    shipped, _ = photos.fashion_items("demo")
+    assert train.items.shape[0] == 55000  # Fashion-MNIST training items, not the shipped test items
+    assert not any(
+        np.array_equal(train.frame(t * 60).image, datasets.stream("fashion", "test").frame(t * 60).image)
+        for t in range(3)
+    )
+    assert len(shipped) == 400
