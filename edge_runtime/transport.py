@@ -150,7 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     new.add_argument("name", help="e.g. receiver, or the edge box's host name")
     new.add_argument("--dir", default="keys", help="folder to write to (default: %(default)s)")
     ls = sub.add_parser("list", help="list key files with their public keys")
-    ls.add_argument("--dir", default="keys")
+    ls.add_argument("--dir", default="keys", help="folder to list")
 
 
 def run(args) -> int:
