@@ -14,6 +14,7 @@ RUNTIME = [
     "zstandard>=0.23",
     "opencv-python-headless>=4.10",
     "pyzmq>=26",
+    "prometheus_client>=0.20",  # metrics: counting, exposition, HTTP, multiprocess mode
 ]
 TRAIN = [
     # Pinned: an unpinned torch pulls several GB of CUDA packages; 2.13.0 has a CPU build here.
