@@ -54,7 +54,14 @@ class _HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         d = action.default
-        if "(default" in text or "%(default)" in text or d is None or d is False or d == [] or d is argparse.SUPPRESS:
+        if (
+            "(default" in text
+            or "%(default)" in text
+            or d is None
+            or d is False
+            or d == []
+            or d is argparse.SUPPRESS
+        ):
             return text
         if not action.option_strings and action.nargs not in ("?", "*"):
             return text

@@ -219,12 +219,10 @@ def cmd_train(args) -> int:
 
 
 def _export(checkpoint, out, name, variants) -> int:
-    from edge_runtime.bundle import GRAD_VARIANTS
-    from models.export import export_bundle
-
     from tqdm import tqdm
 
-    from models.export import export_progress
+    from edge_runtime.bundle import GRAD_VARIANTS
+    from models.export import export_bundle, export_progress
 
     model, ckpt = _load_checkpoint(checkpoint)
     final = ckpt["history"][-1] if ckpt.get("history") else {}

@@ -65,6 +65,7 @@ def paths(tmp_path):
 @pytest.mark.parametrize(("argv", "needle"), _cases(Path("/MISSING/missing"), Path("/WRONG/notes.txt")))
 def test_every_command_fails_cleanly(argv, needle, paths, capsys):
     missing, wrong = paths
+
     def fix(a: str) -> str:
         return a.replace("/MISSING", str(missing.parent)).replace("/WRONG", str(wrong.parent))
 
