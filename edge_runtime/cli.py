@@ -131,7 +131,21 @@ def _add_offline(sub) -> None:
     mc.add_retrain_args(sub.add_parser("retrain", help="fine-tune an ABN on teacher maps (needs .[train])"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str] | None) -> str | None:
+    """The subcommand named in ``argv`` (None: none, or ``--help`` of the whole program)."""
+    args = sys.argv[1:] if argv is None else argv
+    for a in args:
+        if a in ("-h", "--help", "--version"):
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, the other runtime subcommands are listed without importing
+    their modules (the receiver's import alone took a quarter of a second before the demo said
+    anything)."""
     p = _Parser(prog="edge-runtime", description="Importance-guided split inference at the edge")
     p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
     p.add_argument(
@@ -153,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib.util
 
     for name, (module, help_) in COMMANDS.items():
+        if only is not None and name != only:  # (find_spec would import the parent package)
+            sub.add_parser(name, help=help_)
+            continue
         if importlib.util.find_spec(module) is None:
             continue
         mod = importlib.import_module(module)
@@ -205,7 +222,7 @@ def _configure_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     # A sub-parser's bad option exits 2 with argparse's own "error:" line.
-    args = build_parser().parse_args(argv)
+    args = build_parser(only=_command_of(argv)).parse_args(argv)
     _configure_logging(args.verbose)
     t0 = time.perf_counter()
     try:

@@ -77,7 +77,7 @@ def run_demo(args) -> int:
     # endpoint and keys are the demo's own, set below.
     cfg = load_config(args.config, overrides=[*overrides, 'sender.endpoints=["tcp://127.0.0.1:1"]'], env={})
 
-    from edge_runtime.warmup import warm
+    from edge_runtime.warmup import graphs_for, warm
 
     warm(cfg, receiver=True)  # says at once what it does; compiles only what this config uses
 
@@ -89,7 +89,7 @@ def run_demo(args) -> int:
     from edge_runtime.transport import generate_keypair
 
     bundle = load_bundle(args.bundle)
-    bundle.warmup()
+    bundle.warmup(graphs_for(cfg, bundle))
     results: dict[int, int | None] = {}
     lock = threading.Lock()
     first: list[float] = []

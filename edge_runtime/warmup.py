@@ -18,7 +18,7 @@ import time
 
 from edge_runtime.config import Config, load_config
 
-__all__ = ["steps_for", "warm", "add_arguments", "run"]
+__all__ = ["steps_for", "graphs_for", "warm", "add_arguments", "run"]
 
 log = logging.getLogger("edge_runtime.warmup")
 
@@ -45,6 +45,15 @@ def steps_for(cfg: Config, *, receiver: bool = False) -> list[str]:
     if cfg.codec.coder == "arith" or receiver:
         steps.append("coder")  # the edge encodes with it; a receiver decodes what edges send
     return list(dict.fromkeys(steps))
+
+
+def graphs_for(cfg: Config, bundle) -> set[str]:
+    """The bundle's graphs the pipeline runs with ``cfg``: front, back and the provider's."""
+    graphs = {"front", "back"}
+    spec = bundle.importance.get(cfg.importance.provider)
+    if spec is not None:
+        graphs.add(spec["graph"])
+    return graphs
 
 
 def _cache_dir() -> str:
@@ -76,7 +85,7 @@ def warm(cfg: Config, bundle=None, *, receiver: bool = False) -> float:
 
     kernels.warmup(steps, progress)
     if bundle is not None:
-        bundle.warmup()
+        bundle.warmup(graphs_for(cfg, bundle))  # not the gradient graphs a config does not use
     took = time.perf_counter() - t0
     what = f"{len(compiled)} compiled" if compiled else "all from the cache"
     log.info("kernels ready in %.2f s (%d steps, %s)", took, len(steps), what)
