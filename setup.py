@@ -5,7 +5,16 @@ Offline machine: pip install ".[train]"   (adds torch==2.13.0 CPU, onnx, onnxscr
 Development:     pip install ".[train,dev]"
 """
 
+import atexit
+import shutil
+import tempfile
+
 from setuptools import find_packages, setup
+
+# `pip install .` leaves nothing in the checkout: setuptools' build/ and *.egg-info folders go to a
+# temporary folder that is removed when the build ends.
+_SCRATCH = tempfile.mkdtemp(prefix="edge-runtime-build-")
+atexit.register(shutil.rmtree, _SCRATCH, True)
 
 RUNTIME = [
     "numpy>=1.26,<2.6",  # numba supports numpy < 2.6
@@ -50,4 +59,5 @@ setup(
     install_requires=RUNTIME,
     extras_require={"train": TRAIN, "dev": DEV},
     entry_points={"console_scripts": ["edge-runtime=edge_runtime.cli:main"]},
+    options={"build": {"build_base": f"{_SCRATCH}/build"}, "egg_info": {"egg_base": _SCRATCH}},
 )
