@@ -38,6 +38,7 @@ def _cases(m: Path, f: Path) -> list:
         (["demo", "--bundle", str(m)], str(m)),
         (["demo", "--config", str(m)], str(m)),
         (["demo", "--set", "nosuch.key=1"], "nosuch"),
+        (["warmup", "--config", str(m)], str(m)),
     ]
     offline_ = [
         (["train", "--data", str(m)], str(m)),
