@@ -32,6 +32,9 @@ _OFFLINE = {"train", "export", "split", "finetune", "correct", "retrain"}
 #: lines); they show only with --verbose.
 QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch", "numba", "matplotlib", "PIL", "urllib3", "filelock")
 
+#: Top-level modules of the runtime requirements (setup.py's RUNTIME).
+_RUNTIME = {"numpy", "numba", "llvmlite", "onnxruntime", "zstandard", "cv2", "zmq", "prometheus_client"}
+
 #: Top-level modules of the ``train`` extra: an ImportError of one of them means "install it".
 _TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "onnx_ir", "onnx2torch", "tqdm", "flask", "werkzeug"}
 
@@ -87,6 +90,8 @@ def _user_error(e: BaseException) -> str | None:
             return f'this command needs the offline extra ({top} is not installed): pip install ".[train]"'
         if top in ("playwright", "matplotlib", "pytest"):
             return f'this command needs the dev extra ({top} is not installed): pip install ".[dev]"'
+        if top in _RUNTIME:
+            return f"edge-runtime is not completely installed ({top} is missing): pip install ."
         return None
     if isinstance(e, OSError) and e.filename is not None:
         what = {
