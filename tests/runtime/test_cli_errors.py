@@ -79,6 +79,24 @@ def test_every_command_fails_cleanly(argv, needle, paths, capsys):
     assert "Traceback" not in err
 
 
+def test_a_missing_runtime_requirement_is_named(tmp_path):
+    fake = tmp_path / "no-numba" / "numba"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'numba'\", name='numba')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])}
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "warmup"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert (
+        "edge-runtime warmup: error: edge-runtime is not completely installed (numba is missing)" in r.stderr
+    )
+    assert "Traceback" not in r.stderr
+
+
 def test_offline_commands_without_torch_say_what_to_install(tmp_path):
     # a `torch` that cannot be imported, first on the path: what an edge box without .[train] sees
     fake = tmp_path / "no-torch" / "torch"
