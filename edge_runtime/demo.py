@@ -62,6 +62,22 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+def _wait_for_handshake(sock, timeout_s: float = 2.0) -> None:
+    """Wait (bounded) until the CURVE handshake with the receiver is done: the demo's edge is fast
+    enough to fill the send queue (sndhwm) during the handshake, and its first frames were then
+    dropped as backpressure (tests/runtime/test_cli.py)."""
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        if mon.poll(int(timeout_s * 1000)):
+            recv_monitor_message(mon)
+    finally:
+        sock.disable_monitor()
+        mon.close(0)
+
+
 def run_demo(args) -> int:
     t_start = time.perf_counter()
     if args.frames < 1:
@@ -143,16 +159,26 @@ def run_demo(args) -> int:
                 flush=True,
             )
             with Sender(cfg.sender) as sender:
+                _wait_for_handshake(sender.sock)
                 loop = EdgeLoop(pipeline, feed, sender, status_interval_s=0)
-                edge = threading.Thread(
-                    target=loop.run, kwargs={"max_frames": args.frames, "stop": stop}, daemon=True
-                )
+                edge_done = threading.Event()
+
+                def run_edge() -> None:
+                    try:
+                        loop.run(max_frames=args.frames, stop=stop)
+                    finally:
+                        edge_done.set()
+
+                # Waits on an Event, not Thread.join: a Ctrl-C inside join() marks the thread as
+                # stopped while it still runs (CPython 3.11), and the sender was then closed
+                # under it (tests/runtime/test_demo.py, SIGTERM).
+                edge = threading.Thread(target=run_edge, name="demo-edge", daemon=True)
                 t0 = time.perf_counter()
                 edge.start()
                 try:
                     next_report = args.every
-                    while edge.is_alive():
-                        edge.join(timeout=0.2)
+                    while not edge_done.is_set():
+                        edge_done.wait(timeout=0.2)
                         with lock:
                             done = len(results)
                         if done >= next_report:
@@ -160,7 +186,7 @@ def run_demo(args) -> int:
                             next_report += args.every
                 finally:
                     stop.set()
-                    edge.join(timeout=10)
+                    edge_done.wait(timeout=10)
                 rx.wait(frames=loop.stats.sent, duration=10)  # the last results in flight
                 _report(loop.stats, results, labels, lock, time.perf_counter() - t0)
             d = loop.stats.as_dict()
