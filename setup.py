@@ -5,7 +5,16 @@ Offline machine: pip install ".[train]"   (adds torch==2.13.0 CPU, onnx, onnxscr
 Development:     pip install ".[train,dev]"
 """
 
+import atexit
+import shutil
+import tempfile
+
 from setuptools import find_packages, setup
+
+# `pip install .` leaves nothing in the checkout: setuptools' build/ and *.egg-info folders go to a
+# temporary folder that is removed when the build ends.
+_SCRATCH = tempfile.mkdtemp(prefix="edge-runtime-build-")
+atexit.register(shutil.rmtree, _SCRATCH, True)
 
 RUNTIME = [
     "numpy>=1.26,<2.6",  # numba supports numpy < 2.6
@@ -14,6 +23,7 @@ RUNTIME = [
     "zstandard>=0.23",
     "opencv-python-headless>=4.10",
     "pyzmq>=26",
+    "prometheus_client>=0.20",  # metrics: counting, exposition, HTTP, multiprocess mode
 ]
 TRAIN = [
     # Pinned: an unpinned torch pulls several GB of CUDA packages; 2.13.0 has a CPU build here.
@@ -60,4 +70,5 @@ setup(
     install_requires=RUNTIME,
     extras_require={"train": TRAIN, "dev": DEV},
     entry_points={"console_scripts": ["edge-runtime=edge_runtime.cli:main"]},
+    options={"build": {"build_base": f"{_SCRATCH}/build"}, "egg_info": {"egg_base": _SCRATCH}},
 )

@@ -197,13 +197,14 @@ class Bundle:
         spec = self.graphs["back"]
         return self.session("back").run(spec["outputs"][:1], {spec["inputs"][0]: features})[0]
 
-    def warmup(self) -> None:
-        """Create every session and run it once (so the first frame pays no start-up cost)."""
+    def warmup(self, graphs=None) -> None:
+        """Create every session (or those of ``graphs``) and run it once, so the first frame pays
+        no start-up cost."""
         h, w = self.input.size
         x = np.zeros((1, 3, h, w), np.float32)
         feats = self.front(x)[self.split_name]
         for name, spec in self.graphs.items():
-            if name == "front":
+            if name == "front" or (graphs is not None and name not in graphs):
                 continue
             feeds = {}
             for inp in spec["inputs"]:

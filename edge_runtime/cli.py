@@ -3,6 +3,12 @@
 Runtime subcommands (edge box, no torch) come from :data:`COMMANDS`: each names a module with
 ``add_arguments(parser)`` and ``run(args) -> int``; a module that is not there is not offered.
 Offline subcommands (``pip install ".[train]"``): ``train``, ``export``, ``split``, ``finetune``.
+
+Errors are handled in one place, :func:`main`: whatever a subcommand raises for a reason the user
+can fix (a missing extra, a missing or wrong path, a bad value, see :func:`_user_error`) becomes
+one ``edge-runtime CMD: error: ...`` line and exit status 2, never a traceback (``--verbose``
+adds the traceback). Third-party INFO logging (the ONNX exporter, torch, numba) stays quiet unless
+``--verbose``. Every option's help shows its default (:class:`_HelpFormatter`).
 """
 
 from __future__ import annotations
@@ -22,22 +28,89 @@ log = logging.getLogger("edge_runtime")
 
 _OFFLINE = {"train", "export", "split", "finetune", "correct", "retrain"}
 
+#: Loggers of libraries that log at INFO about their own internals (an export printed 274 such
+#: lines); they show only with --verbose.
+QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch", "numba", "matplotlib", "PIL", "urllib3", "filelock")
+
+#: Top-level modules of the runtime requirements (setup.py's RUNTIME).
+_RUNTIME = {"numpy", "numba", "llvmlite", "onnxruntime", "zstandard", "cv2", "zmq", "prometheus_client"}
+
+#: Top-level modules of the ``train`` extra: an ImportError of one of them means "install it".
+_TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "onnx_ir", "onnx2torch", "tqdm", "flask", "werkzeug"}
+
 # name -> (module with add_arguments / run, help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge_runtime.service", "run the edge pipeline (source -> importance -> reduce -> send)"),
     "receive": ("edge_runtime.receiver", "run the receiver (decode -> back half -> result sinks)"),
     "keys": ("edge_runtime.keys", "generate and list CURVE key pairs"),
     "train-dict": ("edge_runtime.codec.dictionary", "train a zstd dictionary on quantized feature maps"),
+    "warmup": ("edge_runtime.warmup", "compile the kernels a config uses into Numba's cache, ahead of time"),
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already names its default.
+
+    No default (None), a store_true flag (False) and an empty list say nothing worth printing.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (
+            "(default" in text
+            or "%(default)" in text
+            or d is None
+            or d is False
+            or d == []
+            or d is argparse.SUPPRESS
+        ):
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text
+        shown = " ".join(map(str, d)) if isinstance(d, list | tuple) else d
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)parser gets :class:`_HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The one line to print for an error the user can fix, or None for a bug (a traceback)."""
+    if isinstance(e, EdgeRuntimeError):
+        return str(e)
+    if isinstance(e, ImportError):
+        top = (e.name or "").split(".")[0]
+        if top in _TRAIN_EXTRA:
+            return f'this command needs the offline extra ({top} is not installed): pip install ".[train]"'
+        if top in ("playwright", "matplotlib", "pytest"):
+            return f'this command needs the dev extra ({top} is not installed): pip install ".[dev]"'
+        if top in _RUNTIME:
+            return f"edge-runtime is not completely installed ({top} is missing): pip install ."
+        return None
+    if isinstance(e, OSError) and e.filename is not None:
+        what = {
+            FileNotFoundError: "does not exist",
+            NotADirectoryError: "is not a folder",
+            IsADirectoryError: "is a folder, not a file",
+            PermissionError: "permission denied",
+        }.get(type(e), e.strerror or str(e))
+        return f"{e.filename}: {what}"
+    if isinstance(e, FileNotFoundError | NotADirectoryError | PermissionError):
+        return str(e)
+    if isinstance(e, ValueError):  # bad values in user data or options (messages name them)
+        return str(e)
+    return None
+
+
 def _offline_module():
-    try:
-        import models.cli
-    except ImportError as e:  # torch / onnx missing on an edge box
-        raise SystemExit(
-            f'this subcommand needs the offline extra ({e.name} is not installed): pip install ".[train]"'
-        ) from None
+    import models.cli  # imports no torch; the commands import it (an ImportError is handled in main)
+
     return models.cli
 
 
@@ -63,13 +136,27 @@ def _add_offline(sub) -> None:
     mc.add_retrain_args(sub.add_parser("retrain", help="fine-tune an ABN on teacher maps (needs .[train])"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="edge-runtime", description="Importance-guided split inference at the edge"
-    )
+def _command_of(argv: list[str] | None) -> str | None:
+    """The subcommand named in ``argv`` (None: none, or ``--help`` of the whole program)."""
+    args = sys.argv[1:] if argv is None else argv
+    for a in args:
+        if a in ("-h", "--help", "--version"):
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, the other runtime subcommands are listed without importing
+    their modules (the receiver's import alone took a quarter of a second before the demo said
+    anything)."""
+    p = _Parser(prog="edge-runtime", description="Importance-guided split inference at the edge")
     p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, third-party logs and tracebacks"
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     info = sub.add_parser("info", help="verify a bundle and print its manifest summary")
     info.add_argument(
@@ -85,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib.util
 
     for name, (module, help_) in COMMANDS.items():
+        if only is not None and name != only:  # (find_spec would import the parent package)
+            sub.add_parser(name, help=help_)
+            continue
         if importlib.util.find_spec(module) is None:
             continue
         mod = importlib.import_module(module)
@@ -126,12 +216,19 @@ def _cmd_demo(args) -> int:
     return run_demo(args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # A sub-parser's bad option exits 2 with argparse's own "error:" line.
+    args = build_parser(only=_command_of(argv)).parse_args(argv)
+    _configure_logging(args.verbose)
     t0 = time.perf_counter()
     try:
         if args.command in _OFFLINE:
@@ -139,8 +236,21 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "_run"):
             return args._run(args)
         return {"info": _cmd_info, "demo": _cmd_demo}[args.command](args)
-    except EdgeRuntimeError as e:
-        print(f"edge-runtime {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"edge-runtime {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # raise SystemExit("message") in a command: a user error as well
+        if isinstance(e.code, str):
+            print(f"edge-runtime {args.command}: error: {e.code}", file=sys.stderr)
+            return 2
+        raise
+    except Exception as e:
+        message = _user_error(e)
+        if message is None:
+            raise
+        if args.verbose:
+            log.exception("%s failed", args.command)
+        print(f"edge-runtime {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         log.debug("%s took %.2f s", args.command, time.perf_counter() - t0)

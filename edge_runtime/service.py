@@ -62,13 +62,13 @@ def run(args) -> int:
         return 2
 
     # Imported here so that --print-config and config errors need no ONNX Runtime / Numba start-up.
-    import kernels
     from edge_runtime.bundle import load_bundle
     from edge_runtime.metrics import Registry
     from edge_runtime.pipeline import EdgeLoop, EdgeMetrics, EdgePipeline
     from edge_runtime.sender import Sender
     from edge_runtime.sources import FrameFeed
     from edge_runtime.systemd import Notifier
+    from edge_runtime.warmup import warm
 
     notifier = Notifier()
     stop = threading.Event()
@@ -85,8 +85,9 @@ def run(args) -> int:
     log.info("bundle %s, split %s %s", bundle.model_name, bundle.split_name, list(bundle.split_shape))
     pipeline = EdgePipeline(bundle, cfg)
     if cfg.runtime.warmup:
-        log.info("kernels warm in %.2f s", kernels.warmup())
-        bundle.warmup()
+        # before the source opens: no frame waits (and goes stale) behind a compilation
+        notifier.status("compiling kernels (one time; `edge-runtime warmup` does it ahead)")
+        warm(cfg, bundle)
     registry = Registry()
     metrics = EdgeMetrics(registry)
     server = registry.serve(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.enabled else None

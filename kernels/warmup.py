@@ -1,8 +1,19 @@
-"""Compile every kernel once, on tiny inputs, so the first frame does not pay for compilation."""
+"""Compile kernels once, on tiny inputs, so the first frame does not pay for compilation.
+
+The work is a list of named **steps** (:data:`STEPS`), each calling one kernel in one variant
+(dtype, mode, option). :func:`warmup` runs the steps it is given (all by default) and reports each
+one to an optional ``progress(done, total, name, seconds)`` callback, so a caller can say how far
+a cold compilation is. The edge runtime picks the steps its configuration uses
+(``edge_runtime.warmup.steps_for``): a cold start then compiles a third of the kernels instead
+of all of them (``benchmarks/startup.py``).
+
+With a populated Numba cache a step only loads machine code from disk.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -12,37 +23,86 @@ from .quantize import dequantize, mask_quantize, quantize
 from .reduce import FEATURE_MODES, IMAGE_MODES, reduce_features, reduce_image
 from .threshold import dilate_mask, threshold_keep_ratio, threshold_percentile, threshold_value
 
-__all__ = ["warmup"]
+__all__ = ["STEPS", "warmup"]
+
+_RNG = np.random.default_rng(0)
+_IMP = _RNG.random((4, 5), dtype=np.float32)
+_KEEP = _IMP > 0.5
+_FEAT = _RNG.standard_normal((2, 4, 5), dtype=np.float32)
+_IMG = {
+    "uint8": (_RNG.random((4, 5, 3)) * 255).astype(np.uint8),
+    "float32": _RNG.random((4, 5, 3)).astype(np.float32),
+}
 
 
-def warmup() -> float:
-    """Call every public kernel on tiny inputs (every dtype and mode); return the seconds it took.
-
-    With a populated Numba cache this only loads machine code from disk.
-    """
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(0)
-    imp = rng.random((4, 5), dtype=np.float32)
-    keep = threshold_value(imp, 0.5)
-    threshold_keep_ratio(imp, 0.3)
-    threshold_percentile(imp, 70.0)
-    dilate_mask(keep, 1)
-    for dtype in (np.uint8, np.float32):
-        img = (rng.random((4, 5, 3)) * (255 if dtype == np.uint8 else 1)).astype(dtype)
-        for mode in IMAGE_MODES:
-            reduce_image(img, keep, mode)
-    feat = rng.standard_normal((2, 4, 5), dtype=np.float32)
-    for mode in FEATURE_MODES:
-        reduce_features(feat, keep, mode)
-    resize_bilinear(imp, 3, 7)
-    warp_flow(imp, np.zeros((4, 5, 2), np.float32))
-    shift_map(imp, 1, -0.5)
+def _quantize_all(masked: bool) -> None:
     for per_channel in (True, False):
         for clip in (None, 99.0):
-            q, s, o = quantize(feat, 8, per_channel=per_channel, clip_percentile=clip, mask=keep)
-            quantize(feat, 4, per_channel=per_channel, clip_percentile=clip)
-            mask_quantize(feat, keep, 8, per_channel=per_channel, clip_percentile=clip)
-            dequantize(q, s, o)
-            dequantize(q, s, o, keep)
-    weighted_sum([imp, feat], [0.5, 0.5], (6, 6))
+            if masked:
+                q, s, o = quantize(_FEAT, 8, per_channel=per_channel, clip_percentile=clip, mask=_KEEP)
+                mask_quantize(_FEAT, _KEEP, 8, per_channel=per_channel, clip_percentile=clip)
+            else:
+                q, s, o = quantize(_FEAT, 4, per_channel=per_channel, clip_percentile=clip)
+
+
+def _dequantize() -> None:
+    q, s, o = quantize(_FEAT, 8)
+    dequantize(q, s, o)
+    dequantize(q, s, o, _KEEP)
+
+
+def _coder() -> None:
+    from . import coder  # the arith coder; the wire codec imports it only when it is used
+
+    sym = (np.arange(2 * 4 * 5, dtype=np.uint8) % 16).reshape(2, 4, 5)
+    sym[:, ~_KEEP] = 0
+    for keep in (_KEEP, None):
+        buf = coder.encode_map(sym, keep, 4)
+        coder.decode_map(buf, sym.shape, 4, keep is not None)
+
+
+#: Every warm-up step by name: one kernel in one variant.
+STEPS: dict[str, Callable[[], object]] = {
+    "threshold.value": lambda: threshold_value(_IMP, 0.5),
+    "threshold.keep_ratio": lambda: threshold_keep_ratio(_IMP, 0.3),
+    "threshold.percentile": lambda: threshold_percentile(_IMP, 70.0),
+    "dilate": lambda: dilate_mask(_KEEP, 1),
+    **{
+        f"reduce_image.{mode}.{dt}": (lambda mode=mode, dt=dt: reduce_image(_IMG[dt], _KEEP, mode))
+        for dt in ("uint8", "float32")
+        for mode in IMAGE_MODES
+    },
+    **{f"reduce_features.{m}": (lambda m=m: reduce_features(_FEAT, _KEEP, m)) for m in FEATURE_MODES},
+    "resize": lambda: resize_bilinear(_IMP, 3, 7),
+    "warp": lambda: warp_flow(_IMP, np.zeros((4, 5, 2), np.float32)),
+    "shift": lambda: shift_map(_IMP, 1, -0.5),
+    "quantize.masked": lambda: _quantize_all(True),
+    "quantize.dense": lambda: _quantize_all(False),
+    "dequantize": _dequantize,
+    "fuse": lambda: weighted_sum([_IMP, _FEAT], [0.5, 0.5], (6, 6)),
+    "coder": _coder,
+}
+
+#: What a step that is not given to warmup() defaults to: all but the arith coder, which used to be
+#: compiled on the first frame (the wire codec imports it lazily); callers that use it name it.
+_DEFAULT = tuple(s for s in STEPS if s != "coder")
+
+
+def warmup(
+    steps: Iterable[str] | None = None,
+    progress: Callable[[int, int, str, float], None] | None = None,
+) -> float:
+    """Run the warm-up ``steps`` (names from :data:`STEPS`; default: every kernel but the arith
+    coder) and return the seconds it took. ``progress(done, total, name, seconds)`` is called
+    after each step."""
+    names = list(_DEFAULT if steps is None else steps)
+    unknown = [n for n in names if n not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown warm-up steps {unknown}; known: {', '.join(STEPS)}")
+    t0 = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        s0 = time.perf_counter()
+        STEPS[name]()
+        if progress is not None:
+            progress(i, len(names), name, time.perf_counter() - s0)
     return time.perf_counter() - t0

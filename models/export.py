@@ -27,6 +27,8 @@ Graphs, all with the dynamo exporter (``torch.onnx.export(..., dynamo=True)``):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import shutil
 import tempfile
@@ -43,7 +45,7 @@ from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
 from models.attention import FUSION_WEIGHTS, fuse, map_size_for
 from models.networks import fuse_batchnorm
 
-__all__ = ["export_bundle", "FUSION_WEIGHTS", "influence_fn", "FrontGraph"]
+__all__ = ["export_bundle", "export_progress", "FUSION_WEIGHTS", "influence_fn", "FrontGraph"]
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -236,6 +238,19 @@ def trace_influence(model: nn.Module, variant: str, size: tuple[int, int]):
     )
 
 
+_progress: contextvars.ContextVar = contextvars.ContextVar("export_progress", default=None)
+
+
+@contextlib.contextmanager
+def export_progress(bar):
+    """Within the ``with``, every exported graph advances ``bar`` (e.g. a ``tqdm``) by one."""
+    token = _progress.set(bar)
+    try:
+        yield bar
+    finally:
+        _progress.reset(token)
+
+
 def _export(module, args, path: Path, input_names, output_names, dynamic_batch: bool) -> None:
     dynamic_shapes = None
     if dynamic_batch:
@@ -254,6 +269,10 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_batch: 
         dynamic_shapes=dynamic_shapes,
         verbose=False,
     )
+    bar = _progress.get()
+    if bar is not None:
+        bar.set_postfix_str(path.name)
+        bar.update(1)
 
 
 def export_bundle(

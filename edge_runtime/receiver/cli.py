@@ -41,12 +41,13 @@ DEFAULTS: dict[str, object] = {
     "metrics_port": None,
     "duration": None,
     "frames": None,
+    "status_interval_s": 10.0,
 }
 _TYPES = {
     "bind": str, "socket": str, "bundle": list, "keys_secret": str, "allow_dir": str, "workers": int,
     "threads": int, "max_batch": int, "max_wait_ms": (int, float), "jsonl": str, "jsonl_max_mb": (int, float),
     "jsonl_backups": int, "pub": str, "metrics_host": str, "metrics_port": int, "duration": (int, float),
-    "frames": int,
+    "frames": int, "status_interval_s": (int, float),
 }  # fmt: skip
 
 
@@ -83,6 +84,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free port)")
     a("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM)")
     a("--frames", type=int, help="stop after this many messages were accounted for")
+    a(
+        "--status-interval-s",
+        type=float,
+        help=f"one status line every this many seconds, 0: none (default {DEFAULTS['status_interval_s']})",
+    )
+
+
+def status_line(totals: dict, received_then: int, seconds: float) -> str:
+    """The periodic status line (like the edge's): counts so far and the rate since the last one."""
+    rate = (totals["received"] - received_then) / seconds if seconds > 0 else 0.0
+    rejected = " ".join(f"{k}={v}" for k, v in sorted(totals["rejected"].items()) if v)
+    return (
+        f"received {totals['received']} results {totals['results']} (empty {totals['empty']}) "
+        f"rejected [{rejected or 'none'}] gaps {totals['gaps']} | {rate:.1f} msg/s"
+    )
 
 
 def load_config(path: str | Path) -> dict:
@@ -147,7 +163,9 @@ def run(args) -> int:
     frames, duration = conf["frames"], conf["duration"]
     end = None if duration is None else time.monotonic() + duration
     notifier = Notifier()
+    interval = conf["status_interval_s"]
     with build_receiver(conf) as rx:
+        last_status, received_then = time.monotonic(), 0
         print(  # noqa: T201 - CLI output
             f"receiving on {rx.endpoint}"
             + (f", metrics on port {rx.metrics_port}" if rx.metrics_port else "")
@@ -165,6 +183,11 @@ def run(args) -> int:
             if not rx.alive(max_age_s=60):
                 log.error("receiver loop or a worker stopped; exiting so that systemd restarts us")
                 return 1
+            if interval and now - last_status >= interval:
+                line = status_line(t, received_then, now - last_status)
+                log.info("%s", line)
+                notifier.status(line)
+                last_status, received_then = now, t["received"]
             stop.wait(0.05)
         notifier.stopping()
     t = rx.stats.totals()

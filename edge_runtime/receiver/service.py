@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_TYPES = {"pull": zmq.PULL, "router": zmq.ROUTER}
 _READY_TIMEOUT_S = 120.0  # a worker loads its bundles and ONNX Runtime; slow on a busy machine
+_STOP_TIMEOUT_S = 10.0  # a thread that takes longer is reported (it is a daemon thread)
 
 
 def _bundle_paths(bundles: Iterable[Bundle | str | Path] | None) -> list[Bundle | Path]:
@@ -241,8 +242,8 @@ class Receiver:
         if port is not None:
             self._metrics_server = MetricsServer(self.render_metrics, host, port)
             self.metrics_port = self._metrics_server.port
-        log.info(
-            "receiving on %s (%s, %s), max batch %d, max wait %.1f ms, %s",
+        log.info(  # the CLI prints the one "receiving on" line
+            "bound %s (%s, %s), max batch %d, max wait %.1f ms, %s",
             self.endpoint, self.socket_type, "CURVE" if self._auth else "UNAUTHENTICATED",
             self.max_batch, self.max_wait_ms,
             f"{self.workers} workers" if self.workers > 1 else f"one process, {self.threads} ORT threads",
@@ -264,6 +265,9 @@ class Receiver:
         except zmq.ZMQError as e:
             sock.close(0)
             raise ConfigError(f"cannot bind the receiver to {self.bind!r}: {e}") from e
+        except BaseException:
+            sock.close(0)  # e.g. a bad key file: an open socket would block ctx.term() forever
+            raise
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock
 
@@ -280,9 +284,9 @@ class Receiver:
         if self._procs:
             self._stop_workers()
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=_STOP_TIMEOUT_S)
             if t.is_alive():
-                log.error("receiver thread %s did not stop within 30 s", t.name)
+                log.error("receiver thread %s did not stop within %.0f s", t.name, _STOP_TIMEOUT_S)
         if self._metrics_server is not None:
             self._metrics_server.close()
         for s in self._owned_sinks + self._sinks:
@@ -515,6 +519,12 @@ class Receiver:
     def _stop_workers(self) -> None:
         try:
             self._ctrl.send(b"TERMINATE")
+            # Close the control socket only once the proxy has read TERMINATE: closed at once with
+            # linger 0 it sometimes dropped the message, and an idle `--workers 2` receiver then
+            # took 30 s to stop (tests/receiver/test_receiver_shutdown.py).
+            for t in self._threads:
+                if t.name == "receiver-_proxy":
+                    t.join(timeout=_STOP_TIMEOUT_S)
         finally:
             self._ctrl.close(0)
         self._worker_stop.set()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 
 import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("flask", reason="the editor needs flask (the train extra)")
+
+from helpers.system import require, require_executable  # noqa: E402
 
 from models.correct import TeacherStore  # noqa: E402
 from models.editor import EditorServer, EditorState, create_app  # noqa: E402
@@ -116,16 +116,17 @@ def test_class_folders_must_be_bundle_classes(tmp_path, default_bundle):
 
 
 def _chromium() -> str:
-    exe = shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.access(exe, os.X_OK):
-        pytest.skip("no Chromium browser (looked for `chromium` on PATH and /usr/bin/chromium)")
-    return exe
+    # skips locally, fails in CI (CI=true): the browser comes from deploy/system-packages.sh
+    return require_executable("chromium", "/usr/bin/chromium")
 
 
 @pytest.mark.browser
 def test_editor_in_headless_chromium(state, data_dir):
     exe = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (the dev extra)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        require(False, "playwright (the dev extra) is not installed")
     with EditorServer(state) as server, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
         try:

@@ -1,0 +1,79 @@
+"""Cold start: the warm-up compiles what the config uses (and nothing the pipeline needs is left
+for the first frames), and it says so before anything is compiled."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kernels
+from edge_runtime.config import load_config
+from edge_runtime.warmup import steps_for
+from kernels import _jit
+from kernels.warmup import STEPS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_steps_follow_the_config():
+    default = steps_for(load_config(None, env={}))
+    assert {"threshold.keep_ratio", "quantize.masked", "coder"} <= set(default)
+    assert not any(s.startswith(("reduce_image", "reduce_features")) for s in default)
+    assert len(default) < len(STEPS) / 3
+    image = steps_for(load_config(None, env={}, overrides=["reduce.domain=image", "reduce.mode=blur"]))
+    assert "reduce_image.blur.uint8" in image and "quantize.dense" in image
+    zstd = steps_for(
+        load_config(
+            None,
+            env={},
+            overrides=["codec.coder=zstd", "importance.motion=phase", "importance.reuse_interval=4"],
+        )
+    )
+    assert "coder" not in zstd and "shift" in zstd
+    assert "coder" in steps_for(load_config(None, env={}, overrides=["codec.coder=zstd"]), receiver=True)
+    assert set(default) <= set(STEPS)
+
+
+def test_unknown_step_is_an_error():
+    with pytest.raises(ValueError, match="unknown warm-up steps"):
+        kernels.warmup(["nope"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["reduce.domain=image", "reduce.mode=colour"], ["reduce.mode=blur", "reduce.threshold=percentile"]],
+    ids=["default", "image-colour", "feature-blur-percentile"],
+)
+def test_after_the_warmup_the_pipeline_compiles_nothing(overrides):
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.pipeline import EdgePipeline
+    from edge_runtime.sources import SceneSource
+    from edge_runtime.warmup import warm
+
+    cfg = load_config(None, env={}, overrides=["sender.endpoints=['tcp://127.0.0.1:1']", *overrides])
+    bundle = load_bundle(threads=1)
+    warm(cfg, bundle)
+    before = {name: len(d.signatures) for name, d in _jit.KERNELS.items()}
+    pipe = EdgePipeline(bundle, cfg)
+    src = SceneSource(size=bundle.input.size[0])
+    for seq in range(6):  # a map frame and reused-map frames
+        pipe.process(src.read(), seq)
+    after = {name: len(d.signatures) for name, d in _jit.KERNELS.items()}
+    grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert grew == {}, f"compiled on a frame, not in the warm-up: {grew}"
+
+
+def test_warmup_command_says_what_it_does_first(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_DISABLE_JIT": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "warmup"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "edge_runtime" in line]
+    assert "kernels: preparing" in lines[0] and str(tmp_path) in lines[0]
+    assert "kernels ready in" in lines[-1]
