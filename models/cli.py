@@ -231,7 +231,9 @@ def _data(args):
     progress = not getattr(args, "no_progress", False)
     if args.decoy:  # the decoy experiment stays on the synthetic shapes
         train = _scenes(args.num_train, args.seed * 1000 + 1, args.size, args.decoy, "train scenes", progress)
-        return train, _scenes(args.num_val, args.seed * 1000 + 2, args.size, None, "validation scenes", progress)
+        return train, _scenes(
+            args.num_val, args.seed * 1000 + 2, args.size, None, "validation scenes", progress
+        )
     train = task_dataset(args.task, "train", args.num_train, size=args.size, progress=progress)
     return train, task_dataset(args.task, "validation", args.num_val, size=args.size, progress=progress)
 
