@@ -9,7 +9,7 @@ import pytest
 import zmq
 from helpers.receiver import Sender, features, make_messages, quantize
 
-from edge_runtime.codec import Encoder, Frame
+from edge_runtime.codec import Decoder, Encoder, Frame
 from edge_runtime.receiver import Receiver, Result
 from edge_runtime.receiver.engine import softmax
 
@@ -30,7 +30,10 @@ def test_results_match_the_model_run_directly(bundle, traffic, tmp_path):
     assert totals["rejected"] == {} and totals["gaps"] == 0
     by_key = {(r.stream_id, r.seq): r for r in got}
     assert len(by_key) == len(msgs)
-    # the same dequantized features through bundle.back, one frame at a time
+    # the same dequantized features through bundle.back, one frame at a time: decoded from the
+    # message, since wire v2 carries scale / offset as float16 (codec.QPARAM_REL_ERROR)
+    dec = Decoder(model_ids=[bundle.model_id_bytes])
+    decoded = [dec.decode(m).tensor for m in msgs]
     streams = ("cam0", "cam1", "cam2")
     seqs = dict.fromkeys(streams, 0)
     agree_image = n_tensor = 0
@@ -43,7 +46,7 @@ def test_results_match_the_model_run_directly(bundle, traffic, tmp_path):
             assert r.cls is None and r.scores is None and r.label is None
             continue
         n_tensor += 1
-        ref = softmax(bundle.back(t.dequantize()[None]).astype(np.float64))[0]
+        ref = softmax(bundle.back(decoded[i].dequantize()[None]).astype(np.float64))[0]
         np.testing.assert_allclose(r.scores, ref, atol=1e-4)
         assert r.cls == int(ref.argmax()) and r.label == bundle.classes[r.cls]
         assert r.latency_ms > 0 and 1 <= r.batch <= 8
