@@ -7,6 +7,8 @@ import importlib.metadata
 import json
 import os
 import platform
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,3 +66,12 @@ def write_result(name: str, summary: dict, parameters: dict, results, out: str |
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def run_cli(run: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a benchmark's ``run(argv)``; a bad option or input ends with an ``error:`` line, exit 2."""
+    try:
+        return run(argv)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)  # noqa: T201
+        return 2

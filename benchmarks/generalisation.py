@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
+from benchmarks import rate_select  # noqa: E402
 from benchmarks._common import RESULTS, write_result  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import load_bundle  # noqa: E402
 from edge_runtime.config import SourceConfig  # noqa: E402
-
-B = 2000  # bootstrap resamples
 
 
 def correct(bundle, images: np.ndarray, batch: int = 250) -> np.ndarray:
@@ -45,23 +44,8 @@ def correct(bundle, images: np.ndarray, batch: int = 250) -> np.ndarray:
     return np.concatenate(out)
 
 
-def interval(c: np.ndarray, rng: np.random.Generator) -> list[float]:
-    idx = rng.integers(0, len(c), (B, len(c)))
-    return [round(float(v) * 100, 2) for v in np.percentile(c[idx].mean(1), [2.5, 97.5])]
-
-
-def gap_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> list[float]:
-    """Interval of mean(a) - mean(b) in points, independent resamples (different frames)."""
-    da = a[rng.integers(0, len(a), (B, len(a)))].mean(1)
-    db = b[rng.integers(0, len(b), (B, len(b)))].mean(1)
-    return [round(float(v) * 100, 2) for v in np.percentile(da - db, [2.5, 97.5])]
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> list[float]:
-    """Interval of mean(a) - mean(b) in points, paired over the same frames."""
-    idx = rng.integers(0, len(a), (B, len(a)))
-    d = a[idx].mean(1) - b[idx].mean(1)
-    return [round(float(v) * 100, 2) for v in np.percentile(d, [2.5, 97.5])]
+def _pt(interval) -> list[float]:
+    return [round(v * 100, 2) for v in interval]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     size = bundle.input.size[0]
     default_resize = SourceConfig().resize
-    rng = np.random.default_rng(0)
     c, results = {}, {}
     for variant in datasets.VARIANTS:
         modes = ("letterbox", "crop", "stretch") if variant == "4x3" else (default_resize,)
@@ -96,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             c[key] = correct(bundle, f.images) == f.labels
             results[key] = {
                 "top1": round(float(c[key].mean()) * 100, 2),
-                "ci95": interval(c[key], rng),
+                "ci95": _pt(rate_select.mean_interval(c[key])),
                 "n": n,
             }
             print(f"{key:28s} top-1 {results[key]['top1']:6.2f}%  95% {results[key]['ci95']}")
@@ -110,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, key in shifted.items():
         gaps[name] = {
             "gap_pt": round((c["in_domain"].mean() - c[key].mean()) * 100, 2),
-            "ci95": gap_interval(c["in_domain"], c[key], rng),
+            "ci95": _pt(rate_select.independent_diff_interval(c["in_domain"], c[key])),
         }
     for mode in ("crop", "stretch"):
         results[f"4x3/{default_resize}_minus_{mode}"] = {
             "diff_pt": round((c[four3].mean() - c[f"4x3/{mode}"].mean()) * 100, 2),
-            "ci95_paired": paired_interval(c[four3], c[f"4x3/{mode}"], rng),
+            "ci95_paired": _pt(rate_select.diff_interval(c[four3], c[f"4x3/{mode}"])),
         }
     record = RESULTS / "training.json"
     train_minutes = None
@@ -137,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_id": bundle.model_id[:12],
         "task": args.task,
         "split": "test",
-        "bootstrap": B,
+        "bootstrap": f"scipy.stats.bootstrap, percentile, {rate_select.N_RESAMPLES} resamples",
         "git_commit": commit,
     }
     path = write_result("generalisation", summary, params, {"variants": results, "gaps": gaps}, args.out)

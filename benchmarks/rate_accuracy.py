@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import rate_baselines, rate_report, rate_select, rate_sweep  # noqa: E402
-from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import Bundle, load_bundle  # noqa: E402
 
@@ -136,11 +136,7 @@ def fair_models(bundle: Bundle, task: str, codecs, budget, *, progress=False) ->
 
 def main(argv=None) -> int:
     """Run the benchmark; a bad option or input ends with an ``error:`` line and exit status 2."""
-    try:
-        return _main(argv)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(_main, argv)
 
 
 def _main(argv=None) -> int:

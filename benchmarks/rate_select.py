@@ -43,7 +43,7 @@ SEED = 0
 SELECTION_SPLIT = "validation"
 
 
-def _bootstrap(data: tuple[np.ndarray, ...], statistic) -> tuple[float, float]:
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, paired: bool = True) -> tuple[float, float]:
     from scipy.stats import bootstrap
 
     data = tuple(np.asarray(d, np.float64) for d in data)
@@ -53,7 +53,7 @@ def _bootstrap(data: tuple[np.ndarray, ...], statistic) -> tuple[float, float]:
     res = bootstrap(
         data,
         statistic,
-        paired=True,
+        paired=paired,
         vectorized=True,
         n_resamples=N_RESAMPLES,
         confidence_level=CONFIDENCE,
@@ -71,6 +71,11 @@ def mean_interval(x: np.ndarray) -> tuple[float, float]:
 def diff_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Paired 95% interval of ``mean(a) - mean(b)`` (the same frames on both sides)."""
     return _bootstrap((a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis))
+
+
+def independent_diff_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """95% interval of ``mean(a) - mean(b)`` for two different sets of frames (resampled apart)."""
+    return _bootstrap((a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis), paired=False)
 
 
 def ratio_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import rate_select as sel  # noqa: E402
-from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
 from benchmarks.rate_baselines import whole_model_logits  # noqa: E402
 from benchmarks.rate_sweep import Measured, Setting, decode_logits  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
@@ -340,11 +340,7 @@ def summarize(bundle: Bundle, res: dict) -> dict:
 
 def main(argv=None) -> int:
     """Run the benchmark; a bad option or input ends with an ``error:`` line and exit status 2."""
-    try:
-        return _main(argv)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(_main, argv)
 
 
 def _main(argv=None) -> int:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from models.attention import default_attention_layers, default_weights, fuse, map_size_for
 from models.data import ArrayDataset, to_tensor
-from models.finetune import _random_maps, fake_quantize, keep_top
+from models.finetune import MaskedQuantConfig, _random_maps, fake_quantize, keep_top
 from models.onnx_torch import check_supported, convert, write_back
 
 __all__ = ["OnnxFinetuneConfig", "finetune_onnx", "evaluate_onnx", "save_report"]
@@ -42,22 +42,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class OnnxFinetuneConfig:
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    keep_min: float = 0.05
-    keep_max: float = 0.7
-    p_full: float = 0.2
-    bits: tuple[int, ...] = (2, 3, 4, 6, 8)
-    p_float: float = 0.1
-    p_fused: float = 0.6  # else a smooth random map
-    distill: float = 1.0
-    threads: int = 0
-    eval_keep: float = 0.2
-    eval_bits: int = 2
+class OnnxFinetuneConfig(MaskedQuantConfig):
+    p_fused: float = 0.6  # share of fused-attention masks; else a smooth random map
 
 
 class _Parts:

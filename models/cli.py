@@ -410,6 +410,23 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name in the manifest (default: the architecture)")
 
 
+def _masked_quant_options(args) -> dict:
+    """The options both fine-tuning paths share (``models.finetune.MaskedQuantConfig``)."""
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "keep_min": args.keep_min,
+        "keep_max": args.keep_max,
+        "p_full": args.p_full,
+        "bits": tuple(args.bits),
+        "p_float": args.p_float,
+        "distill": args.distill,
+        "threads": args.threads,
+    }
+
+
 def cmd_finetune_onnx(args) -> int:
     """``finetune --onnx``: fine-tune an outside model's back half, export a complete bundle."""
     import onnx
@@ -431,20 +448,7 @@ def cmd_finetune_onnx(args) -> int:
             raise ValueError(f"fine-tuning needs a square input; the model's is {dims[2]} x {dims[3]}")
         args.decoy = None
         train_data, val_data = _data(args)
-        cfg = OnnxFinetuneConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            keep_min=args.keep_min,
-            keep_max=args.keep_max,
-            p_full=args.p_full,
-            bits=tuple(args.bits),
-            p_float=args.p_float,
-            p_fused=args.p_fused,
-            distill=args.distill,
-            threads=args.threads,
-        )
+        cfg = OnnxFinetuneConfig(**_masked_quant_options(args), p_fused=args.p_fused)
         opts = _byo_options(args)
         print(
             f"fine-tuning {path} after {args.at!r} on {len(train_data)} images, validating on {len(val_data)}"
@@ -496,20 +500,7 @@ def cmd_finetune(args) -> int:
     from models.finetune import FinetuneConfig, finetune
 
     model, ckpt = _load_checkpoint(args.checkpoint)
-    cfg = FinetuneConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        keep_min=args.keep_min,
-        keep_max=args.keep_max,
-        p_full=args.p_full,
-        bits=tuple(args.bits),
-        p_float=args.p_float,
-        train_bottleneck=args.train_bottleneck,
-        distill=args.distill,
-        threads=args.threads,
-    )
+    cfg = FinetuneConfig(**_masked_quant_options(args), train_bottleneck=args.train_bottleneck)
     size = ckpt["input"]["size"]
     args.size = int(size if isinstance(size, int) else size[0])  # fine-tune at the model's input size
     args.decoy = None

@@ -39,13 +39,24 @@ from tqdm import tqdm
 from models.data import ArrayDataset, to_tensor
 from models.train import _save, evaluate, logits_of
 
-__all__ = ["FinetuneConfig", "finetune", "fake_quantize", "keep_top", "degrade", "evaluate_degraded"]
+__all__ = [
+    "MaskedQuantConfig",
+    "FinetuneConfig",
+    "finetune",
+    "fake_quantize",
+    "keep_top",
+    "degrade",
+    "evaluate_degraded",
+]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneConfig:
+class MaskedQuantConfig:
+    """What every masking- and quantization-aware fine-tuning draws and evaluates: the project's
+    own ABN (:class:`FinetuneConfig`) and an outside ONNX model (``models.byo``)."""
+
     epochs: int = 3
     batch_size: int = 64
     lr: float = 1e-3
@@ -56,12 +67,16 @@ class FinetuneConfig:
     p_full: float = 0.2  # probability of no mask (the unreduced tensor)
     bits: tuple[int, ...] = (2, 3, 4, 6, 8)
     p_float: float = 0.1  # probability of no quantization
-    map_mix: tuple[float, float, float] = (0.6, 0.2, 0.2)  # abn, fused, random
-    train_bottleneck: bool = False
     distill: float = 1.0
     threads: int = 0
     eval_keep: float = 0.2
     eval_bits: int = 2
+
+
+@dataclass
+class FinetuneConfig(MaskedQuantConfig):
+    map_mix: tuple[float, float, float] = (0.6, 0.2, 0.2)  # abn, fused, random
+    train_bottleneck: bool = False
     extra: dict = field(default_factory=dict)
 
 
