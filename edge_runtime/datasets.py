@@ -41,6 +41,8 @@ DEFAULT_TASK = "fashion"
 VARIANTS = ("in_domain", "unseen_backgrounds", "camera_variation", "4x3")
 #: Share of 4:3 frames (letterboxed) among the in-domain scenes, so the default holds up on them.
 ASPECT_MIX = 0.25
+#: Share of the training scenes drawn over the training-only textures (``photos.TEXTURES``).
+TEXTURE_MIX = 0.3
 
 #: Scene seeds of the procedural shapes by split (disjoint by construction).
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 4}
@@ -97,6 +99,7 @@ def generator(
         aspect=4 / 3 if variant == "4x3" else 1.0,
         aspect_mix=ASPECT_MIX if variant in ("in_domain", "unseen_backgrounds") else 0.0,
         resize=resize,
+        texture_mix=TEXTURE_MIX if split == "train" else 0.0,
     )
 
 

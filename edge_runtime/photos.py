@@ -91,6 +91,42 @@ UNSEEN = (
     _PLASMA / "OneStandsOut/contents/images/800x600.jpg",
     _PLASMA / "Path/contents/images/800x600.jpg",
 )
+_MATE_ART = Path("/usr/share/backgrounds/mate")
+#: Training-only textures: the abstract renders and illustrations of the same two packages (the
+#: ones with structure; near-blank or logo images left out). A share of the training scenes
+#: (:data:`edge_runtime.datasets.TEXTURE_MIX`) is drawn over them so that the network sees many
+#: more kinds of background than the 15 seen photographs; no validation or test scene uses them.
+TEXTURES = (
+    _MATE_ART / "abstract/Elephants.jpg",
+    _MATE_ART / "abstract/Gulp.png",
+    _MATE_ART / "desktop/Stripes.png",
+    _MATE_ART / "desktop/Ubuntu-Mate-Cold-no-logo.png",
+    _MATE_ART / "desktop/Ubuntu-Mate-Radioactive-no-logo.png",
+    _MATE_ART / "desktop/Ubuntu-Mate-Warm-no-logo.png",
+) + tuple(
+    _PLASMA / name / "contents/images" / image
+    for name, image in (
+        ("Altai", "5120x2880.png"),
+        ("Autumn", "1280x800.jpg"),
+        ("Canopee", "3840x2160.png"),
+        ("Cascade", "3840x2160.png"),
+        ("Cluster", "3840x2160.png"),
+        ("Elarun", "2560x1600.png"),
+        ("Flow", "5120x2880.jpg"),
+        ("Grey", "1280x800.jpg"),
+        ("Honeywave", "5120x2880.jpg"),
+        ("IceCold", "5120x2880.png"),
+        ("Kay", "5120x2880.png"),
+        ("Kokkini", "3840x2160.png"),
+        ("MilkyWay", "5120x2880.png"),
+        ("Opal", "3840x2160.png"),
+        ("PastelHills", "1280x800.jpg"),
+        ("Patak", "5120x2880.png"),
+        ("SafeLanding", "5120x2880.jpg"),
+        ("Shell", "5120x2880.jpg"),
+        ("Volna", "5120x2880.jpg"),
+    )
+)
 _TRAIN_SHARE = 0.6  # of each seen photograph's width, for training scenes
 _MAX_SIDE = 640  # backgrounds are decoded once and kept at most this large
 
@@ -149,7 +185,8 @@ def _shape_sprite(rng: np.random.Generator, cls: int, side: int) -> np.ndarray:
 
 
 def _decode(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    big = path.name.split("x")[0] in ("2560", "3840", "5120")  # the large renders: decode at 1/4
+    bgr = cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_4 if big else cv2.IMREAD_COLOR)
     if bgr is None:
         raise DataMissingError(
             f"background photograph {path} is missing or unreadable; install the Debian packages "
@@ -164,7 +201,10 @@ def _decode(path: Path) -> np.ndarray:
 
 @functools.cache
 def backgrounds(role: str) -> tuple[np.ndarray, ...]:
-    """Background photographs (RGB) for ``role``: train, validation, test, unseen, demo."""
+    """Background photographs (RGB) for ``role``: train, validation, test, unseen, demo, textures
+    (training only)."""
+    if role == "textures":
+        return tuple(_decode(p) for p in TEXTURES)
     if role == "demo":
         return tuple(_decode(p) for p in sorted((ASSETS / "backgrounds").glob("*.jpg")))
     if role == "unseen":
@@ -277,7 +317,8 @@ class PhotoScenes:
     ``objects``: ``"fashion"`` (items of ``item_split``) or ``"shapes"``; ``background``: a role
     of :func:`backgrounds`; ``camera``: a key of :data:`CAMERAS`; ``aspect``: width / height of
     the camera frame (4/3 renders a wider frame, which :func:`edge_runtime.framing.fit` brings to
-    the square input); ``aspect_mix``: the share of frames drawn at 4:3 when ``aspect`` is 1.
+    the square input); ``aspect_mix``: the share of frames drawn at 4:3 when ``aspect`` is 1;
+    ``texture_mix``: the share of frames drawn over the training-only :data:`TEXTURES` instead.
     """
 
     def __init__(
@@ -292,6 +333,7 @@ class PhotoScenes:
         aspect: float = 1.0,
         aspect_mix: float = 0.0,
         resize: str = "letterbox",
+        texture_mix: float = 0.0,
     ) -> None:
         if objects not in ("fashion", "shapes"):
             raise ValueError(f"objects must be 'fashion' or 'shapes', got {objects!r}")
@@ -303,6 +345,8 @@ class PhotoScenes:
         self.aspect_mix = aspect_mix
         self.resize = resize
         self.bgs = backgrounds(background)
+        self.texture_mix = texture_mix
+        self.textures = backgrounds("textures") if texture_mix > 0 else ()
         if objects == "fashion":
             self.items, self.item_labels = fashion_items(item_split)
             self.class_names = FASHION_NAMES
@@ -325,7 +369,10 @@ class PhotoScenes:
         wide = self.aspect != 1.0 or rng.random() < self.aspect_mix
         h = self.size
         w = round(h * (self.aspect if self.aspect != 1.0 else 4 / 3)) if wide else h
-        img = _crop(rng, self.bgs[int(rng.integers(len(self.bgs)))], h, w)
+        bgs = self.bgs
+        if self.texture_mix > 0 and rng.random() < self.texture_mix:  # no draw otherwise: the
+            bgs = self.textures  # validation and test scenes stay what they were
+        img = _crop(rng, bgs[int(rng.integers(len(bgs)))], h, w)
         # Distractors: smaller items behind the object.
         for _ in range(int(rng.integers(0, 4))):
             spr, _ = self._sprite(rng)

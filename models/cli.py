@@ -49,9 +49,42 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per step")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     p.add_argument("--bottleneck", type=int, default=8, help="channels of the split tensor")
+    p.add_argument(
+        "--widths",
+        type=_widths,
+        default=(24, 48, 64),
+        help="channels of the three feature-extractor stages, as A,B,C (default: 24,48,64)",
+    )
     p.add_argument("--synthesis", choices=["mul", "residual"], default="mul", help="ABN: M*f or (1+M)*f")
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.1,
+        help="label smoothing of both losses (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-augment", action="store_true", help="only mirror the scenes (no shifts, no colour changes)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="training arithmetic; auto: bfloat16 autocast where the CPU has bf16 units (default: auto)",
+    )
     p.add_argument("--decoy", choices=["label", "random"], help="add the decoy cue to the training scenes")
     p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when training ends")
+
+
+def _widths(text: str) -> tuple[int, int, int]:
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) != 3 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected three positive channel counts like 24,48,64, got {text!r}"
+        )
+    return widths  # type: ignore[return-value]
 
 
 def _add_data_args(p: argparse.ArgumentParser, *, num_train: int) -> None:
@@ -234,8 +267,13 @@ def _data(args):
         return train, _scenes(
             args.num_val, args.seed * 1000 + 2, args.size, None, "validation scenes", progress
         )
-    train = task_dataset(args.task, "train", args.num_train, size=args.size, progress=progress)
-    return train, task_dataset(args.task, "validation", args.num_val, size=args.size, progress=progress)
+    workers = max(1, args.threads)  # scene generation runs before torch does: use the same cores
+    train = task_dataset(
+        args.task, "train", args.num_train, size=args.size, progress=progress, workers=workers
+    )
+    return train, task_dataset(
+        args.task, "validation", args.num_val, size=args.size, progress=progress, workers=workers
+    )
 
 
 def _scenes(count: int, seed: int, size: int, decoy, desc: str, progress: bool):
@@ -274,6 +312,10 @@ def cmd_train(args) -> int:
         bottleneck=args.bottleneck,
         synthesis=args.synthesis,
         threads=args.threads,
+        widths=tuple(args.widths),
+        label_smoothing=args.label_smoothing,
+        augment=not args.no_augment,
+        precision=args.precision,
     )
     train_data, test_data = _data(args)
     print(f"training {args.arch} on {len(train_data)} images, testing on {len(test_data)}")

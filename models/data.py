@@ -63,14 +63,49 @@ def scene_dataset(
     return ArrayDataset(images, labels, gen.class_names, masks)
 
 
-def task_dataset(
-    task: str, split: str, count: int, *, size: int = 128, progress: bool = False
-) -> ArrayDataset:
-    """``count`` frames of a built-in task's split (:func:`edge_runtime.datasets.load`)."""
+def _load_chunk(task: str, split: str, start: int, count: int, size: int):
     from edge_runtime.datasets import load
 
-    f = load(task, split, count, size=size, progress=progress)
-    return ArrayDataset(f.images, f.labels, f.classes, f.masks)
+    f = load(task, split, count, size=size, start=start)
+    return f.images, f.labels, f.masks, f.classes
+
+
+def task_dataset(
+    task: str, split: str, count: int, *, size: int = 128, progress: bool = False, workers: int = 1
+) -> ArrayDataset:
+    """``count`` frames of a built-in task's split (:func:`edge_runtime.datasets.load`).
+
+    ``workers > 1`` makes the scenes in that many processes, in chunks; frame ``i`` depends only
+    on the split's seed and ``i``, so the result is the same array as with one worker.
+    """
+    from edge_runtime.datasets import load
+
+    chunk = 500
+    if workers <= 1 or count <= chunk:
+        f = load(task, split, count, size=size, progress=progress)
+        return ArrayDataset(f.images, f.labels, f.classes, f.masks)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    images = np.empty((count, size, size, 3), np.uint8)
+    labels = np.empty(count, np.int64)
+    masks = np.empty((count, size, size), bool)
+    starts = range(0, count, chunk)
+    classes: tuple[str, ...] = ()
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
+    with (
+        ProcessPoolExecutor(workers, mp_context=ctx) as pool,
+        tqdm(total=count, desc=f"{split} scenes", unit="scene", disable=not progress) as bar,
+    ):
+        jobs = {pool.submit(_load_chunk, task, split, s, min(chunk, count - s), size): s for s in starts}
+        for job in as_completed(jobs):
+            s = jobs[job]
+            im, lab, mk, classes = job.result()
+            images[s : s + len(lab)], labels[s : s + len(lab)], masks[s : s + len(lab)] = im, lab, mk
+            bar.update(len(lab))
+    return ArrayDataset(images, labels, tuple(classes), masks)
 
 
 def image_folder(root: str | Path, size: int = 128) -> ArrayDataset:

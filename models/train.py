@@ -36,6 +36,53 @@ class TrainConfig:
     bottleneck: int = 8
     synthesis: str = "mul"
     threads: int = 0  # 0: leave torch's default
+    widths: tuple[int, int, int] = (24, 48, 64)
+    label_smoothing: float = 0.1
+    augment: bool = True  # flips, shifts and colour (gain, contrast, channel order) per batch
+    precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the CPU has native bf16 matrix units)
+
+
+def _use_bf16(precision: str) -> bool:
+    """bfloat16 autocast for training steps: about 2x faster on CPUs with AMX / AVX-512 BF16,
+    much slower on those without, hence ``auto``. Weights, optimiser and evaluation stay float32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision == "auto":
+        cpu = getattr(torch.backends, "cpu", None)
+        capability = cpu.get_cpu_capability() if cpu is not None else ""
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return amx or capability == "AVX512_BF16"
+    return precision == "bf16"
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 8) -> torch.Tensor:
+    """A training batch from uint8 scenes: random flip, shift (reflect-padded) and colour (per-image
+    channel gains, contrast, brightness, a random channel order on half the images), normalised.
+
+    Cached scenes are reused across epochs; this keeps them from repeating exactly, and the colour
+    changes keep the network from tying classes to the colours of the few training backgrounds.
+    """
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="reflect")
+    dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
+    flip = rng.random(n) < 0.5
+    out = np.empty_like(images)
+    for i in range(n):
+        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+        out[i] = crop[:, ::-1] if flip[i] else crop
+    perm = np.where(
+        rng.random(n)[:, None] < 0.5, rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3)
+    )
+    out = np.take_along_axis(out, perm[:, None, None, :], axis=3)
+    x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+    gain = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 3, 1, 1))).float()
+    contrast = torch.from_numpy(rng.uniform(0.7, 1.3, (n, 1, 1, 1))).float()
+    bright = torch.from_numpy(rng.uniform(-0.1, 0.1, (n, 1, 1, 1))).float()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x * gain - mean) * contrast + mean + bright).clamp_(0.0, 1.0)
+    m = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
 
 
 def logits_of(outputs) -> torch.Tensor:
@@ -43,10 +90,13 @@ def logits_of(outputs) -> torch.Tensor:
     return outputs[1] if len(outputs) == 3 else outputs[0]
 
 
-def _loss(outputs, y: torch.Tensor) -> torch.Tensor:
+def _loss(outputs, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    def ce(logits):
+        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+
     if len(outputs) == 3:  # ABN: L = L_att + L_per
-        return F.cross_entropy(outputs[0], y) + F.cross_entropy(outputs[1], y)
-    return F.cross_entropy(outputs[0], y)
+        return ce(outputs[0]) + ce(outputs[1])
+    return ce(outputs[0])
 
 
 @torch.no_grad()
@@ -84,10 +134,12 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     num_classes = len(train_data.classes)
-    kwargs = {"num_classes": num_classes, "bottleneck": cfg.bottleneck}
+    kwargs = {"num_classes": num_classes, "bottleneck": cfg.bottleneck, "widths": tuple(cfg.widths)}
     if cfg.arch.startswith("abn"):
         kwargs["synthesis"] = cfg.synthesis
     model = build_model(cfg.arch, **kwargs)
+    bf16 = _use_bf16(cfg.precision)
+    model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for these convolutions
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_data) // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -104,11 +156,16 @@ def train(
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             images = train_data.images[idx]
-            flip = rng.random(len(idx)) < 0.5
-            images[flip] = images[flip, :, ::-1]
-            x = to_tensor(images)
+            if cfg.augment:
+                x = augment(images, rng)
+            else:
+                flip = rng.random(len(idx)) < 0.5
+                images[flip] = images[flip, :, ::-1]
+                x = to_tensor(images)
+            x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(train_data.labels[idx])
-            loss = _loss(model(x), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = _loss(model(x), y, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -138,7 +195,7 @@ def _save(path: Path, model, cfg: TrainConfig, data: ArrayDataset, history: list
                 "mean": list(MEAN),
                 "std": list(STD),
             },
-            "train": vars(cfg) | {"num_train": len(data)},
+            "train": vars(cfg) | {"widths": list(cfg.widths), "num_train": len(data)},
             "history": history,
         },
         tmp,
