@@ -41,8 +41,10 @@ DEFAULT_TASK = "fashion"
 VARIANTS = ("in_domain", "unseen_backgrounds", "camera_variation", "4x3")
 #: Share of 4:3 frames (letterboxed) among the in-domain scenes, so the default holds up on them.
 ASPECT_MIX = 0.25
-#: Share of the training scenes drawn over the training-only textures (``photos.TEXTURES``).
-TEXTURE_MIX = 0.3
+#: Share of the training scenes drawn over the training-only textures (``photos.TEXTURES``). Off:
+#: at 0.3 the default network reached 25.7% validation top-1 after 3 epochs of 12 000 scenes
+#: against 35.6% without (the textures make the task harder to learn within the 30-minute budget).
+TEXTURE_MIX = 0.0
 
 #: Scene seeds of the procedural shapes by split (disjoint by construction).
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 4}

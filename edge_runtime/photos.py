@@ -94,8 +94,9 @@ UNSEEN = (
 _MATE_ART = Path("/usr/share/backgrounds/mate")
 #: Training-only textures: the abstract renders and illustrations of the same two packages (the
 #: ones with structure; near-blank or logo images left out). A share of the training scenes
-#: (:data:`edge_runtime.datasets.TEXTURE_MIX`) is drawn over them so that the network sees many
-#: more kinds of background than the 15 seen photographs; no validation or test scene uses them.
+#: (:data:`edge_runtime.datasets.TEXTURE_MIX`, off by default: it lost on validation) can be drawn
+#: over them, for more kinds of background than the 15 seen photographs; no validation or test
+#: scene uses them.
 TEXTURES = (
     _MATE_ART / "abstract/Elephants.jpg",
     _MATE_ART / "abstract/Gulp.png",

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     arch: str = "abn-s"
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -38,7 +38,7 @@ class TrainConfig:
     threads: int = 0  # 0: leave torch's default
     widths: tuple[int, int, int] = (24, 48, 64)
     label_smoothing: float = 0.1
-    augment: bool = True  # flips, shifts and colour (gain, contrast, channel order) per batch
+    augment: bool = False  # shifts and colour (gain, contrast, channel order) besides the flips
     precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the CPU has native bf16 matrix units)
 
 

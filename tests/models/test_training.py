@@ -43,6 +43,30 @@ def test_image_folder_errors(tmp_path):
         image_folder(tmp_path)
 
 
+def test_scenes_made_in_processes_equal_one_process():
+    from models.data import task_dataset
+
+    one = task_dataset("shapes", "validation", 520, size=64)
+    two = task_dataset("shapes", "validation", 520, size=64, workers=2)
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    np.testing.assert_array_equal(one.masks, two.masks)
+    assert one.classes == two.classes
+
+
+def test_augment_keeps_shape_and_range():
+    from models.data import MEAN, STD
+    from models.train import augment
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    x = augment(images, np.random.default_rng(1), shift=4)
+    assert tuple(x.shape) == (5, 3, 32, 32)
+    lo, hi = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
+    assert float(x.min()) >= lo - 1e-6 and float(x.max()) <= hi + 1e-6
+    y = augment(images, np.random.default_rng(1), shift=4)
+    assert bool((x == y).all())  # seeded
+
+
 @pytest.mark.slow
 def test_train_export_load_roundtrip(tmp_path):
     from edge_runtime.bundle import load_bundle

@@ -33,6 +33,19 @@ def test_backgrounds_are_split_by_photograph_and_region():
         assert a.shape[0] == b.shape[0] and abs(a.shape[1] / (a.shape[1] + b.shape[1]) - 0.6) < 0.01
 
 
+def test_textures_are_training_only():
+    assert not set(photos.TEXTURES) & (set(photos.SEEN) | set(photos.UNSEEN))
+    assert len(photos.backgrounds("textures")) == len(photos.TEXTURES)
+    assert datasets.generator("fashion", "train").texture_mix == datasets.TEXTURE_MIX
+    gen = photos.PhotoScenes("fashion", "train", "train", size=64, seed=1, texture_mix=1.0)
+    assert gen.textures and gen.sample(0).image.shape == (64, 64, 3)
+    for split in ("validation", "test"):
+        for variant in datasets.VARIANTS:
+            if variant == "unseen_backgrounds" and split != "test":
+                continue
+            assert datasets.generator("fashion", split, variant=variant).texture_mix == 0
+
+
 @pytest.mark.parametrize("variant", datasets.VARIANTS)
 def test_variants_give_labelled_frames_with_masks(variant):
     f = datasets.load("fashion", "test", 12, variant=variant)
