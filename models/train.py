@@ -195,7 +195,8 @@ def _save(path: Path, model, cfg: TrainConfig, data: ArrayDataset, history: list
                 "mean": list(MEAN),
                 "std": list(STD),
             },
-            "train": vars(cfg) | {"widths": list(cfg.widths), "num_train": len(data)},
+            "train": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
+            | {"num_train": len(data)},
             "history": history,
         },
         tmp,
