@@ -20,6 +20,7 @@ from edge_runtime.codec.format import (
     F_KEYFRAME,
     F_KNOWN,
     F_MASK,
+    F_PREDICTED,
     F_QPARAM_F32,
     F_SOURCE_TIME,
     F_TENSOR,
@@ -27,8 +28,10 @@ from edge_runtime.codec.format import (
     MIN_ANY,
     MIN_MESSAGE,
     Q_KNOWN,
+    Q_KNOWN_V3,
     Q_OFFSET_PER_CHANNEL,
     Q_OFFSET_ZERO,
+    Q_SAME_AS_REF,
     Q_SCALE_PER_CHANNEL,
     V1_COMMON,
     V1_TENSOR,
@@ -37,9 +40,11 @@ from edge_runtime.codec.format import (
     Frame,
     Limits,
     MissingKeyFrameError,
+    RefFrame,
     Tensor,
     coder_module,
     get_varint,
+    predict_symbols,
     unzigzag,
 )
 from edge_runtime.codec.state import DecoderState
@@ -130,11 +135,13 @@ class Decoder:
         flags = mv[4]
         if flags & ~F_KNOWN[version]:
             raise HeaderError(f"unknown flag bits {flags & ~F_KNOWN[version]:#04x}")
-        tensor_flags = flags & (F_KEYFRAME | F_DELTA | F_MASK | F_QPARAM_F32)
+        tensor_flags = flags & (F_KEYFRAME | F_DELTA | F_MASK | F_QPARAM_F32 | F_PREDICTED)
         if not flags & F_TENSOR and tensor_flags:
             raise HeaderError(f"flags {flags:#04x} set on an empty frame")
         if (flags & F_KEYFRAME) and (flags & F_DELTA):
             raise HeaderError("a frame cannot be both key frame and delta")
+        if flags & F_PREDICTED and flags & (F_KEYFRAME | F_DELTA):
+            raise HeaderError("a predicted frame cannot be a key frame or delta as well")
         end = n - CRC.size
         fields: dict = {"version": version}
         if version == 1:
@@ -173,6 +180,9 @@ class Decoder:
         key_seq = 0
         if flags & F_TENSOR:
             tensor, key_seq = self._decode_tensor(mv, pos, end, flags, key, seq, version)
+            if flags & F_PREDICTED:
+                fields["ref_seq"] = key_seq
+                key_seq = 0
         elif pos != end:
             raise HeaderError(f"empty frame has {end - pos} trailing bytes")
         self.counts["seq_gap"] += self._streams.note_seq(key, seq)
@@ -211,18 +221,32 @@ class Decoder:
         if flags & F_DELTA:
             back, pos = get_varint(mv, pos, end, "key frame distance", seq)
             key_seq = seq - back
-        bits, n_s, n_o, zero_offset = 0, 0, 0, False
+        ref_seq = None
+        if flags & F_PREDICTED:
+            back, pos = get_varint(mv, pos, end, "reference distance", seq)
+            if back == 0:
+                raise HeaderError("reference distance 0: a frame cannot be predicted from itself")
+            ref_seq = seq - back
+        bits, n_s, n_o, zero_offset, same_ref = 0, 0, 0, False, False
         if dt == DT_U8:
             bits = ((kind >> 4) & 0x07) + 1
             if pos >= end:
                 raise HeaderError("quantization layout byte runs past the end of the message")
             layout = mv[pos]
             pos += 1
-            if layout & ~Q_KNOWN or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
+            known = Q_KNOWN_V3 if mv[3] == 3 else Q_KNOWN
+            if layout & ~known or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
                 raise HeaderError(f"bad quantization layout byte {layout:#04x}")
-            n_s = C if layout & Q_SCALE_PER_CHANNEL else 1
-            zero_offset = bool(layout & Q_OFFSET_ZERO)
-            n_o = 0 if zero_offset else C if layout & Q_OFFSET_PER_CHANNEL else 1
+            if layout & Q_SAME_AS_REF:
+                if layout != Q_SAME_AS_REF or ref_seq is None or flags & F_QPARAM_F32:
+                    raise HeaderError(
+                        f"layout byte {layout:#04x}: 'same as the reference' only alone, on a predicted frame"
+                    )
+                same_ref = True
+            else:
+                n_s = C if layout & Q_SCALE_PER_CHANNEL else 1
+                zero_offset = bool(layout & Q_OFFSET_ZERO)
+                n_o = 0 if zero_offset else C if layout & Q_OFFSET_PER_CHANNEL else 1
         elif kind >> 4:
             raise HeaderError(f"float tensor with bits field {kind >> 4} (must be 0)")
         elif flags & F_QPARAM_F32:
@@ -232,7 +256,8 @@ class Decoder:
         if plen < 0:
             raise HeaderError(f"scale / offset ({qsize * (n_s + n_o)} B) run past the end of the message")
         return dict(dt=dt, bits=bits, coder=coder, shape=(C, H, W), n_kept=n_kept, dict_id=dict_id,
-                    key_seq=key_seq, n_s=n_s, n_o=n_o, plen=plen, qsize=qsize, zero_offset=zero_offset), pos  # fmt: skip
+                    key_seq=key_seq, n_s=n_s, n_o=n_o, plen=plen, qsize=qsize, zero_offset=zero_offset,
+                    ref_seq=ref_seq, same_ref=same_ref), pos  # fmt: skip
 
     def _decode_tensor(self, mv, pos, end, flags, key, seq, version):
         lim = self.limits
@@ -257,10 +282,27 @@ class Decoder:
         has_mask = bool(flags & F_MASK)
         if n_kept > H * W or (not has_mask and n_kept != H * W):
             raise HeaderError(f"kept count {n_kept} invalid for {H}x{W} (mask: {has_mask})")
+        ref = None
+        if h.get("ref_seq") is not None:
+            if dt != DT_U8 or coder != CODERS["arith"]:
+                raise HeaderError("a predicted tensor must be quantized and coded with 'arith'")
+            ref = self._streams.get_ref(key, h["ref_seq"])
+            if ref is None:
+                raise MissingKeyFrameError(
+                    f"predicted frame {seq} of stream {key[0]!r} refers to frame {h['ref_seq']}, "
+                    "which this decoder has not decoded (or no longer holds)"
+                )
+            if ref.q.shape != (C, H, W) or ref.bits != bits:
+                raise PayloadError(
+                    f"predicted frame shape {(C, H, W)} / {bits} bits differ from its reference's "
+                    f"{ref.q.shape} / {ref.bits} bits"
+                )
         if dt == DT_U8:
             if not 1 <= bits <= 8:
                 raise HeaderError(f"bits {bits} outside 1..8 for a quantized tensor")
-            if n_s not in (1, C) or n_o not in ((0, 1, C) if h["zero_offset"] else (1, C)):
+            if h["same_ref"]:
+                pass
+            elif n_s not in (1, C) or n_o not in ((0, 1, C) if h["zero_offset"] else (1, C)):
                 raise HeaderError(f"scale / offset counts ({n_s}, {n_o}) must each be 1 or C={C}")
         else:
             if bits != 0 or n_s or n_o:
@@ -287,7 +329,9 @@ class Decoder:
             )
         qdt = "<f4" if qs == 4 else "<f2"
         scale = np.frombuffer(mv, qdt, n_s, pos).astype(np.float32)
-        if h["zero_offset"]:
+        if h["same_ref"]:
+            scale, offset = ref.scale, ref.offset
+        elif h["zero_offset"]:
             offset = np.zeros(1, np.float32)
         else:
             offset = np.frombuffer(mv, qdt, n_o, pos + qs * n_s).astype(np.float32)
@@ -295,15 +339,39 @@ class Decoder:
             raise HeaderError("scale / offset must be finite")
         payload = mv[pos + qbytes : end]
         dtype = DTYPES[dt]
-        syms, keep = self._decode_payload(payload, coder, dict_id, dtype, (C, H, W), bits, has_mask, n_kept)
+        if ref is not None:
+            syms, keep = self._decode_predicted(
+                payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset
+            )
+            key_seq = ref.seq
+        else:
+            syms, keep = self._decode_payload(
+                payload, coder, dict_id, dtype, (C, H, W), bits, has_mask, n_kept
+            )
         data = syms
         if flags & F_DELTA:
             data = self._apply_delta(key, key_seq, syms, keep, bits)
         if flags & F_KEYFRAME:
             self._streams.set_key(key, seq, data, bits)
+        if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
+            self._streams.add_ref(key, RefFrame(seq, data, keep, bits, scale, offset))
         if dt == DT_U8:
             return Tensor(data=data, scale=scale, offset=offset, bits=bits, keep=keep), key_seq
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
+
+    def _decode_predicted(self, payload, ref, shape, bits, has_mask, n_kept, scale, offset):
+        from kernels import tcoder
+
+        if len(payload) > tcoder.max_predicted_size(shape, bits):
+            raise PayloadError(f"arith payload of {len(payload)} bytes is longer than any coding of {shape}")
+        pred = predict_symbols(ref, scale, offset, bits)
+        try:
+            syms, keep = tcoder.decode_predicted(payload, shape, bits, has_mask, pred, ref.keep)
+        except tcoder.CoderError as e:
+            raise PayloadError(str(e)) from None
+        if has_mask and int(np.count_nonzero(keep)) != n_kept:
+            raise PayloadError(f"mask keeps {int(np.count_nonzero(keep))} positions, header says {n_kept}")
+        return syms, keep
 
     def _decode_payload(self, payload, coder, dict_id, dtype, shape, bits, has_mask, n_kept):
         C, H, W = shape
@@ -396,7 +464,7 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         if mv[3] == 1:
             pos = V1_COMMON.size
             sid_len = mv[5]
-        elif mv[3] == 2:
+        elif mv[3] in (2, 3):
             end = n - CRC.size
             pos = V2_PREFIX.size
             for name in ("seq", "window", "source index"):
