@@ -8,9 +8,13 @@ primitives of :mod:`kernels.coder` (16-bit two-speed probabilities, LZMA-style c
 
 1. the keep-mask, raster order: context = the four causal neighbours (16) x the reference's mask at
    the position (2) x whether the reference kept the position below or to the right (2): 64;
-2. per channel, per kept position in raster order:
+2. for each position both frames keep (a *predicted* position), raster order: **unchanged**
+   (every channel's symbol equals the prediction), context = the left and upper neighbours'
+   state (not predicted / unchanged / changed: 3 x 3);
+3. per channel, per kept position in raster order:
 
-   - where the reference kept the position (a *predicted* position): a **skip** decision
+   - at an unchanged position: nothing (the prediction);
+   - at a changed predicted position: a **skip** decision
      ``x == pred``, context = skip state of the left and upper neighbours (not predicted / skipped
      / changed: 3 x 3) x ``min(pred, 2)``: 27 contexts. A changed symbol is then coded as
      ``v = zigzag(x - pred) - 1`` (never negative: ``x != pred``), Exp-Golomb binarised as in
@@ -21,9 +25,14 @@ primitives of :mod:`kernels.coder` (16-bit two-speed probabilities, LZMA-style c
 ``variant`` turns parts off, for measuring which contexts pay (``benchmarks/rate_stream.py``):
 bit 0 symbol prediction (off: every position intra-coded), bit 1 the reference mask in the mask
 contexts, bit 2 the neighbours' skip state in the skip contexts, bit 3 the predicted value in the
-skip contexts. The wire always uses :data:`FULL`. Encoder and decoder are one function, so they
+skip contexts, bit 4 the per-position unchanged decisions. The wire always uses :data:`FULL`. Encoder and decoder are one function, so they
 cannot drift apart; the decoder reads exactly the bytes the encoder wrote and its work is bounded
 by the declared shape.
+
+The probability state **carries over** between frames, the way a video codec adapts its entropy
+coder across frames: a predicted frame starts from the state its reference ended in (both sides
+hold it: the reference is a frame the receiver decoded), so a frame of a few hundred decisions does
+not pay to learn its statistics from scratch. A frame coded alone starts from :func:`new_state`.
 """
 
 from __future__ import annotations
@@ -46,10 +55,10 @@ from .coder import (
     _zigzag,
 )
 
-__all__ = ["FULL", "encode_predicted", "decode_predicted", "max_predicted_size"]
+__all__ = ["FULL", "N_STATE", "new_state", "encode_predicted", "decode_predicted", "max_predicted_size"]
 
-FULL = 15
-_V_PRED, _V_PMASK, _V_NBSKIP, _V_PVAL = 1, 2, 4, 8
+FULL = 31
+_V_PRED, _V_PMASK, _V_NBSKIP, _V_PVAL, _V_POS = 1, 2, 4, 8, 16
 
 
 @jit
@@ -60,13 +69,19 @@ def _bit(enc, st, buf, pf, ps, i, bit):
     return _dec_bit(st, buf, pf, ps, i)
 
 
-@jit
-def _probs(n):
-    return np.full(n, _PROB_ONE // 2, np.int64), np.full(n, _PROB_ONE // 2, np.int64)
+# context sets, in the order they sit in a probability state (2 x N_STATE: fast, slow estimates)
+_SIZES = (64, 9, 27, 4 * 8, 4 * 9 * 8, _N_ZCTX, _N_CTX * 8, _N_CTX * 9 * 8)
+_OFF = tuple(int(sum(_SIZES[:i])) for i in range(len(_SIZES) + 1))
+N_STATE = _OFF[-1]
+
+
+def new_state() -> np.ndarray:
+    """The probability state a frame coded alone starts from (every estimate at 1/2)."""
+    return np.full((2, N_STATE), _PROB_ONE // 2, np.int64)
 
 
 @jit
-def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant):
+def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
     """Encode (``enc``: returns the byte count) or decode into ``sym`` / ``keep`` (returns 0 on
     success, -1 bad start, -2 invariant broken, -3 length mismatch)."""
     C, H, W = sym.shape
@@ -81,13 +96,15 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant):
         for i in range(1, 5):
             st[0] = (st[0] << 8) | np.int64(buf[i])
         st[2] = 5
-    mpf, mps = _probs(64)
-    spf, sps = _probs(27)
-    tkpf, tkps = _probs(4 * 8)
-    tnpf, tnps = _probs(4 * 9 * 8)
-    zpf, zps = _probs(_N_ZCTX)
-    kpf, kps = _probs(_N_CTX * 8)
-    npf, nps = _probs(_N_CTX * 9 * 8)
+    o = _OFF
+    mpf, mps = P[0, o[0] : o[1]], P[1, o[0] : o[1]]
+    ppf, pps = P[0, o[1] : o[2]], P[1, o[1] : o[2]]
+    spf, sps = P[0, o[2] : o[3]], P[1, o[2] : o[3]]
+    tkpf, tkps = P[0, o[3] : o[4]], P[1, o[3] : o[4]]
+    tnpf, tnps = P[0, o[4] : o[5]], P[1, o[4] : o[5]]
+    zpf, zps = P[0, o[5] : o[6]], P[1, o[5] : o[6]]
+    kpf, kps = P[0, o[6] : o[7]], P[1, o[6] : o[7]]
+    npf, nps = P[0, o[7] : o[8]], P[1, o[7] : o[8]]
     use_pred = (variant & _V_PRED) != 0
     if code_mask:
         for h in range(H):
@@ -103,6 +120,23 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant):
                     keep[h, w] = b == 1
             if not enc and (st[0] >= st[1] or st[2] > n):
                 return -2
+    pos = np.zeros((H, W), np.int64)  # 0: not predicted, 1: unchanged, 2: changed
+    if use_pred and variant & _V_POS:
+        for h in range(H):
+            for w in range(W):
+                if not (keep[h, w] and prev_keep[h, w]):
+                    continue
+                same = 1
+                if enc:
+                    for c in range(C):
+                        if sym[c, h, w] != pred[c, h, w]:
+                            same = 0
+                            break
+                ctx = (pos[h, w - 1] if w > 0 else 0) * 3 + (pos[h - 1, w] if h > 0 else 0)
+                b = _bit(enc, st, buf, ppf, pps, ctx, same)
+                pos[h, w] = 1 if b == 1 else 2
+            if not enc and (st[0] >= st[1] or st[2] > n):
+                return -2
     state = np.zeros((H, W), np.int64)  # 0: not predicted, 1: skipped, 2: changed (this channel)
     for c in range(C):
         last = 0
@@ -112,7 +146,10 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant):
                 if not keep[h, w]:
                     continue
                 x = np.int64(sym[c, h, w]) if enc else np.int64(0)
-                if use_pred and prev_keep[h, w]:
+                if pos[h, w] == 1:
+                    x = np.int64(pred[c, h, w])
+                    state[h, w] = 1
+                elif use_pred and prev_keep[h, w]:
                     p = np.int64(pred[c, h, w])
                     sctx = 0
                     if variant & _V_NBSKIP:
@@ -219,16 +256,31 @@ def _check(sym, keep, pred, prev_keep, bits, variant):
             raise ValueError(f"{name} must be a bool array of shape {(H, W)}, got {getattr(m, 'shape', m)}")
 
 
+def _state(state):
+    if state is None:
+        return new_state()
+    if not isinstance(state, np.ndarray) or state.dtype != np.int64 or state.shape != (2, N_STATE):
+        raise ValueError(
+            f"state must be an int64 array of shape (2, {N_STATE}), got {getattr(state, 'shape', state)}"
+        )
+    return state.copy()
+
+
 def encode_predicted(
     sym: np.ndarray,
     keep: np.ndarray | None,
     bits: int,
-    pred: np.ndarray,
+    pred: np.ndarray | None,
     prev_keep: np.ndarray | None,
     variant: int = FULL,
-) -> bytes:
+    state: np.ndarray | None = None,
+) -> tuple[bytes, np.ndarray]:
     """Code ``sym`` against ``pred`` (``prev_keep``: the positions the reference kept; None: all).
-    ``keep=None`` keeps everything and codes no mask; masked positions of ``sym`` must be zero."""
+    ``pred=None``: no reference (every position coded alone). ``keep=None`` keeps everything and
+    codes no mask; masked positions of ``sym`` must be zero. ``state``: the probability state to
+    start from (the reference's, or None: :func:`new_state`). Returns the bytes and the state the
+    coder ended in (the next frame predicted from this one starts there)."""
+    sym, pred, prev_keep = _no_ref(sym, pred, prev_keep)
     _check(sym, keep, pred, prev_keep, bits, variant)
     C, H, W = sym.shape
     if sym.size and int(sym.max()) >= (1 << bits):
@@ -237,9 +289,16 @@ def encode_predicted(
     keep = np.ones((H, W), np.bool_) if keep is None else np.ascontiguousarray(keep)
     prev_keep = np.ones((H, W), np.bool_) if prev_keep is None else np.ascontiguousarray(prev_keep)
     out = np.empty(max_predicted_size(sym.shape, bits), np.uint8)
+    P = _state(state)
     n = _code(True, out, np.ascontiguousarray(sym), keep, np.ascontiguousarray(pred), prev_keep,
-              code_mask, bits, variant)  # fmt: skip
-    return out[:n].tobytes()
+              code_mask, bits, variant, P)  # fmt: skip
+    return out[:n].tobytes(), P
+
+
+def _no_ref(sym, pred, prev_keep):
+    if pred is None and isinstance(sym, np.ndarray) and sym.ndim == 3:
+        return sym, np.zeros(sym.shape, np.uint8), np.zeros(sym.shape[1:], np.bool_)
+    return sym, pred, prev_keep
 
 
 def decode_predicted(
@@ -247,23 +306,27 @@ def decode_predicted(
     shape: tuple[int, int, int],
     bits: int,
     has_mask: bool,
-    pred: np.ndarray,
+    pred: np.ndarray | None,
     prev_keep: np.ndarray | None,
     variant: int = FULL,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode a stream written by :func:`encode_predicted` with the same ``pred`` / ``prev_keep``;
-    raises :class:`~kernels.coder.CoderError` when the stream is corrupt."""
+    state: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Decode a stream written by :func:`encode_predicted` with the same ``pred`` / ``prev_keep`` /
+    ``state``: (symbols, keep-mask, end state); raises :class:`~kernels.coder.CoderError` when the
+    stream is corrupt."""
     C, H, W = shape
     sym = np.zeros((C, H, W), np.uint8)
+    sym, pred, prev_keep = _no_ref(sym, pred, prev_keep)
     _check(sym, None, pred, prev_keep, bits, variant)
     keep = np.zeros((H, W), np.bool_) if has_mask else np.ones((H, W), np.bool_)
     prev_keep = np.ones((H, W), np.bool_) if prev_keep is None else np.ascontiguousarray(prev_keep)
     arr = np.frombuffer(buf, np.uint8).copy()  # one typed signature for both directions (writable)
-    err = _code(False, arr, sym, keep, np.ascontiguousarray(pred), prev_keep, has_mask, bits, variant)
+    P = _state(state)
+    err = _code(False, arr, sym, keep, np.ascontiguousarray(pred), prev_keep, has_mask, bits, variant, P)
     if err == -1:
         raise CoderError("arith stream does not start with a zero byte or is shorter than 5 bytes")
     if err == -2:
         raise CoderError("arith stream is corrupt (range-coder invariant broken or stream too short)")
     if err == -3:
         raise CoderError("arith stream length does not match the coded data (bytes left over)")
-    return sym, (keep if has_mask else None)
+    return sym, (keep if has_mask else None), P

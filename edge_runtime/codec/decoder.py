@@ -339,11 +339,12 @@ class Decoder:
             raise HeaderError("scale / offset must be finite")
         payload = mv[pos + qbytes : end]
         dtype = DTYPES[dt]
-        if ref is not None:
-            syms, keep = self._decode_predicted(
+        pstate = None
+        if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
+            syms, keep, pstate = self._decode_predicted(
                 payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset
             )
-            key_seq = ref.seq
+            key_seq = 0 if ref is None else ref.seq
         else:
             syms, keep = self._decode_payload(
                 payload, coder, dict_id, dtype, (C, H, W), bits, has_mask, n_kept
@@ -354,7 +355,7 @@ class Decoder:
         if flags & F_KEYFRAME:
             self._streams.set_key(key, seq, data, bits)
         if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
-            self._streams.add_ref(key, RefFrame(seq, data, keep, bits, scale, offset))
+            self._streams.add_ref(key, RefFrame(seq, data, keep, bits, scale, offset, pstate))
         if dt == DT_U8:
             return Tensor(data=data, scale=scale, offset=offset, bits=bits, keep=keep), key_seq
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
@@ -364,14 +365,17 @@ class Decoder:
 
         if len(payload) > tcoder.max_predicted_size(shape, bits):
             raise PayloadError(f"arith payload of {len(payload)} bytes is longer than any coding of {shape}")
-        pred = predict_symbols(ref, scale, offset, bits)
+        pred = None if ref is None else predict_symbols(ref, scale, offset, bits)
         try:
-            syms, keep = tcoder.decode_predicted(payload, shape, bits, has_mask, pred, ref.keep)
+            syms, keep, state = tcoder.decode_predicted(
+                payload, shape, bits, has_mask, pred, None if ref is None else ref.keep,
+                state=None if ref is None else ref.state,
+            )  # fmt: skip
         except tcoder.CoderError as e:
             raise PayloadError(str(e)) from None
         if has_mask and int(np.count_nonzero(keep)) != n_kept:
             raise PayloadError(f"mask keeps {int(np.count_nonzero(keep))} positions, header says {n_kept}")
-        return syms, keep
+        return syms, keep, state
 
     def _decode_payload(self, payload, coder, dict_id, dtype, shape, bits, has_mask, n_kept):
         C, H, W = shape

@@ -61,7 +61,10 @@ class Encoder:
     the edge gave up are :meth:`discard`-ed first), at most ``REF_WINDOW`` seqs back, when that is
     smaller than coding it alone (so a scene cut costs no more than an intra frame). Without an
     acknowledged reference a frame is coded alone (intra). A frame whose scale / offset equal the
-    reference's sends none.
+    reference's sends none. ``skip_l1`` > 0 makes the skip lossy (conditional replenishment): a
+    position both frames keep whose symbols differ from the prediction by at most that much in
+    sum over channels keeps the prediction; the reference is what the receiver decodes, so the
+    error stays bounded by ``skip_l1`` per position and never accumulates.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Encoder:
         keyframe_interval: int = 0,
         version: int | None = None,
         temporal: bool = False,
+        skip_l1: int = 0,
     ) -> None:
         if version is None:
             version = 3 if temporal else VERSION
@@ -93,7 +97,10 @@ class Encoder:
                 "temporal coding needs format version 3 and coder 'arith', and replaces "
                 f"keyframe_interval (got version {version}, coder {coder!r}, interval {keyframe_interval})"
             )
+        if not isinstance(skip_l1, int) or not 0 <= skip_l1 <= 255 or (skip_l1 and not temporal):
+            raise ValueError(f"skip_l1 must be an int in 0..255, with temporal coding only; got {skip_l1!r}")
         self.temporal = bool(temporal)
+        self.skip_l1 = skip_l1
         self.model_id = model_id
         self.coder = coder
         self.version = version
@@ -126,10 +133,13 @@ class Encoder:
         go out (dropped, or given up unacknowledged), or the receiver may have lost its reference."""
         self.state.forget(stream_id)
 
-    def acknowledge(self, stream_id: str, next_seq: int) -> RefFrame | None:
-        """An acknowledgement: every seq below ``next_seq`` is resolved at the receiver; the newest
-        delivered frame becomes the reference (temporal mode). Returns the reference in force."""
-        return self.state.acknowledge(stream_id, next_seq)
+    def acknowledge(
+        self, stream_id: str, next_seq: int | None = None, decoded: int | None = None
+    ) -> RefFrame | None:
+        """An acknowledgement (temporal mode): ``decoded`` is a seq the receiver decoded (a
+        version-2 ack's), else every seq below ``next_seq`` is resolved and the newest one not
+        :meth:`discard`-ed is taken as delivered. Returns the reference in force."""
+        return self.state.acknowledge(stream_id, next_seq, decoded)
 
     def discard(self, stream_id: str, seq: int) -> None:
         """Frame ``seq`` was given up (never delivered): it will not become a reference."""
@@ -265,14 +275,12 @@ class Encoder:
                 self.state.set_key(stream_id, seq, data, bits)
 
         ref_d, same_q = 0, False
-        if self.coder == "arith":
+        if self.coder == "arith" and self.version == 3 and code == DT_U8:
+            payload, ref_d, same_q = self._temporal(stream_id, seq, data, keep, bits, scale, offset)
+            if ref_d:
+                flags |= F_PREDICTED
+        elif self.coder == "arith":
             payload = coder_module().encode_map(np.ascontiguousarray(syms), keep, bits)
-            if self.temporal and code == DT_U8:
-                payload, ref_d, same_q = self._temporal(
-                    stream_id, seq, data, keep, bits, scale, offset, payload
-                )
-                if ref_d:
-                    flags |= F_PREDICTED
         else:
             raw = serialize_values(syms, keep)
             payload = raw if self.coder == "raw" else self._cctx.compress(raw)
@@ -296,31 +304,41 @@ class Encoder:
         o = np.zeros(1, np.float32) if zero else offset.astype(dt).astype(np.float32)
         return s, o
 
-    def _temporal(self, sid, seq, data, keep, bits, scale, offset, intra):
-        """(payload, reference distance or 0, scale / offset same as the reference's)."""
+    def _temporal(self, sid, seq, data, keep, bits, scale, offset):
+        """Version 3: (payload, reference distance or 0, scale / offset same as the reference's)."""
+        from kernels import tcoder
+
         ws, wo = self._wire_params(scale, offset)
-        ref = self.state.reference(sid)
+        intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None)
         payload, ref_d, same = intra, 0, False
+        ref = self.state.reference(sid) if self.temporal else None
         if (
             ref is not None
             and ref.bits == bits
             and ref.q.shape == data.shape
             and 0 < seq - ref.seq <= REF_WINDOW
         ):
-            from kernels import tcoder
-
             same = ref.same_params(ws, wo)
             pred = predict_symbols(ref, ws, wo, bits)
-            p = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, pred, ref.keep)
+            sent = data
+            if self.skip_l1:
+                both = ref.keep if keep is None else keep if ref.keep is None else keep & ref.keep
+                d = np.abs(data.astype(np.int16) - pred).sum(axis=0)
+                near = (d <= self.skip_l1) if both is None else (d <= self.skip_l1) & both
+                sent = np.where(near[None], pred, data).astype(np.uint8)
+            p, st = tcoder.encode_predicted(
+                np.ascontiguousarray(sent), keep, bits, pred, ref.keep, state=ref.state
+            )
             saved = 2 * (ws.size + (wo.size if offset.any() else 0)) if same else 0
             if len(p) - saved < len(intra):  # else a scene cut: the frame alone is cheaper
-                payload, ref_d = p, seq - ref.seq
+                payload, ref_d, data, pstate = p, seq - ref.seq, sent, st
                 self.last_ref_seq = ref.seq
             else:
                 same = False
         self.last_predicted = bool(ref_d)
-        k = None if keep is None else keep.copy()
-        self.state.note_sent(sid, RefFrame(seq, data.copy(), k, bits, ws, wo))
+        if self.temporal:
+            k = None if keep is None else keep.copy()
+            self.state.note_sent(sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate))
         return payload, ref_d, same
 
     def _v2_tensor(

@@ -244,7 +244,8 @@ class Limits:
 @dataclasses.dataclass(frozen=True, eq=False)
 class RefFrame:
     """A decoded quantized tensor kept as a temporal reference: symbols, keep-mask (None: all kept),
-    bits, and scale / offset as the wire carries them (float16-rounded where they were sent so)."""
+    bits, scale / offset as the wire carries them (float16-rounded where they were sent so), and
+    the coder's probability state at the end of the frame (where the next predicted frame starts)."""
 
     seq: int
     q: np.ndarray
@@ -252,6 +253,7 @@ class RefFrame:
     bits: int
     scale: np.ndarray
     offset: np.ndarray
+    state: np.ndarray | None = None  # the range coder's probability state after this frame
 
     def same_params(self, scale: np.ndarray, offset: np.ndarray) -> bool:
         C = self.q.shape[0]

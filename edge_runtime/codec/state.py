@@ -76,17 +76,28 @@ class EncoderState:
         if p is not None:
             p.pop(seq, None)
 
-    def acknowledge(self, stream_id: str, next_seq: int) -> RefFrame | None:
-        """Every seq below ``next_seq`` is resolved: the newest of those still held (delivered, not
-        given up) becomes the reference. Returns the reference now in force."""
+    def acknowledge(
+        self, stream_id: str, next_seq: int | None = None, decoded: int | None = None
+    ) -> RefFrame | None:
+        """An acknowledgement. ``decoded``: a seq the receiver decoded (the ack's highest answered
+        seq): that frame becomes the reference if it is still held. Without it, ``next_seq`` ("every
+        seq below it is resolved"): the newest held frame below it, which is right only when every
+        frame given up was :meth:`discard`-ed (policy ``reliable``). Returns the reference in force."""
         p = self._pending.get(stream_id)
         if p:
             newest = None
+            if decoded is not None:
+                newest = p.get(decoded)
+                limit = decoded + 1
+            else:
+                limit = -1 if next_seq is None else next_seq
             while p:
                 seq = next(iter(p))
-                if seq >= next_seq:
+                if seq >= limit:
                     break
-                newest = p.pop(seq)
+                r = p.pop(seq)
+                if decoded is None:
+                    newest = r
             cur = self._confirmed.get(stream_id)
             if newest is not None and (cur is None or newest.seq > cur.seq):
                 self._confirmed[stream_id] = newest

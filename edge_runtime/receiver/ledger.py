@@ -32,6 +32,11 @@ __all__ = ["Ledger", "StreamLedger"]
 log = logging.getLogger(__name__)
 
 
+def _decoded(st: StreamLedger) -> int | None:
+    """The highest seq answered (the ack's ``decoded``: temporal coding predicts from it)."""
+    return st.high if st.high >= 0 else None
+
+
 @dataclass
 class StreamLedger:
     next: int | None = None  # None: nothing live seen yet (only preloaded results)
@@ -143,7 +148,7 @@ class Ledger:
         with self._lock:
             for (sid, epoch), st in self._st.items():
                 if st.dirty and st.route is not None and st.next is not None:
-                    out.append((st.route, encode_ack(sid, epoch, st.next)))
+                    out.append((st.route, encode_ack(sid, epoch, st.next, _decoded(st))))
                 st.dirty = False
         return out
 
@@ -152,7 +157,7 @@ class Ledger:
             st = self._st.get((stream, epoch))
             if st is None or st.next is None:
                 return None
-            return encode_ack(stream, epoch, st.next)
+            return encode_ack(stream, epoch, st.next, _decoded(st))
 
     def totals(self) -> dict:
         with self._lock:
