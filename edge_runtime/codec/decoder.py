@@ -86,7 +86,8 @@ class Decoder:
             self._dctx[k] = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(bytes(v)))
         self.counts: collections.Counter[str] = collections.Counter()
         # (stream_id, epoch) -> last seq, key frame; LRU-bounded
-        self._streams = DecoderState(self.limits.max_streams)
+        # temporal references: at most 4 bytes per element of the largest tensor allowed, in all
+        self._streams = DecoderState(self.limits.max_streams, 4 * self.limits.max_elements)
 
     @property
     def missing_keyframe(self) -> int:
@@ -300,7 +301,7 @@ class Decoder:
         if dt == DT_U8:
             if not 1 <= bits <= 8:
                 raise HeaderError(f"bits {bits} outside 1..8 for a quantized tensor")
-            if h["same_ref"]:
+            if h.get("same_ref"):
                 pass
             elif n_s not in (1, C) or n_o not in ((0, 1, C) if h["zero_offset"] else (1, C)):
                 raise HeaderError(f"scale / offset counts ({n_s}, {n_o}) must each be 1 or C={C}")
@@ -329,7 +330,7 @@ class Decoder:
             )
         qdt = "<f4" if qs == 4 else "<f2"
         scale = np.frombuffer(mv, qdt, n_s, pos).astype(np.float32)
-        if h["same_ref"]:
+        if h.get("same_ref"):
             scale, offset = ref.scale, ref.offset
         elif h["zero_offset"]:
             offset = np.zeros(1, np.float32)
@@ -355,7 +356,8 @@ class Decoder:
         if flags & F_KEYFRAME:
             self._streams.set_key(key, seq, data, bits)
         if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
-            self._streams.add_ref(key, RefFrame(seq, data, keep, bits, scale, offset, pstate))
+            small = None if pstate is None else pstate.astype(np.uint16)  # estimates are < 2**16
+            self._streams.add_ref(key, RefFrame(seq, data, keep, bits, scale, offset, small))
         if dt == DT_U8:
             return Tensor(data=data, scale=scale, offset=offset, bits=bits, keep=keep), key_seq
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
@@ -369,7 +371,7 @@ class Decoder:
         try:
             syms, keep, state = tcoder.decode_predicted(
                 payload, shape, bits, has_mask, pred, None if ref is None else ref.keep,
-                state=None if ref is None else ref.state,
+                state=None if ref is None or ref.state is None else ref.state.astype(np.int64),
             )  # fmt: skip
         except tcoder.CoderError as e:
             raise PayloadError(str(e)) from None

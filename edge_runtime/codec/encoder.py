@@ -327,7 +327,7 @@ class Encoder:
                 near = (d <= self.skip_l1) if both is None else (d <= self.skip_l1) & both
                 sent = np.where(near[None], pred, data).astype(np.uint8)
             p, st = tcoder.encode_predicted(
-                np.ascontiguousarray(sent), keep, bits, pred, ref.keep, state=ref.state
+                np.ascontiguousarray(sent), keep, bits, pred, ref.keep, state=ref.state.astype(np.int64)
             )
             saved = 2 * (ws.size + (wo.size if offset.any() else 0)) if same else 0
             if len(p) - saved < len(intra):  # else a scene cut: the frame alone is cheaper
@@ -338,7 +338,7 @@ class Encoder:
         self.last_predicted = bool(ref_d)
         if self.temporal:
             k = None if keep is None else keep.copy()
-            self.state.note_sent(sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate))
+            self.state.note_sent(sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate.astype(np.uint16)))
         return payload, ref_d, same
 
     def _v2_tensor(

@@ -227,6 +227,7 @@ class Limits:
     max_width: int = 8192
     max_stream_id: int = 64
     max_streams: int = 1024  # inter-frame / sequence state kept for at most this many streams
+    # temporal references (version 3) take at most 4 bytes per max_elements, over all streams
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -116,11 +116,19 @@ class StreamState:
     refs: dict = dataclasses_field(default_factory=dict)  # seq -> RefFrame (version 3)
 
 
-class DecoderState:
-    """Per-stream sequence and key frame state of a decoder, LRU-bounded to ``max_streams``."""
+def _ref_bytes(r: RefFrame) -> int:
+    return r.q.nbytes + (0 if r.keep is None else r.keep.nbytes) + (0 if r.state is None else r.state.nbytes)
 
-    def __init__(self, max_streams: int) -> None:
+
+class DecoderState:
+    """Per-stream sequence and key frame state of a decoder, LRU-bounded to ``max_streams``;
+    temporal references bounded to ``max_ref_bytes`` in all (least recently used streams, then
+    the oldest frames, go first)."""
+
+    def __init__(self, max_streams: int, max_ref_bytes: int = 64 << 20) -> None:
         self.max_streams = max_streams
+        self.max_ref_bytes = max_ref_bytes
+        self.ref_bytes = 0
         self._streams: collections.OrderedDict[str, StreamState] = collections.OrderedDict()
 
     def stream(self, stream_id: str) -> StreamState:
@@ -128,7 +136,8 @@ class DecoderState:
         if st is None:
             st = self._streams[stream_id] = StreamState()
             if len(self._streams) > self.max_streams:
-                self._streams.popitem(last=False)
+                _, old = self._streams.popitem(last=False)
+                self.ref_bytes -= sum(_ref_bytes(r) for r in old.refs.values())
         else:
             self._streams.move_to_end(stream_id)
         return st
@@ -153,9 +162,18 @@ class DecoderState:
     def add_ref(self, stream_id, ref: RefFrame) -> None:
         """Keep ``ref``; past REF_WINDOW frames, the lowest seq goes."""
         refs = self.stream(stream_id).refs
+        old = refs.pop(ref.seq, None)
+        if old is not None:
+            self.ref_bytes -= _ref_bytes(old)
         refs[ref.seq] = ref
+        self.ref_bytes += _ref_bytes(ref)
         while len(refs) > REF_WINDOW:
-            del refs[min(refs)]
+            self.ref_bytes -= _ref_bytes(refs.pop(min(refs)))
+        for st in list(self._streams.values()):  # least recently used first; this stream is last
+            while self.ref_bytes > self.max_ref_bytes and st.refs and (st.refs is not refs or len(refs) > 1):
+                self.ref_bytes -= _ref_bytes(st.refs.pop(min(st.refs)))
+            if self.ref_bytes <= self.max_ref_bytes:
+                break
 
     def get_ref(self, stream_id, seq: int) -> RefFrame | None:
         st = self.peek(stream_id)
