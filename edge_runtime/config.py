@@ -131,13 +131,13 @@ class CodecConfig:
     temporal: str = field(default="auto", metadata=_choice("auto", "on", "off"))
     # Temporal: a channel keeps the reference's quantization step while its own step is within
     # [1 - param_hold, 1 + param_hold / 4] of it (unchanged features give unchanged symbols).
-    param_hold: float = field(default=0.25, metadata=_range(0.0, 0.9))
+    param_hold: float = field(default=0.5, metadata=_range(0.0, 0.9))
     # Temporal: a kept position whose symbols differ from the prediction by at most this much (sum
     # over channels) keeps the prediction (lossy skip, bounded error; 0 = lossless).
-    temporal_skip: int = field(default=0, metadata=_range(0, 255))
+    temporal_skip: int = field(default=2, metadata=_range(0, 255))
     # Temporal: positions the reference kept get this fraction of the map's range added before the
     # keep threshold (mask hysteresis; 0 = off).
-    mask_hold: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    mask_hold: float = field(default=0.2, metadata=_range(0.0, 1.0))
 
 
 @dataclass

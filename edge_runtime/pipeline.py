@@ -413,10 +413,10 @@ class EdgeLoop:
             w.on_ack(*a)
             if p.temporal and a[0] == p.stream_id and a[1] == p.epoch:
                 decoded = getattr(a, "decoded", None)
-                if decoded is not None:  # a version-2 ack: this seq was decoded there
+                if decoded is not None:  # a version-2 ack: this seq was decoded there, and is held
                     p.encoder.acknowledge(p.stream_id, decoded=decoded)
-                elif self.policy.reliable:  # version 1: resolved and not given up = delivered
-                    p.encoder.acknowledge(p.stream_id, next_seq=a[2])
+                # a version-1 ack (an older receiver, or one with worker processes) names no decoded
+                # frame: nothing becomes a reference, frames are coded alone
         now = time.monotonic()
         if acks:
             self._acks_seen += len(acks)

@@ -101,6 +101,10 @@ class Encoder:
             raise ValueError(f"skip_l1 must be an int in 0..255, with temporal coding only; got {skip_l1!r}")
         self.temporal = bool(temporal)
         self.skip_l1 = skip_l1
+        # measuring which contexts pay (benchmarks/rate_stream.py): bytes only, such messages are
+        # not decodable; the wire is always kernels.tcoder.FULL with the state carried over
+        self._variant: int | None = None
+        self._carry = True
         self.model_id = model_id
         self.coder = coder
         self.version = version
@@ -327,8 +331,10 @@ class Encoder:
                 near = (d <= self.skip_l1) if both is None else (d <= self.skip_l1) & both
                 sent = np.where(near[None], pred, data).astype(np.uint8)
             p, st = tcoder.encode_predicted(
-                np.ascontiguousarray(sent), keep, bits, pred, ref.keep, state=ref.state.astype(np.int64)
-            )
+                np.ascontiguousarray(sent), keep, bits, pred, ref.keep,
+                tcoder.FULL if self._variant is None else self._variant,
+                state=ref.state.astype(np.int64) if self._carry else None,
+            )  # fmt: skip
             saved = 2 * (ws.size + (wo.size if offset.any() else 0)) if same else 0
             if len(p) - saved < len(intra):  # else a scene cut: the frame alone is cheaper
                 payload, ref_d, data, pstate = p, seq - ref.seq, sent, st
