@@ -36,6 +36,7 @@ from edge_runtime.codec.format import (
     V1_COMMON,
     V1_TENSOR,
     V2_PREFIX,
+    V3P_PREFIX,
     VERSIONS,
     Frame,
     Limits,
@@ -46,6 +47,7 @@ from edge_runtime.codec.format import (
     get_varint,
     predict_symbols,
     unzigzag,
+    unzz64,
 )
 from edge_runtime.codec.state import DecoderState
 from edge_runtime.errors import ChecksumError, HeaderError, ModelMismatchError, PayloadError
@@ -149,8 +151,17 @@ class Decoder:
             _, _, _, sid_len, model_id, seq, t_ns = V1_COMMON.unpack_from(mv, 0)
             pos = V1_COMMON.size
         else:
-            _, _, _, model_id, epoch, t_ns = V2_PREFIX.unpack_from(mv, 0)
-            pos = V2_PREFIX.size
+            if version == 3 and flags & F_PREDICTED:  # compact: model id, capture time from the reference
+                if not flags & F_TENSOR:
+                    raise HeaderError("a predicted frame must carry a tensor")
+                _, _, _, epoch = V3P_PREFIX.unpack_from(mv, 0)
+                model_id, t_ns = None, None
+                pos = V3P_PREFIX.size
+            else:
+                if n < MIN_MESSAGE[2]:
+                    raise HeaderError(f"message is {n} bytes, shorter than the minimum {MIN_MESSAGE[2]}")
+                _, _, _, model_id, epoch, t_ns = V2_PREFIX.unpack_from(mv, 0)
+                pos = V2_PREFIX.size
             seq, pos = get_varint(mv, pos, end, "seq")
             held, pos = get_varint(mv, pos, end, "window", seq)
             index, pos = get_varint(mv, pos, end, "source index")
@@ -171,16 +182,15 @@ class Decoder:
         except UnicodeDecodeError as e:
             raise HeaderError(f"stream id is not valid UTF-8: {e}") from None
         pos += sid_len
-        if self.model_ids is not None and model_id not in self.model_ids:
-            raise ModelMismatchError(
-                f"model id {model_id.hex()} is not served here "
-                f"(serving {sorted(m.hex() for m in self.model_ids)})"
-            )
+        if model_id is not None:
+            self._check_model(model_id)
         key = (stream_id, fields.get("epoch", 0))
         tensor = None
         key_seq = 0
+        self._frame_model, self._frame_t = model_id, t_ns
         if flags & F_TENSOR:
             tensor, key_seq = self._decode_tensor(mv, pos, end, flags, key, seq, version)
+            model_id, t_ns = self._frame_model, self._frame_t
             if flags & F_PREDICTED:
                 fields["ref_seq"] = key_seq
                 key_seq = 0
@@ -191,6 +201,32 @@ class Decoder:
             stream_id=stream_id, seq=seq, capture_time_ns=t_ns, tensor=tensor, model_id=bytes(model_id),
             keyframe=bool(flags & F_KEYFRAME), delta=bool(flags & F_DELTA), key_seq=key_seq, **fields,
         )  # fmt: skip
+
+    def _check_model(self, model_id: bytes) -> None:
+        if self.model_ids is not None and model_id not in self.model_ids:
+            raise ModelMismatchError(
+                f"model id {bytes(model_id).hex()} is not served here "
+                f"(serving {sorted(m.hex() for m in self.model_ids)})"
+            )
+
+    def _tensor_header_v3p(self, mv, pos, end, flags, seq, key):
+        """A compact predicted tensor header: reference distance, capture-time difference, kept
+        count, layout; kind, shape and bits are the reference's, which must be held here."""
+        back, pos = get_varint(mv, pos, end, "reference distance", seq)
+        if back == 0:
+            raise HeaderError("reference distance 0: a frame cannot be predicted from itself")
+        ref = self._streams.get_ref(key, seq - back)
+        if ref is None:
+            raise MissingKeyFrameError(
+                f"predicted frame {seq} of stream {key[0]!r} refers to frame {seq - back}, "
+                "which this decoder has not decoded (or no longer holds)"
+            )
+        self._check_model(ref.model_id)
+        dt_ns, pos = get_varint(mv, pos, end, "capture time difference")
+        self._frame_model, self._frame_t = ref.model_id, ref.capture_ns + unzz64(dt_ns)
+        C, H, W = ref.q.shape
+        kind = DT_U8 | CODERS["arith"] << 2 | (ref.bits - 1) << 4
+        return self._tensor_tail(mv, pos, end, flags, kind, (C, H, W), seq, seq - back)
 
     def _tensor_header_v1(self, mv, pos, end, flags):
         if end - pos < V1_TENSOR.size:
@@ -208,10 +244,14 @@ class Decoder:
         pos += 1
         if kind & 0x80:
             raise HeaderError(f"tensor kind byte {kind:#04x} has its reserved bit set")
-        dt, coder = kind & 0x03, (kind >> 2) & 0x03
         C, pos = get_varint(mv, pos, end, "shape C", lim.max_channels)
         H, pos = get_varint(mv, pos, end, "shape H", lim.max_height)
         W, pos = get_varint(mv, pos, end, "shape W", lim.max_width)
+        return self._tensor_tail(mv, pos, end, flags, kind, (C, H, W), seq, None)
+
+    def _tensor_tail(self, mv, pos, end, flags, kind, shape, seq, ref_seq):
+        dt, coder = kind & 0x03, (kind >> 2) & 0x03
+        C, H, W = shape
         n_kept = H * W
         if flags & F_MASK:
             n_kept, pos = get_varint(mv, pos, end, "n_kept", 0xFFFFFFFF)
@@ -222,12 +262,6 @@ class Decoder:
         if flags & F_DELTA:
             back, pos = get_varint(mv, pos, end, "key frame distance", seq)
             key_seq = seq - back
-        ref_seq = None
-        if flags & F_PREDICTED:
-            back, pos = get_varint(mv, pos, end, "reference distance", seq)
-            if back == 0:
-                raise HeaderError("reference distance 0: a frame cannot be predicted from itself")
-            ref_seq = seq - back
         bits, n_s, n_o, zero_offset, same_ref = 0, 0, 0, False, False
         if dt == DT_U8:
             bits = ((kind >> 4) & 0x07) + 1
@@ -264,6 +298,8 @@ class Decoder:
         lim = self.limits
         if version == 1:
             h, pos = self._tensor_header_v1(mv, pos, end, flags)
+        elif flags & F_PREDICTED:
+            h, pos = self._tensor_header_v3p(mv, pos, end, flags, seq, key)
         else:
             h, pos = self._tensor_header_v2(mv, pos, end, flags, seq)
         dt, bits, coder, dict_id, key_seq = h["dt"], h["bits"], h["coder"], h["dict_id"], h["key_seq"]
@@ -357,7 +393,10 @@ class Decoder:
             self._streams.set_key(key, seq, data, bits)
         if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
             small = None if pstate is None else pstate.astype(np.uint16)  # estimates are < 2**16
-            self._streams.add_ref(key, RefFrame(seq, data, keep, bits, scale, offset, small))
+            ref_frame = RefFrame(
+                seq, data, keep, bits, scale, offset, small, self._frame_t, bytes(self._frame_model)
+            )
+            self._streams.add_ref(key, ref_frame)
         if dt == DT_U8:
             return Tensor(data=data, scale=scale, offset=offset, bits=bits, keep=keep), key_seq
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
@@ -472,7 +511,7 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
             sid_len = mv[5]
         elif mv[3] in (2, 3):
             end = n - CRC.size
-            pos = V2_PREFIX.size
+            pos = V3P_PREFIX.size if mv[3] == 3 and mv[4] & F_PREDICTED else V2_PREFIX.size
             for name in ("seq", "window", "source index"):
                 _, pos = get_varint(mv, pos, end, name)
             if mv[4] & F_SOURCE_TIME:
@@ -488,20 +527,23 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         return None
 
 
-def message_layout(buf) -> dict[str, int]:
-    """Bytes per part of a message (either version), for benchmarks: ``header`` (prefix, varints,
+def message_layout(buf, channels: int | None = None) -> dict[str, int]:
+    """Bytes per part of a message (any version), for benchmarks: ``header`` (prefix, varints,
     stream id, tensor header), ``params`` (scale / offset), ``payload`` (the coded tensor) and
-    ``crc``. Parses the headers only (no CRC or payload check); raises HeaderError."""
+    ``crc``. Parses the headers only (no CRC or payload check); raises HeaderError. A version-3
+    predicted frame does not name its channel count: pass ``channels`` for one with per-channel
+    scale / offset."""
     dec = Decoder(model_ids=None)
     mv = memoryview(buf)
     n = mv.nbytes
     end = n - CRC.size
     version, flags = mv[3], mv[4]
+    compact = version == 3 and flags & F_PREDICTED
     if version == 1:
         pos = V1_COMMON.size + mv[5]
         seq = 0
     else:
-        pos = V2_PREFIX.size
+        pos = V3P_PREFIX.size if compact else V2_PREFIX.size
         seq, pos = get_varint(mv, pos, end, "seq")
         for name in ("window", "source index"):
             _, pos = get_varint(mv, pos, end, name)
@@ -510,6 +552,25 @@ def message_layout(buf) -> dict[str, int]:
         pos += 1 + mv[pos]
     if not flags & F_TENSOR:
         return {"header": pos, "params": 0, "payload": 0, "crc": CRC.size}
+    if compact:
+        for name in ("reference distance", "capture time difference"):
+            _, pos = get_varint(mv, pos, end, name)
+        if flags & F_MASK:
+            _, pos = get_varint(mv, pos, end, "n_kept")
+        layout = mv[pos]
+        pos += 1
+        qsize = 4 if flags & F_QPARAM_F32 else 2
+        if layout & Q_SAME_AS_REF:
+            params = 0
+        else:
+            per = layout & (Q_SCALE_PER_CHANNEL | Q_OFFSET_PER_CHANNEL)
+            if per and channels is None:
+                raise HeaderError("a predicted frame with per-channel scale / offset: pass channels=")
+            c = channels or 1
+            n_s = c if layout & Q_SCALE_PER_CHANNEL else 1
+            n_o = 0 if layout & Q_OFFSET_ZERO else c if layout & Q_OFFSET_PER_CHANNEL else 1
+            params = qsize * (n_s + n_o)
+        return {"header": pos, "params": params, "payload": end - pos - params, "crc": CRC.size}
     if version == 1:
         h, pos = dec._tensor_header_v1(mv, pos, end, flags)
     else:

@@ -31,6 +31,7 @@ from edge_runtime.codec.format import (
     V1_COMMON,
     V1_TENSOR,
     V2_PREFIX,
+    V3P_PREFIX,
     VERSION,
     Frame,
     RefFrame,
@@ -41,6 +42,7 @@ from edge_runtime.codec.format import (
     put_varint,
     serialize_values,
     zigzag,
+    zz64,
 )
 from edge_runtime.codec.state import EncoderState
 
@@ -161,6 +163,7 @@ class Encoder:
         self.last_keyframe = self.last_predicted = False
         self.last_ref_seq = None
         t = frame.tensor
+        self._capture_ns = frame.capture_time_ns
         if t is not None:
             flags |= F_TENSOR
             tflags, tbytes = self._encode_tensor(frame.stream_id, frame.seq, t)
@@ -177,9 +180,14 @@ class Encoder:
                 tbytes = tbytes[1:]
             elif flags & F_TENSOR:
                 tbytes = tbytes[1:]
-            head = bytearray(
-                V2_PREFIX.pack(MAGIC, self.version, flags, self.model_id, frame.epoch, frame.capture_time_ns)
-            )
+            if flags & F_PREDICTED:  # model id and capture time relative to the reference
+                head = bytearray(V3P_PREFIX.pack(MAGIC, 3, flags, frame.epoch))
+            else:
+                head = bytearray(
+                    V2_PREFIX.pack(
+                        MAGIC, self.version, flags, self.model_id, frame.epoch, frame.capture_time_ns
+                    )
+                )
             put_varint(head, frame.seq)
             put_varint(head, frame.seq - frame.window_base)
             put_varint(head, frame.source_index)
@@ -339,12 +347,15 @@ class Encoder:
             if len(p) - saved < len(intra):  # else a scene cut: the frame alone is cheaper
                 payload, ref_d, data, pstate = p, seq - ref.seq, sent, st
                 self.last_ref_seq = ref.seq
+                self._ref_capture = ref.capture_ns
             else:
                 same = False
         self.last_predicted = bool(ref_d)
         if self.temporal:
             k = None if keep is None else keep.copy()
-            self.state.note_sent(sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate.astype(np.uint16)))
+            self.state.note_sent(
+                sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate.astype(np.uint16), self._capture_ns)
+            )
         return payload, ref_d, same
 
     def _v2_tensor(
@@ -352,17 +363,19 @@ class Encoder:
     ) -> bytes:
         """Version-2 tensor section, prefixed by one marker byte for :meth:`encode` (F_QPARAM_F32 or 0)."""
         h = bytearray()
-        h.append(code | CODERS[self.coder] << 2 | ((bits - 1) if code == DT_U8 else 0) << 4)
-        for v in shape:
-            put_varint(h, v)
+        if flags & F_PREDICTED:  # version 3: kind, shape and bits are the reference's
+            put_varint(h, ref_d)
+            put_varint(h, zz64(self._capture_ns - self._ref_capture))
+        else:
+            h.append(code | CODERS[self.coder] << 2 | ((bits - 1) if code == DT_U8 else 0) << 4)
+            for v in shape:
+                put_varint(h, v)
         if flags & F_MASK:
             put_varint(h, n_kept)
         if self.coder == "zstd":
             put_varint(h, self.dict_id)
         if flags & F_DELTA:
             put_varint(h, seq - key_seq)
-        if flags & F_PREDICTED:
-            put_varint(h, ref_d)
         marker = 0
         if code == DT_U8:
             zero_offset = not offset.any()

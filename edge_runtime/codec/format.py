@@ -72,11 +72,13 @@ V1_COMMON = struct.Struct("<3sBBB8sQq")  # magic, version, flags, sid_len, model
 V1_TENSOR = struct.Struct("<BBBHHHIIQHHI")  # dtype bits coder C H W n_kept dict_id key_seq n_s n_o plen
 # version 2: fixed prefix, then varints (docs/wire.md)
 V2_PREFIX = struct.Struct("<3sBB8sQq")  # magic, version, flags, model_id, epoch, capture_ns
+# version 3, predicted frames: model id and capture time come from the reference (docs/wire.md)
+V3P_PREFIX = struct.Struct("<3sBBQ")  # magic, version, flags, epoch
 CRC = struct.Struct("<I")
 MIN_MESSAGE = {
     1: V1_COMMON.size + CRC.size,
     2: V2_PREFIX.size + 4 + CRC.size,
-    3: V2_PREFIX.size + 4 + CRC.size,
+    3: V3P_PREFIX.size + 4 + CRC.size,  # a predicted frame; others need the version-2 minimum
 }
 MIN_ANY = min(MIN_MESSAGE.values())
 
@@ -111,6 +113,15 @@ class MissingKeyFrameError(PayloadError):
 
 
 # ---------------------------------------------------------------- varints
+
+
+def zz64(v: int) -> int:
+    """Signed -> unsigned varint value (zigzag)."""
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def unzz64(u: int) -> int:
+    return u >> 1 if not u & 1 else -((u + 1) >> 1)
 
 
 def put_varint(out: bytearray, v: int) -> None:
@@ -255,6 +266,8 @@ class RefFrame:
     scale: np.ndarray
     offset: np.ndarray
     state: np.ndarray | None = None  # the range coder's probability state after this frame
+    capture_ns: int = 0  # a predicted frame sends its capture time as the difference to this
+    model_id: bytes = b""  # and inherits this model id
 
     def same_params(self, scale: np.ndarray, offset: np.ndarray) -> bool:
         C = self.q.shape[0]

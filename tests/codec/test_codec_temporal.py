@@ -131,7 +131,7 @@ def test_same_quantization_as_the_reference_sends_no_parameters():
     dec.decode(_msg(enc, 0, seq_[0][0], scale, seq_[0][2]))
     enc.acknowledge("cam", decoded=0)
     m = _msg(enc, 1, seq_[1][0], scale, seq_[1][2])
-    assert message_layout(m)["params"] == 0
+    assert message_layout(m, channels=C)["params"] == 0
     f = dec.decode(m)
     np.testing.assert_allclose(f.tensor.scale, scale, rtol=2**-11)
 
