@@ -88,8 +88,7 @@ class Decoder:
             self._dctx[k] = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(bytes(v)))
         self.counts: collections.Counter[str] = collections.Counter()
         # (stream_id, epoch) -> last seq, key frame; LRU-bounded
-        # temporal references: at most 4 bytes per element of the largest tensor allowed, in all
-        self._streams = DecoderState(self.limits.max_streams, 4 * self.limits.max_elements)
+        self._streams = DecoderState(self.limits.max_streams, self.limits.max_ref_bytes)
 
     @property
     def missing_keyframe(self) -> int:

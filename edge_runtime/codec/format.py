@@ -238,7 +238,8 @@ class Limits:
     max_width: int = 8192
     max_stream_id: int = 64
     max_streams: int = 1024  # inter-frame / sequence state kept for at most this many streams
-    # temporal references (version 3) take at most 4 bytes per max_elements, over all streams
+    # temporal references (version 3: up to REF_WINDOW decoded frames per stream), over all streams
+    max_ref_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
