@@ -374,6 +374,23 @@ def _ratio(res: dict, a: str | None, b: str) -> dict:
     }
 
 
+def _same_setting(res: dict) -> dict | None:
+    """Validation: the temporal mode's selected setting (or, if none passes, its most accurate one)
+    against intra at the same keep ratio and bits: bytes ratio and both accuracies. A figure beside
+    ``temporal_vs_intra_bytes`` for when intra has no setting that passes."""
+    val = {m.name: m for m in res["validation"]}
+    tm = [m for m in res["validation"] if m.setting.mode == "edge_temporal"]
+    if not tm:
+        return None
+    t = res["selected"].get("edge_temporal") or max(tm, key=lambda m: (m.top1, -m.mean_bytes))
+    p = t.setting.params
+    i = val.get(f"edge_intra keep={p['keep']} bits={p['bits']}")
+    if i is None:
+        return None
+    return {"temporal": p, "ratio": t.mean_bytes / i.mean_bytes, "temporal_bytes": t.mean_bytes,
+            "intra_bytes": i.mean_bytes, "temporal_top1": t.top1, "intra_top1": i.top1, "split": "validation"}  # fmt: skip
+
+
 def summarize(bundle: Bundle, res: dict) -> dict:
     sel_ = res["selected"]
     edge_modes = [k for k in ("edge_intra", "edge_temporal") if sel_.get(k) is not None]
@@ -405,6 +422,7 @@ def summarize(bundle: Bundle, res: dict) -> dict:
         s["decode_share_of_back_intra"] = decode_share(
             bundle, res["messages_test"][res["test"]["edge_intra"].name]
         )
+    s["temporal_vs_intra_same_setting"] = _same_setting(res)
     s["resync_frames_after_loss"] = None
     if res.get("resync") is not None:
         s["resync_frames_after_loss"] = res["resync"]["max"]
