@@ -343,9 +343,15 @@ def evaluate(bundle, val: Stream, test: Stream, edge, video, fair, progress=Fals
     test_m, ref_t, msgs = run_split(bundle, test, t_edge, t_video, fair, progress)
     names = {m.name: m for m in test_m}
     extra = {}
-    if "edge_temporal" in chosen:
-        extra["resync"] = resync_after_loss(bundle, test, chosen["edge_temporal"])
-        extra["contexts"] = context_ablation(bundle, test, chosen["edge_temporal"])
+    tm = [m for m in val_m if m.setting.mode == "edge_temporal"]
+    ts = chosen.get("edge_temporal") or (
+        max(tm, key=lambda m: (m.top1, -m.mean_bytes)).setting if tm else None
+    )
+    if ts is not None:  # loss, contexts and decode cost do not need a setting that passes
+        extra["temporal_setting"] = {"setting": ts.params, "passed_on_validation": "edge_temporal" in chosen}
+        extra["resync"] = resync_after_loss(bundle, test, ts)
+        extra["contexts"] = context_ablation(bundle, test, ts)
+        extra["decode_share_temporal"] = decode_share(bundle, _edge_messages(bundle, test, ts)[0])
     return extra | {
         "validation": val_m,
         "validation_by_segment": seg_v,
@@ -413,11 +419,10 @@ def summarize(bundle: Bundle, res: dict) -> dict:
     }
     for k, v in comps.items():
         s[k], s[k + "_ci"] = v["ratio"], v["ci"]
-    s["decode_share_of_back"] = None
-    if sel_.get("edge_temporal") is not None:  # the goal: with temporal coding on
-        name = res["test"]["edge_temporal"].name
-        s["decode_share_of_back"] = decode_share(bundle, res["messages_test"][name])
+    s["decode_share_of_back"] = res.get("decode_share_temporal")  # the goal: with temporal coding on
+    if res.get("temporal_setting") is not None:
         s["decode_share_of_back_mode"] = "edge_temporal"
+        s["temporal_setting_measured"] = res["temporal_setting"]
     if sel_.get("edge_intra") is not None:
         s["decode_share_of_back_intra"] = decode_share(
             bundle, res["messages_test"][res["test"]["edge_intra"].name]
