@@ -36,6 +36,7 @@ __all__ = [
     "MetricsConfig",
     "load_config",
     "config_from_dict",
+    "temporal_enabled",
     "to_toml",
     "ENV_PREFIX",
 ]
@@ -124,6 +125,19 @@ class CodecConfig:
     coder: str = field(default="arith", metadata=_choice("zstd", "arith", "raw"))
     level: int = field(default=3, metadata=_range(-7, 22))
     keyframe_interval: int = field(default=0, metadata=_range(0))
+    # Temporal coding (wire format 3): each tensor predicted from the newest one the receiver
+    # acknowledged. auto = on for video sources (scene, camera, file, url), off for an image folder
+    # (independent stills gain nothing and pay the reference bookkeeping): README, rate_stream.json.
+    temporal: str = field(default="auto", metadata=_choice("auto", "on", "off"))
+    # Temporal: a channel keeps the reference's quantization step while its own step is within
+    # [1 - param_hold, 1 + param_hold / 4] of it (unchanged features give unchanged symbols).
+    param_hold: float = field(default=0.5, metadata=_range(0.0, 0.9))
+    # Temporal: a kept position whose symbols differ from the prediction by at most this much (sum
+    # over channels) keeps the prediction (lossy skip, bounded error; 0 = lossless).
+    temporal_skip: int = field(default=2, metadata=_range(0, 255))
+    # Temporal: positions the reference kept get this fraction of the map's range added before the
+    # keep threshold (mask hysteresis; 0 = off).
+    mask_hold: float = field(default=0.2, metadata=_range(0.0, 1.0))
 
 
 @dataclass
@@ -135,6 +149,9 @@ class RateConfig:
     min_bits: int = field(default=2, metadata=_range(1, 8))
     max_bits: int = field(default=8, metadata=_range(1, 8))
     gain: float = field(default=0.7, metadata=_range(0.01, 2.0))
+    # Temporal coding: the first frame after a scene cut (coded alone) is cut down to at most this
+    # many bytes (0: 3 x the per-frame target); the budget is kept per second, not per frame.
+    cut_max_bytes: float = field(default=0.0, metadata=_range(0.0))
 
     @property
     def enabled(self) -> bool:
@@ -285,6 +302,18 @@ def _cli_overrides(items: list[str]) -> dict:
     return out
 
 
+VIDEO_SOURCES = ("scene", "camera", "file", "url")
+
+
+def temporal_enabled(cfg: Config) -> bool:
+    """Whether the edge codes tensors temporally: ``codec.temporal`` on, or auto for a video source
+    (not an image folder) with the arith coder and no key-frame interval."""
+    c = cfg.codec
+    if c.temporal == "auto":
+        return cfg.source.kind in VIDEO_SOURCES and c.coder == "arith" and not c.keyframe_interval
+    return c.temporal == "on"
+
+
 def _check_whole(cfg: Config) -> None:
     r, q = cfg.rate, cfg.quantize
     if r.target_bytes > 0 and r.target_kbps > 0:
@@ -310,6 +339,12 @@ def _check_whole(cfg: Config) -> None:
     if q.clip_percentile and q.clip_percentile <= 50:
         raise ConfigError(
             f"quantize.clip_percentile: must be 0 (off) or in (50, 100], got {q.clip_percentile}"
+        )
+    c = cfg.codec
+    if c.temporal == "on" and (c.coder != "arith" or c.keyframe_interval):
+        raise ConfigError(
+            "codec.temporal = 'on' needs codec.coder = 'arith' and codec.keyframe_interval = 0 (it "
+            f"replaces key-frame deltas), got coder {c.coder!r}, keyframe_interval {c.keyframe_interval}"
         )
     if not cfg.sender.endpoints:
         raise ConfigError("sender.endpoints: at least one receiver endpoint is needed")

@@ -18,6 +18,12 @@ as lost); ``reliable`` (default) is the above. A frame queued in a socket is not
 acknowledgement says so. The ack message (receiver -> edge, on the DEALER / ROUTER connection)::
 
     "ERA" | u8 version=1 | u64 epoch | u64 next | u8 L | stream id (L bytes)      little-endian
+    "ERA" | u8 version=2 | u64 epoch | u64 next | u8 L | stream id | u64 decoded + 1
+
+Version 2 adds the highest seq the receiver has decoded and answered (0: none yet). Cumulative
+``next`` cannot tell a delivered frame from one the edge gave up or one lost in transit under
+``live``; ``decoded`` can, and temporal coding predicts only from such a frame
+(:meth:`edge_runtime.codec.Encoder.acknowledge`). :func:`decode_ack` reads both versions.
 """
 
 from __future__ import annotations
@@ -32,12 +38,22 @@ from dataclasses import dataclass, field
 
 from edge_runtime.errors import ConfigError
 
-__all__ = ["ACK_MAGIC", "encode_ack", "decode_ack", "new_epoch", "DeliveryPolicy", "ResendWindow", "POLICIES"]
+__all__ = [
+    "ACK_MAGIC",
+    "Ack",
+    "encode_ack",
+    "decode_ack",
+    "new_epoch",
+    "DeliveryPolicy",
+    "ResendWindow",
+    "POLICIES",
+]
 
 log = logging.getLogger(__name__)
 
 ACK_MAGIC = b"ERA"
 _ACK = struct.Struct("<3sBQQB")
+_DECODED = struct.Struct("<Q")
 POLICIES = ("reliable", "live")
 
 
@@ -49,22 +65,44 @@ def new_epoch() -> int:
             return e
 
 
-def encode_ack(stream_id: str, epoch: int, next_seq: int) -> bytes:
+class Ack(tuple):
+    """``(stream_id, epoch, next)``, plus ``decoded``: the highest seq the receiver decoded and
+    answered (None: a version-1 ack, or nothing decoded yet)."""
+
+    decoded: int | None
+
+    def __new__(cls, stream_id: str, epoch: int, next_seq: int, decoded: int | None = None):
+        t = super().__new__(cls, (stream_id, epoch, next_seq))
+        t.decoded = decoded
+        return t
+
+
+def encode_ack(stream_id: str, epoch: int, next_seq: int, decoded: int | None = None) -> bytes:
+    """A version-1 ack, or version 2 when ``decoded`` (the highest seq decoded) is given."""
     sid = stream_id.encode("utf-8")[:255]
-    return _ACK.pack(ACK_MAGIC, 1, epoch, next_seq, len(sid)) + sid
+    if decoded is None:
+        return _ACK.pack(ACK_MAGIC, 1, epoch, next_seq, len(sid)) + sid
+    return _ACK.pack(ACK_MAGIC, 2, epoch, next_seq, len(sid)) + sid + _DECODED.pack(decoded + 1)
 
 
-def decode_ack(buf: bytes) -> tuple[str, int, int] | None:
-    """``(stream_id, epoch, next)`` or None for anything that is not a well-formed ack."""
+def decode_ack(buf: bytes) -> Ack | None:
+    """``Ack(stream_id, epoch, next)`` (with ``.decoded``) or None for anything that is not a
+    well-formed ack of version 1 or 2."""
     if len(buf) < _ACK.size:
         return None
     magic, version, epoch, nxt, n = _ACK.unpack_from(buf, 0)
-    if magic != ACK_MAGIC or version != 1 or len(buf) != _ACK.size + n:
+    tail = {1: 0, 2: _DECODED.size}.get(version)
+    if magic != ACK_MAGIC or tail is None or len(buf) != _ACK.size + n + tail:
         return None
     try:
-        return bytes(buf[_ACK.size :]).decode("utf-8"), epoch, nxt
+        sid = bytes(buf[_ACK.size : _ACK.size + n]).decode("utf-8")
     except UnicodeDecodeError:
         return None
+    decoded = None
+    if tail:
+        (d,) = _DECODED.unpack_from(buf, _ACK.size + n)
+        decoded = d - 1 if d else None
+    return Ack(sid, epoch, nxt, decoded)
 
 
 @dataclass(frozen=True)
@@ -118,8 +156,18 @@ class ResendWindow:
     ``lost_keyframe`` is set when a key frame was given up (the encoder must send a new one).
     """
 
-    def __init__(self, policy: DeliveryPolicy, send, *, stream_id: str, epoch: int, clock=time.monotonic):
+    def __init__(
+        self,
+        policy: DeliveryPolicy,
+        send,
+        *,
+        stream_id: str,
+        epoch: int,
+        clock=time.monotonic,
+        on_give_up=None,
+    ):
         self.policy = policy
+        self.on_give_up = on_give_up  # called with the seq of every frame given up (never delivered)
         self._send = send
         self.stream_id = stream_id
         self.epoch = epoch
@@ -149,6 +197,8 @@ class ResendWindow:
                 self.stats.dropped[reason] += 1
                 if keyframe:
                     self.lost_keyframe = True
+                if self.on_give_up is not None:
+                    self.on_give_up(seq)
                 return False
             self.stats.submitted += 1
             self.stats.sent += 1
@@ -209,6 +259,8 @@ class ResendWindow:
         self.stats.dropped[reason] += 1
         if e.keyframe:
             self.lost_keyframe = True
+        if self.on_give_up is not None:
+            self.on_give_up(e.seq)
         if reason != "shutdown":
             log.debug("gave up frame %d of %s: %s", e.seq, self.stream_id, reason)
 

@@ -29,7 +29,7 @@ import numpy as np
 import kernels
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Encoder, Frame, Tensor
-from edge_runtime.config import Config
+from edge_runtime.config import Config, temporal_enabled
 from edge_runtime.delivery import DeliveryPolicy, ResendWindow, new_epoch
 from edge_runtime.errors import ConfigError
 from edge_runtime.framing import fit
@@ -74,6 +74,8 @@ class FrameOutcome:
     onnx_s: float  # of the stage times, the seconds inside ONNX Runtime sessions
     logits: np.ndarray | None = None  # the network's own logits where a stage computed them
     keyframe: bool = False  # the message is an inter-frame key frame (its loss forces a new one)
+    predicted: bool = False  # temporal: coded against the last acknowledged frame
+    cut: bool = False  # temporal: a reference was there but the frame was cheaper alone (scene cut)
 
 
 class EdgePipeline:
@@ -86,12 +88,20 @@ class EdgePipeline:
         self.input_hw = tuple(bundle.input.size)
         self.reducer = Reducer(cfg.reduce, image_hw=self.input_hw, feature_hw=tuple(bundle.split_shape[1:]))
         kw = {"level": cfg.codec.level} if cfg.codec.coder == "zstd" else {}
+        self.temporal = temporal_enabled(cfg)
         self.encoder = Encoder(
-            bundle.model_id_bytes, coder=cfg.codec.coder, keyframe_interval=cfg.codec.keyframe_interval, **kw
+            bundle.model_id_bytes,
+            coder=cfg.codec.coder,
+            keyframe_interval=cfg.codec.keyframe_interval,
+            temporal=self.temporal,
+            skip_l1=cfg.codec.temporal_skip if self.temporal else 0,
+            **kw,
         )
         self.rate: RateController | None = None
         if cfg.rate.enabled:
-            self.rate = RateController(cfg.rate, keep=cfg.reduce.value, bits=cfg.quantize.bits)
+            self.rate = RateController(
+                cfg.rate, keep=cfg.reduce.value, bits=cfg.quantize.bits, per_second=self.temporal
+            )
         self.stream_id = cfg.runtime.stream_id or default_stream_id()
         self.epoch = new_epoch()  # new at every start: (stream, epoch, seq) names a frame
         self.resize = cfg.source.resize
@@ -134,9 +144,35 @@ class EdgePipeline:
         keep_ratio, bits = None, self.cfg.quantize.bits
         if self.rate is not None:
             keep_ratio, bits = self.rate.keep, self.rate.bits
-        keep = self.reducer.keep_mask(imp.map, keep_ratio)
+        had_ref = self.temporal and self.encoder.reference(self.stream_id) is not None
+        msg, tensor, kept = self._code(frame, seq, base, img, x, b, imp, keep_ratio, bits, front, front_s, st)
+        cut = had_ref and tensor is not None and not self.encoder.last_predicted
+        if cut and self.rate is not None and self.reducer.domain == "feature" and kept < 1.0:
+            # the first frame after a cut: at most rate.cut_ceiling bytes (lower its keep ratio)
+            for _ in range(3):
+                if len(msg) <= self.rate.cut_ceiling:
+                    break
+                kr = max(self.rate.cfg.min_keep, 0.9 * kept * self.rate.cut_ceiling / len(msg))
+                msg, tensor, kept = self._code(frame, seq, base, img, x, b, imp, kr, bits, front, front_s, st)
+        st["front"] = front_s[0]
+        onnx += front_s[0]
+        if self.rate is not None:
+            self.rate.update(len(msg), intra=cut)
+        return FrameOutcome(
+            msg, tensor is None, kept, bits, imp.reused, st, onnx, logits, self.encoder.last_keyframe,
+            self.encoder.last_predicted, cut,
+        )  # fmt: skip
+
+    def _code(self, frame, seq, base, img, x, b, imp, keep_ratio, bits, front, front_s, st):
+        """mask -> reduce -> quantize -> encode at ``keep_ratio``: (message, tensor, kept fraction)."""
+        t2 = time.perf_counter()
+        prev, hold = None, 0.0
+        if self.temporal and self.cfg.codec.mask_hold > 0:
+            ref = self.encoder.reference(self.stream_id)
+            prev, hold = (None if ref is None else ref.keep), self.cfg.codec.mask_hold
+        keep = self.reducer.keep_mask(imp.map, keep_ratio, prev=prev, hold=hold)
         t3 = time.perf_counter()
-        st["mask"] = t3 - t2
+        st["mask"] += t3 - t2
         kept = 1.0 if keep is None else float(np.count_nonzero(keep)) / keep.size
 
         tensor = None
@@ -146,14 +182,14 @@ class EdgePipeline:
                 x2 = b.preprocess(self.reducer.reduce_image(img, keep))
                 r1 = time.perf_counter()
                 feats = b.front(x2)[b.split_name][0]
-                st["reduce"] = r1 - r0
+                st["reduce"] += r1 - r0
                 front_s[0] += time.perf_counter() - r1
                 wire_keep = None
             else:
                 feats = front()[b.split_name][0]
                 r0 = time.perf_counter()
                 feats = self.reducer.reduce_features(feats, keep)
-                st["reduce"] = time.perf_counter() - r0
+                st["reduce"] += time.perf_counter() - r0
                 wire_keep = keep if self.reducer.masks_wire else None
             q0 = time.perf_counter()
             feats = np.ascontiguousarray(feats, np.float32)
@@ -164,10 +200,10 @@ class EdgePipeline:
                 clip_percentile=self._clip,
                 mask=wire_keep,
             )
+            if self.temporal:
+                q, scale, offset = self._hold(feats, q, scale, offset, wire_keep, bits)
             tensor = Tensor(q, scale, offset, bits, wire_keep)
-            st["quantize"] = time.perf_counter() - q0
-        st["front"] = front_s[0]
-        onnx += front_s[0]
+            st["quantize"] += time.perf_counter() - q0
         e0 = time.perf_counter()
         msg = self.encoder.encode(
             Frame(
@@ -175,12 +211,36 @@ class EdgePipeline:
                 source_index=frame.index, source_time_us=getattr(frame, "source_time_us", None),
             )
         )  # fmt: skip
-        st["encode"] = time.perf_counter() - e0
-        if self.rate is not None:
-            self.rate.update(len(msg))
-        return FrameOutcome(
-            msg, tensor is None, kept, bits, imp.reused, st, onnx, logits, self.encoder.last_keyframe
-        )
+        st["encode"] += time.perf_counter() - e0
+        return msg, tensor, kept
+
+    def _hold(self, feats, q, scale, offset, keep, bits):
+        """Temporal coding: channels whose value range still fits the reference's quantization
+        (``codec.param_hold``) are quantized with the reference's scale / offset, so features that
+        did not change give the same symbols (and, when every channel holds, no scale / offset is
+        sent). Returns (q, scale, offset)."""
+        ref = self.encoder.reference(self.stream_id)
+        if ref is None or ref.bits != bits or ref.q.shape != q.shape:
+            return q, scale, offset
+        C, L, h = q.shape[0], (1 << bits) - 1, self.cfg.codec.param_hold
+        rs = np.broadcast_to(ref.scale, (C,)).astype(np.float32)
+        ro = np.broadcast_to(ref.offset, (C,)).astype(np.float32)
+        v = feats.reshape(C, -1) if keep is None else feats[:, keep]
+        if v.shape[1] == 0:
+            return q, scale, offset
+        lo, hi = v.min(axis=1), v.max(axis=1)
+        span = hi - lo
+        hold = (lo >= ro - 0.5 * rs) & (hi <= ro + L * rs * (1 + h / 4))
+        hold &= (span >= (1 - h) * L * rs) | (span == 0)
+        if not hold.any():
+            return q, scale, offset
+        s = np.where(hold, rs, np.broadcast_to(scale, (C,))).astype(np.float32)
+        o = np.where(hold, ro, np.broadcast_to(offset, (C,))).astype(np.float32)
+        inv = (1.0 / s.astype(np.float64)).astype(np.float32)[:, None, None]
+        qq = np.clip(np.floor((feats - o[:, None, None]) * inv + np.float32(0.5)), 0, L).astype(np.uint8)
+        if keep is not None:
+            qq[:, ~keep] = 0
+        return np.where(hold[:, None, None], qq, q).astype(np.uint8), s, o
 
 
 class EdgeMetrics:
@@ -292,8 +352,14 @@ class EdgeLoop:
                 "delivery.policy = 'reliable' needs a sender that receives acknowledgements "
                 "(sender.socket = 'dealer'); use delivery.policy = 'live' with 'push'"
             )
+        give_up = None
+        if pipeline.temporal:  # a frame given up must never become a temporal reference
+
+            def give_up(seq: int) -> None:
+                pipeline.encoder.discard(pipeline.stream_id, seq)
+
         self.window = ResendWindow(
-            self.policy, sender.send, stream_id=pipeline.stream_id, epoch=pipeline.epoch
+            self.policy, sender.send, stream_id=pipeline.stream_id, epoch=pipeline.epoch, on_give_up=give_up
         )
         self.stats = LoopStats(
             reliable=self.policy.reliable, epoch=pipeline.epoch, stream_id=pipeline.stream_id
@@ -345,6 +411,12 @@ class EdgeLoop:
         w, p = self.window, self.pipeline
         for a in acks:
             w.on_ack(*a)
+            if p.temporal and a[0] == p.stream_id and a[1] == p.epoch:
+                decoded = getattr(a, "decoded", None)
+                if decoded is not None:  # a version-2 ack: this seq was decoded there, and is held
+                    p.encoder.acknowledge(p.stream_id, decoded=decoded)
+                # a version-1 ack (an older receiver, or one with worker processes) names no decoded
+                # frame: nothing becomes a reference, frames are coded alone
         now = time.monotonic()
         if acks:
             self._acks_seen += len(acks)

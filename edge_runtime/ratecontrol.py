@@ -7,6 +7,14 @@ bit depth moves instead: one bit down when even ``min_keep`` is too expensive, o
 ``max_keep`` still leaves more than a quarter of the budget unused. A kbit/s target becomes bytes
 per frame at the measured frame rate (an exponential average of frame intervals).
 
+With temporal coding (``per_second=True``) frames cost very different amounts (a frame coded
+alone after a scene cut, then small predicted ones), so the budget is kept **per second**: a
+bucket holds the bytes over or under target, clipped to one second's budget, and the next frame's
+effective target is the per-frame target minus the bucket spread over a second of frames. A
+frame coded alone does not move the keep ratio (its size says nothing about the predicted frames
+that follow); :attr:`cut_ceiling` is the most such a frame may cost (``rate.cut_max_bytes``, or 3 x
+the per-frame target), which the pipeline enforces by lowering that frame's keep ratio.
+
 ``error`` reports how far the sent bytes are from the target: the mean relative error of the
 per-frame bytes and the relative error of the mean.
 """
@@ -25,8 +33,12 @@ _EMPTY_BYTES = 64  # an empty frame's message is about this big; it tells us not
 class RateController:
     """Per-frame ``keep`` and ``bits`` to use; call :meth:`update` with each frame's bytes."""
 
-    def __init__(self, cfg: RateConfig, *, keep: float, bits: int, fps: float = 30.0) -> None:
+    def __init__(
+        self, cfg: RateConfig, *, keep: float, bits: int, fps: float = 30.0, per_second: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.per_second = per_second
+        self.bucket = 0.0  # bytes over (+) or under (-) the budget so far, at most one second's
         self.keep = min(cfg.max_keep, max(cfg.min_keep, keep))
         self.bits = min(cfg.max_bits, max(cfg.min_bits, bits))
         self.fps = fps
@@ -47,14 +59,26 @@ class RateController:
         if seconds > 0:
             self.fps = 0.9 * self.fps + 0.1 * (1.0 / seconds)
 
-    def update(self, nbytes: int) -> None:
-        """Account one sent frame of ``nbytes`` and choose keep / bits for the next."""
+    @property
+    def cut_ceiling(self) -> float:
+        """Most bytes the first frame after a scene cut may cost (temporal coding)."""
+        return self.cfg.cut_max_bytes or 3.0 * self.target_bytes
+
+    def update(self, nbytes: int, *, intra: bool = False) -> None:
+        """Account one sent frame of ``nbytes`` and choose keep / bits for the next. ``intra``: a
+        frame coded alone although temporal coding is on (a cut: per-second mode keeps the keep)."""
         cfg, target = self.cfg, self.target_bytes
         self.frames += 1
         self.sum_bytes += nbytes
         self.sum_target += target
         self.last_error = (nbytes - target) / target
         self.sum_abs_err += abs(self.last_error)
+        if self.per_second:
+            cap = max(self.fps, 1.0) * target
+            self.bucket = min(cap, max(-cap, self.bucket + nbytes - target))
+            target = max(0.3 * target, target - self.bucket / max(self.fps, 1.0))
+            if intra:
+                return
         if nbytes <= _EMPTY_BYTES:
             return
         keep = self.keep * (target / nbytes) ** cfg.gain

@@ -32,15 +32,26 @@ class Reducer:
         self.domain = cfg.domain
         self.shape = tuple(image_hw) if cfg.domain == "image" else tuple(feature_hw)
 
-    def keep_mask(self, imp: np.ndarray | None, ratio: float | None = None) -> np.ndarray | None:
+    def keep_mask(
+        self,
+        imp: np.ndarray | None,
+        ratio: float | None = None,
+        *,
+        prev: np.ndarray | None = None,
+        hold: float = 0.0,
+    ) -> np.ndarray | None:
         """Bool mask at the domain's resolution; None when there is no map (keep everything).
 
-        ``ratio`` overrides the configured keep ratio (rate control)."""
+        ``ratio`` overrides the configured keep ratio (rate control). ``prev`` (the mask of the
+        temporal reference) and ``hold`` > 0: positions ``prev`` kept get ``hold`` x the map's range
+        added before thresholding (hysteresis: a mask that flickers costs bits to code)."""
         if imp is None:
             return None
         cfg = self.cfg
         h, w = self.shape
         m = imp if imp.shape == (h, w) else kernels.resize_bilinear(imp, h, w)
+        if hold > 0 and prev is not None and prev.shape == (h, w):
+            m = (m + np.float32(hold * float(m.max() - m.min())) * prev).astype(np.float32)
         if cfg.threshold == "keep_ratio":
             keep = kernels.threshold_keep_ratio(m, cfg.value if ratio is None else ratio)
         elif cfg.threshold == "percentile":

@@ -20,6 +20,7 @@ from edge_runtime.codec.format import (
     F_KEYFRAME,
     F_KNOWN,
     F_MASK,
+    F_PREDICTED,
     F_QPARAM_F32,
     F_SOURCE_TIME,
     F_TENSOR,
@@ -27,20 +28,26 @@ from edge_runtime.codec.format import (
     MIN_ANY,
     MIN_MESSAGE,
     Q_KNOWN,
+    Q_KNOWN_V3,
     Q_OFFSET_PER_CHANNEL,
     Q_OFFSET_ZERO,
+    Q_SAME_AS_REF,
     Q_SCALE_PER_CHANNEL,
     V1_COMMON,
     V1_TENSOR,
     V2_PREFIX,
+    V3P_PREFIX,
     VERSIONS,
     Frame,
     Limits,
     MissingKeyFrameError,
+    RefFrame,
     Tensor,
     coder_module,
     get_varint,
+    predict_symbols,
     unzigzag,
+    unzz64,
 )
 from edge_runtime.codec.state import DecoderState
 from edge_runtime.errors import ChecksumError, HeaderError, ModelMismatchError, PayloadError
@@ -81,7 +88,7 @@ class Decoder:
             self._dctx[k] = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(bytes(v)))
         self.counts: collections.Counter[str] = collections.Counter()
         # (stream_id, epoch) -> last seq, key frame; LRU-bounded
-        self._streams = DecoderState(self.limits.max_streams)
+        self._streams = DecoderState(self.limits.max_streams, self.limits.max_ref_bytes)
 
     @property
     def missing_keyframe(self) -> int:
@@ -130,19 +137,30 @@ class Decoder:
         flags = mv[4]
         if flags & ~F_KNOWN[version]:
             raise HeaderError(f"unknown flag bits {flags & ~F_KNOWN[version]:#04x}")
-        tensor_flags = flags & (F_KEYFRAME | F_DELTA | F_MASK | F_QPARAM_F32)
+        tensor_flags = flags & (F_KEYFRAME | F_DELTA | F_MASK | F_QPARAM_F32 | F_PREDICTED)
         if not flags & F_TENSOR and tensor_flags:
             raise HeaderError(f"flags {flags:#04x} set on an empty frame")
         if (flags & F_KEYFRAME) and (flags & F_DELTA):
             raise HeaderError("a frame cannot be both key frame and delta")
+        if flags & F_PREDICTED and flags & (F_KEYFRAME | F_DELTA):
+            raise HeaderError("a predicted frame cannot be a key frame or delta as well")
         end = n - CRC.size
         fields: dict = {"version": version}
         if version == 1:
             _, _, _, sid_len, model_id, seq, t_ns = V1_COMMON.unpack_from(mv, 0)
             pos = V1_COMMON.size
         else:
-            _, _, _, model_id, epoch, t_ns = V2_PREFIX.unpack_from(mv, 0)
-            pos = V2_PREFIX.size
+            if version == 3 and flags & F_PREDICTED:  # compact: model id, capture time from the reference
+                if not flags & F_TENSOR:
+                    raise HeaderError("a predicted frame must carry a tensor")
+                _, _, _, epoch = V3P_PREFIX.unpack_from(mv, 0)
+                model_id, t_ns = None, None
+                pos = V3P_PREFIX.size
+            else:
+                if n < MIN_MESSAGE[2]:
+                    raise HeaderError(f"message is {n} bytes, shorter than the minimum {MIN_MESSAGE[2]}")
+                _, _, _, model_id, epoch, t_ns = V2_PREFIX.unpack_from(mv, 0)
+                pos = V2_PREFIX.size
             seq, pos = get_varint(mv, pos, end, "seq")
             held, pos = get_varint(mv, pos, end, "window", seq)
             index, pos = get_varint(mv, pos, end, "source index")
@@ -163,16 +181,18 @@ class Decoder:
         except UnicodeDecodeError as e:
             raise HeaderError(f"stream id is not valid UTF-8: {e}") from None
         pos += sid_len
-        if self.model_ids is not None and model_id not in self.model_ids:
-            raise ModelMismatchError(
-                f"model id {model_id.hex()} is not served here "
-                f"(serving {sorted(m.hex() for m in self.model_ids)})"
-            )
+        if model_id is not None:
+            self._check_model(model_id)
         key = (stream_id, fields.get("epoch", 0))
         tensor = None
         key_seq = 0
+        self._frame_model, self._frame_t = model_id, t_ns
         if flags & F_TENSOR:
             tensor, key_seq = self._decode_tensor(mv, pos, end, flags, key, seq, version)
+            model_id, t_ns = self._frame_model, self._frame_t
+            if flags & F_PREDICTED:
+                fields["ref_seq"] = key_seq
+                key_seq = 0
         elif pos != end:
             raise HeaderError(f"empty frame has {end - pos} trailing bytes")
         self.counts["seq_gap"] += self._streams.note_seq(key, seq)
@@ -180,6 +200,32 @@ class Decoder:
             stream_id=stream_id, seq=seq, capture_time_ns=t_ns, tensor=tensor, model_id=bytes(model_id),
             keyframe=bool(flags & F_KEYFRAME), delta=bool(flags & F_DELTA), key_seq=key_seq, **fields,
         )  # fmt: skip
+
+    def _check_model(self, model_id: bytes) -> None:
+        if self.model_ids is not None and model_id not in self.model_ids:
+            raise ModelMismatchError(
+                f"model id {bytes(model_id).hex()} is not served here "
+                f"(serving {sorted(m.hex() for m in self.model_ids)})"
+            )
+
+    def _tensor_header_v3p(self, mv, pos, end, flags, seq, key):
+        """A compact predicted tensor header: reference distance, capture-time difference, kept
+        count, layout; kind, shape and bits are the reference's, which must be held here."""
+        back, pos = get_varint(mv, pos, end, "reference distance", seq)
+        if back == 0:
+            raise HeaderError("reference distance 0: a frame cannot be predicted from itself")
+        ref = self._streams.get_ref(key, seq - back)
+        if ref is None:
+            raise MissingKeyFrameError(
+                f"predicted frame {seq} of stream {key[0]!r} refers to frame {seq - back}, "
+                "which this decoder has not decoded (or no longer holds)"
+            )
+        self._check_model(ref.model_id)
+        dt_ns, pos = get_varint(mv, pos, end, "capture time difference")
+        self._frame_model, self._frame_t = ref.model_id, ref.capture_ns + unzz64(dt_ns)
+        C, H, W = ref.q.shape
+        kind = DT_U8 | CODERS["arith"] << 2 | (ref.bits - 1) << 4
+        return self._tensor_tail(mv, pos, end, flags, kind, (C, H, W), seq, seq - back)
 
     def _tensor_header_v1(self, mv, pos, end, flags):
         if end - pos < V1_TENSOR.size:
@@ -197,10 +243,14 @@ class Decoder:
         pos += 1
         if kind & 0x80:
             raise HeaderError(f"tensor kind byte {kind:#04x} has its reserved bit set")
-        dt, coder = kind & 0x03, (kind >> 2) & 0x03
         C, pos = get_varint(mv, pos, end, "shape C", lim.max_channels)
         H, pos = get_varint(mv, pos, end, "shape H", lim.max_height)
         W, pos = get_varint(mv, pos, end, "shape W", lim.max_width)
+        return self._tensor_tail(mv, pos, end, flags, kind, (C, H, W), seq, None)
+
+    def _tensor_tail(self, mv, pos, end, flags, kind, shape, seq, ref_seq):
+        dt, coder = kind & 0x03, (kind >> 2) & 0x03
+        C, H, W = shape
         n_kept = H * W
         if flags & F_MASK:
             n_kept, pos = get_varint(mv, pos, end, "n_kept", 0xFFFFFFFF)
@@ -211,18 +261,26 @@ class Decoder:
         if flags & F_DELTA:
             back, pos = get_varint(mv, pos, end, "key frame distance", seq)
             key_seq = seq - back
-        bits, n_s, n_o, zero_offset = 0, 0, 0, False
+        bits, n_s, n_o, zero_offset, same_ref = 0, 0, 0, False, False
         if dt == DT_U8:
             bits = ((kind >> 4) & 0x07) + 1
             if pos >= end:
                 raise HeaderError("quantization layout byte runs past the end of the message")
             layout = mv[pos]
             pos += 1
-            if layout & ~Q_KNOWN or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
+            known = Q_KNOWN_V3 if mv[3] == 3 else Q_KNOWN
+            if layout & ~known or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
                 raise HeaderError(f"bad quantization layout byte {layout:#04x}")
-            n_s = C if layout & Q_SCALE_PER_CHANNEL else 1
-            zero_offset = bool(layout & Q_OFFSET_ZERO)
-            n_o = 0 if zero_offset else C if layout & Q_OFFSET_PER_CHANNEL else 1
+            if layout & Q_SAME_AS_REF:
+                if layout != Q_SAME_AS_REF or ref_seq is None or flags & F_QPARAM_F32:
+                    raise HeaderError(
+                        f"layout byte {layout:#04x}: 'same as the reference' only alone, on a predicted frame"
+                    )
+                same_ref = True
+            else:
+                n_s = C if layout & Q_SCALE_PER_CHANNEL else 1
+                zero_offset = bool(layout & Q_OFFSET_ZERO)
+                n_o = 0 if zero_offset else C if layout & Q_OFFSET_PER_CHANNEL else 1
         elif kind >> 4:
             raise HeaderError(f"float tensor with bits field {kind >> 4} (must be 0)")
         elif flags & F_QPARAM_F32:
@@ -232,12 +290,15 @@ class Decoder:
         if plen < 0:
             raise HeaderError(f"scale / offset ({qsize * (n_s + n_o)} B) run past the end of the message")
         return dict(dt=dt, bits=bits, coder=coder, shape=(C, H, W), n_kept=n_kept, dict_id=dict_id,
-                    key_seq=key_seq, n_s=n_s, n_o=n_o, plen=plen, qsize=qsize, zero_offset=zero_offset), pos  # fmt: skip
+                    key_seq=key_seq, n_s=n_s, n_o=n_o, plen=plen, qsize=qsize, zero_offset=zero_offset,
+                    ref_seq=ref_seq, same_ref=same_ref), pos  # fmt: skip
 
     def _decode_tensor(self, mv, pos, end, flags, key, seq, version):
         lim = self.limits
         if version == 1:
             h, pos = self._tensor_header_v1(mv, pos, end, flags)
+        elif flags & F_PREDICTED:
+            h, pos = self._tensor_header_v3p(mv, pos, end, flags, seq, key)
         else:
             h, pos = self._tensor_header_v2(mv, pos, end, flags, seq)
         dt, bits, coder, dict_id, key_seq = h["dt"], h["bits"], h["coder"], h["dict_id"], h["key_seq"]
@@ -257,10 +318,27 @@ class Decoder:
         has_mask = bool(flags & F_MASK)
         if n_kept > H * W or (not has_mask and n_kept != H * W):
             raise HeaderError(f"kept count {n_kept} invalid for {H}x{W} (mask: {has_mask})")
+        ref = None
+        if h.get("ref_seq") is not None:
+            if dt != DT_U8 or coder != CODERS["arith"]:
+                raise HeaderError("a predicted tensor must be quantized and coded with 'arith'")
+            ref = self._streams.get_ref(key, h["ref_seq"])
+            if ref is None:
+                raise MissingKeyFrameError(
+                    f"predicted frame {seq} of stream {key[0]!r} refers to frame {h['ref_seq']}, "
+                    "which this decoder has not decoded (or no longer holds)"
+                )
+            if ref.q.shape != (C, H, W) or ref.bits != bits:
+                raise PayloadError(
+                    f"predicted frame shape {(C, H, W)} / {bits} bits differ from its reference's "
+                    f"{ref.q.shape} / {ref.bits} bits"
+                )
         if dt == DT_U8:
             if not 1 <= bits <= 8:
                 raise HeaderError(f"bits {bits} outside 1..8 for a quantized tensor")
-            if n_s not in (1, C) or n_o not in ((0, 1, C) if h["zero_offset"] else (1, C)):
+            if h.get("same_ref"):
+                pass
+            elif n_s not in (1, C) or n_o not in ((0, 1, C) if h["zero_offset"] else (1, C)):
                 raise HeaderError(f"scale / offset counts ({n_s}, {n_o}) must each be 1 or C={C}")
         else:
             if bits != 0 or n_s or n_o:
@@ -287,7 +365,9 @@ class Decoder:
             )
         qdt = "<f4" if qs == 4 else "<f2"
         scale = np.frombuffer(mv, qdt, n_s, pos).astype(np.float32)
-        if h["zero_offset"]:
+        if h.get("same_ref"):
+            scale, offset = ref.scale, ref.offset
+        elif h["zero_offset"]:
             offset = np.zeros(1, np.float32)
         else:
             offset = np.frombuffer(mv, qdt, n_o, pos + qs * n_s).astype(np.float32)
@@ -295,15 +375,47 @@ class Decoder:
             raise HeaderError("scale / offset must be finite")
         payload = mv[pos + qbytes : end]
         dtype = DTYPES[dt]
-        syms, keep = self._decode_payload(payload, coder, dict_id, dtype, (C, H, W), bits, has_mask, n_kept)
+        pstate = None
+        if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
+            syms, keep, pstate = self._decode_predicted(
+                payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset
+            )
+            key_seq = 0 if ref is None else ref.seq
+        else:
+            syms, keep = self._decode_payload(
+                payload, coder, dict_id, dtype, (C, H, W), bits, has_mask, n_kept
+            )
         data = syms
         if flags & F_DELTA:
             data = self._apply_delta(key, key_seq, syms, keep, bits)
         if flags & F_KEYFRAME:
             self._streams.set_key(key, seq, data, bits)
+        if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
+            small = None if pstate is None else pstate.astype(np.uint16)  # estimates are < 2**16
+            ref_frame = RefFrame(
+                seq, data, keep, bits, scale, offset, small, self._frame_t, bytes(self._frame_model)
+            )
+            self._streams.add_ref(key, ref_frame)
         if dt == DT_U8:
             return Tensor(data=data, scale=scale, offset=offset, bits=bits, keep=keep), key_seq
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
+
+    def _decode_predicted(self, payload, ref, shape, bits, has_mask, n_kept, scale, offset):
+        from kernels import tcoder
+
+        if len(payload) > tcoder.max_predicted_size(shape, bits):
+            raise PayloadError(f"arith payload of {len(payload)} bytes is longer than any coding of {shape}")
+        pred = None if ref is None else predict_symbols(ref, scale, offset, bits)
+        try:
+            syms, keep, state = tcoder.decode_predicted(
+                payload, shape, bits, has_mask, pred, None if ref is None else ref.keep,
+                state=None if ref is None or ref.state is None else ref.state.astype(np.int64),
+            )  # fmt: skip
+        except tcoder.CoderError as e:
+            raise PayloadError(str(e)) from None
+        if has_mask and int(np.count_nonzero(keep)) != n_kept:
+            raise PayloadError(f"mask keeps {int(np.count_nonzero(keep))} positions, header says {n_kept}")
+        return syms, keep, state
 
     def _decode_payload(self, payload, coder, dict_id, dtype, shape, bits, has_mask, n_kept):
         C, H, W = shape
@@ -396,9 +508,9 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         if mv[3] == 1:
             pos = V1_COMMON.size
             sid_len = mv[5]
-        elif mv[3] == 2:
+        elif mv[3] in (2, 3):
             end = n - CRC.size
-            pos = V2_PREFIX.size
+            pos = V3P_PREFIX.size if mv[3] == 3 and mv[4] & F_PREDICTED else V2_PREFIX.size
             for name in ("seq", "window", "source index"):
                 _, pos = get_varint(mv, pos, end, name)
             if mv[4] & F_SOURCE_TIME:
@@ -414,20 +526,23 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         return None
 
 
-def message_layout(buf) -> dict[str, int]:
-    """Bytes per part of a message (either version), for benchmarks: ``header`` (prefix, varints,
+def message_layout(buf, channels: int | None = None) -> dict[str, int]:
+    """Bytes per part of a message (any version), for benchmarks: ``header`` (prefix, varints,
     stream id, tensor header), ``params`` (scale / offset), ``payload`` (the coded tensor) and
-    ``crc``. Parses the headers only (no CRC or payload check); raises HeaderError."""
+    ``crc``. Parses the headers only (no CRC or payload check); raises HeaderError. A version-3
+    predicted frame does not name its channel count: pass ``channels`` for one with per-channel
+    scale / offset."""
     dec = Decoder(model_ids=None)
     mv = memoryview(buf)
     n = mv.nbytes
     end = n - CRC.size
     version, flags = mv[3], mv[4]
+    compact = version == 3 and flags & F_PREDICTED
     if version == 1:
         pos = V1_COMMON.size + mv[5]
         seq = 0
     else:
-        pos = V2_PREFIX.size
+        pos = V3P_PREFIX.size if compact else V2_PREFIX.size
         seq, pos = get_varint(mv, pos, end, "seq")
         for name in ("window", "source index"):
             _, pos = get_varint(mv, pos, end, name)
@@ -436,6 +551,25 @@ def message_layout(buf) -> dict[str, int]:
         pos += 1 + mv[pos]
     if not flags & F_TENSOR:
         return {"header": pos, "params": 0, "payload": 0, "crc": CRC.size}
+    if compact:
+        for name in ("reference distance", "capture time difference"):
+            _, pos = get_varint(mv, pos, end, name)
+        if flags & F_MASK:
+            _, pos = get_varint(mv, pos, end, "n_kept")
+        layout = mv[pos]
+        pos += 1
+        qsize = 4 if flags & F_QPARAM_F32 else 2
+        if layout & Q_SAME_AS_REF:
+            params = 0
+        else:
+            per = layout & (Q_SCALE_PER_CHANNEL | Q_OFFSET_PER_CHANNEL)
+            if per and channels is None:
+                raise HeaderError("a predicted frame with per-channel scale / offset: pass channels=")
+            c = channels or 1
+            n_s = c if layout & Q_SCALE_PER_CHANNEL else 1
+            n_o = 0 if layout & Q_OFFSET_ZERO else c if layout & Q_OFFSET_PER_CHANNEL else 1
+            params = qsize * (n_s + n_o)
+        return {"header": pos, "params": params, "payload": end - pos - params, "crc": CRC.size}
     if version == 1:
         h, pos = dec._tensor_header_v1(mv, pos, end, flags)
     else:

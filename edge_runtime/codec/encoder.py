@@ -15,6 +15,7 @@ from edge_runtime.codec.format import (
     F_DELTA,
     F_KEYFRAME,
     F_MASK,
+    F_PREDICTED,
     F_QPARAM_F32,
     F_SOURCE_TIME,
     F_TENSOR,
@@ -23,19 +24,25 @@ from edge_runtime.codec.format import (
     MAGIC,
     Q_OFFSET_PER_CHANNEL,
     Q_OFFSET_ZERO,
+    Q_SAME_AS_REF,
     Q_SCALE_PER_CHANNEL,
+    REF_WINDOW,
     U64_MAX,
     V1_COMMON,
     V1_TENSOR,
     V2_PREFIX,
+    V3P_PREFIX,
     VERSION,
     Frame,
+    RefFrame,
     Tensor,
     coder_module,
     fits_float16,
+    predict_symbols,
     put_varint,
     serialize_values,
     zigzag,
+    zz64,
 )
 from edge_runtime.codec.state import EncoderState
 
@@ -49,7 +56,17 @@ class Encoder:
     "raw". ``level`` / ``dictionary`` apply to zstd only. ``keyframe_interval`` > 0 turns on the
     inter-frame mode for quantized tensors: every that-many tensor frames of a stream is a key frame,
     the others carry the change from the last key frame. ``version``: the format written (2, or 1
-    for a receiver that reads only version 1).
+    for a receiver that reads only version 1; 3 with ``temporal``).
+
+    ``temporal=True`` (format version 3, coder "arith"): each quantized tensor is coded against the
+    stream's **reference**, the newest frame the receiver acknowledged (:meth:`acknowledge`; frames
+    the edge gave up are :meth:`discard`-ed first), at most ``REF_WINDOW`` seqs back, when that is
+    smaller than coding it alone (so a scene cut costs no more than an intra frame). Without an
+    acknowledged reference a frame is coded alone (intra). A frame whose scale / offset equal the
+    reference's sends none. ``skip_l1`` > 0 makes the skip lossy (conditional replenishment): a
+    position both frames keep whose symbols differ from the prediction by at most that much in
+    sum over channels keeps the prediction; the reference is what the receiver decodes, so the
+    error stays bounded by ``skip_l1`` per position and never accumulates.
     """
 
     def __init__(
@@ -61,8 +78,12 @@ class Encoder:
         dictionary: bytes | None = None,
         dict_id: int = 0,
         keyframe_interval: int = 0,
-        version: int = VERSION,
+        version: int | None = None,
+        temporal: bool = False,
+        skip_l1: int = 0,
     ) -> None:
+        if version is None:
+            version = 3 if temporal else VERSION
         if not isinstance(model_id, bytes) or len(model_id) != 8:
             raise ValueError(f"model_id must be 8 bytes (sha256 prefix), got {model_id!r}")
         if coder not in CODERS:
@@ -71,8 +92,21 @@ class Encoder:
             raise ValueError(f"level / dictionary / dict_id apply to coder 'zstd' only, not {coder!r}")
         if not isinstance(keyframe_interval, int) or keyframe_interval < 0:
             raise ValueError(f"keyframe_interval must be an int >= 0, got {keyframe_interval!r}")
-        if version not in (1, 2):
-            raise ValueError(f"version must be 1 or 2, got {version!r}")
+        if version not in (1, 2, 3):
+            raise ValueError(f"version must be 1, 2 or 3, got {version!r}")
+        if temporal and (version != 3 or coder != "arith" or keyframe_interval):
+            raise ValueError(
+                "temporal coding needs format version 3 and coder 'arith', and replaces "
+                f"keyframe_interval (got version {version}, coder {coder!r}, interval {keyframe_interval})"
+            )
+        if not isinstance(skip_l1, int) or not 0 <= skip_l1 <= 255 or (skip_l1 and not temporal):
+            raise ValueError(f"skip_l1 must be an int in 0..255, with temporal coding only; got {skip_l1!r}")
+        self.temporal = bool(temporal)
+        self.skip_l1 = skip_l1
+        # measuring which contexts pay (benchmarks/rate_stream.py): bytes only, such messages are
+        # not decodable; the wire is always kernels.tcoder.FULL with the state carried over
+        self._variant: int | None = None
+        self._carry = True
         self.model_id = model_id
         self.coder = coder
         self.version = version
@@ -97,19 +131,39 @@ class Encoder:
             )
         self.state = EncoderState()
         self.last_keyframe = False  # whether the last encoded message was a key frame
+        self.last_predicted = False  # whether it was coded against a reference (temporal)
+        self.last_ref_seq: int | None = None
 
     def force_keyframe(self, stream_id: str) -> None:
         """Make the next tensor frame of ``stream_id`` a key frame: call it when a key frame did not
         go out (dropped, or given up unacknowledged), or the receiver may have lost its reference."""
         self.state.forget(stream_id)
 
+    def acknowledge(
+        self, stream_id: str, next_seq: int | None = None, decoded: int | None = None
+    ) -> RefFrame | None:
+        """An acknowledgement (temporal mode): ``decoded`` is a seq the receiver decoded (a
+        version-2 ack's), else every seq below ``next_seq`` is resolved and the newest one not
+        :meth:`discard`-ed is taken as delivered. Returns the reference in force."""
+        return self.state.acknowledge(stream_id, next_seq, decoded)
+
+    def discard(self, stream_id: str, seq: int) -> None:
+        """Frame ``seq`` was given up (never delivered): it will not become a reference."""
+        self.state.discard(stream_id, seq)
+
+    def reference(self, stream_id: str) -> RefFrame | None:
+        """The reference the next frame of ``stream_id`` would be predicted from (or None)."""
+        return self.state.reference(stream_id)
+
     def encode(self, frame: Frame) -> bytes:
         """Serialize ``frame``; raises ``ValueError`` / ``TypeError`` naming a bad field."""
         sid = self._check_frame(frame)
         flags = 0
         tbytes = b""
-        self.last_keyframe = False
+        self.last_keyframe = self.last_predicted = False
+        self.last_ref_seq = None
         t = frame.tensor
+        self._capture_ns = frame.capture_time_ns
         if t is not None:
             flags |= F_TENSOR
             tflags, tbytes = self._encode_tensor(frame.stream_id, frame.seq, t)
@@ -126,9 +180,14 @@ class Encoder:
                 tbytes = tbytes[1:]
             elif flags & F_TENSOR:
                 tbytes = tbytes[1:]
-            head = bytearray(
-                V2_PREFIX.pack(MAGIC, 2, flags, self.model_id, frame.epoch, frame.capture_time_ns)
-            )
+            if flags & F_PREDICTED:  # model id and capture time relative to the reference
+                head = bytearray(V3P_PREFIX.pack(MAGIC, 3, flags, frame.epoch))
+            else:
+                head = bytearray(
+                    V2_PREFIX.pack(
+                        MAGIC, self.version, flags, self.model_id, frame.epoch, frame.capture_time_ns
+                    )
+                )
             put_varint(head, frame.seq)
             put_varint(head, frame.seq - frame.window_base)
             put_varint(head, frame.source_index)
@@ -227,7 +286,12 @@ class Encoder:
                 flags |= F_KEYFRAME
                 self.state.set_key(stream_id, seq, data, bits)
 
-        if self.coder == "arith":
+        ref_d, same_q = 0, False
+        if self.coder == "arith" and self.version == 3 and code == DT_U8:
+            payload, ref_d, same_q = self._temporal(stream_id, seq, data, keep, bits, scale, offset)
+            if ref_d:
+                flags |= F_PREDICTED
+        elif self.coder == "arith":
             payload = coder_module().encode_map(np.ascontiguousarray(syms), keep, bits)
         else:
             raw = serialize_values(syms, keep)
@@ -239,15 +303,73 @@ class Encoder:
             )  # fmt: skip
             return flags, b"".join([th, scale.tobytes(), offset.tobytes(), payload])
         return flags, self._v2_tensor(
-            code, bits, (C, H, W), flags, n_kept, seq, key_seq, scale, offset, payload
+            code, bits, (C, H, W), flags, n_kept, seq, key_seq, scale, offset, payload, ref_d, same_q
         )
 
-    def _v2_tensor(self, code, bits, shape, flags, n_kept, seq, key_seq, scale, offset, payload) -> bytes:
+    @staticmethod
+    def _wire_params(scale: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """scale / offset as a decoder reads them back (float16-rounded when they fit)."""
+        zero = not offset.any()
+        params = scale if zero else np.concatenate([scale, offset])
+        dt = "<f2" if fits_float16(params) else "<f4"
+        s = scale.astype(dt).astype(np.float32)
+        o = np.zeros(1, np.float32) if zero else offset.astype(dt).astype(np.float32)
+        return s, o
+
+    def _temporal(self, sid, seq, data, keep, bits, scale, offset):
+        """Version 3: (payload, reference distance or 0, scale / offset same as the reference's)."""
+        from kernels import tcoder
+
+        ws, wo = self._wire_params(scale, offset)
+        intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None)
+        payload, ref_d, same = intra, 0, False
+        ref = self.state.reference(sid) if self.temporal else None
+        if (
+            ref is not None
+            and ref.bits == bits
+            and ref.q.shape == data.shape
+            and 0 < seq - ref.seq <= REF_WINDOW
+        ):
+            same = ref.same_params(ws, wo)
+            pred = predict_symbols(ref, ws, wo, bits)
+            sent = data
+            if self.skip_l1:
+                both = ref.keep if keep is None else keep if ref.keep is None else keep & ref.keep
+                d = np.abs(data.astype(np.int16) - pred).sum(axis=0)
+                near = (d <= self.skip_l1) if both is None else (d <= self.skip_l1) & both
+                sent = np.where(near[None], pred, data).astype(np.uint8)
+            p, st = tcoder.encode_predicted(
+                np.ascontiguousarray(sent), keep, bits, pred, ref.keep,
+                tcoder.FULL if self._variant is None else self._variant,
+                state=ref.state.astype(np.int64) if self._carry else None,
+            )  # fmt: skip
+            saved = 2 * (ws.size + (wo.size if offset.any() else 0)) if same else 0
+            if len(p) - saved < len(intra):  # else a scene cut: the frame alone is cheaper
+                payload, ref_d, data, pstate = p, seq - ref.seq, sent, st
+                self.last_ref_seq = ref.seq
+                self._ref_capture = ref.capture_ns
+            else:
+                same = False
+        self.last_predicted = bool(ref_d)
+        if self.temporal:
+            k = None if keep is None else keep.copy()
+            self.state.note_sent(
+                sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate.astype(np.uint16), self._capture_ns)
+            )
+        return payload, ref_d, same
+
+    def _v2_tensor(
+        self, code, bits, shape, flags, n_kept, seq, key_seq, scale, offset, payload, ref_d=0, same_q=False
+    ) -> bytes:
         """Version-2 tensor section, prefixed by one marker byte for :meth:`encode` (F_QPARAM_F32 or 0)."""
         h = bytearray()
-        h.append(code | CODERS[self.coder] << 2 | ((bits - 1) if code == DT_U8 else 0) << 4)
-        for v in shape:
-            put_varint(h, v)
+        if flags & F_PREDICTED:  # version 3: kind, shape and bits are the reference's
+            put_varint(h, ref_d)
+            put_varint(h, zz64(self._capture_ns - self._ref_capture))
+        else:
+            h.append(code | CODERS[self.coder] << 2 | ((bits - 1) if code == DT_U8 else 0) << 4)
+            for v in shape:
+                put_varint(h, v)
         if flags & F_MASK:
             put_varint(h, n_kept)
         if self.coder == "zstd":
@@ -260,8 +382,11 @@ class Encoder:
             layout = (Q_SCALE_PER_CHANNEL if scale.size > 1 else 0) | (
                 Q_OFFSET_ZERO if zero_offset else Q_OFFSET_PER_CHANNEL if offset.size > 1 else 0
             )
-            h.append(layout)
             params = scale if zero_offset else np.concatenate([scale, offset])
+            if same_q:
+                h.append(Q_SAME_AS_REF)
+                return bytes([0]) + bytes(h) + payload
+            h.append(layout)
             if fits_float16(params):
                 h += params.astype("<f2").tobytes()
             else:

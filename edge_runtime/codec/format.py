@@ -32,14 +32,17 @@ __all__ = [
     "Frame",
     "Limits",
     "MissingKeyFrameError",
+    "REF_WINDOW",
+    "RefFrame",
+    "predict_symbols",
     "serialize_values",
     "put_varint",
     "get_varint",
 ]
 
 MAGIC = b"ERW"
-VERSION = 2  # what encoders write by default
-VERSIONS = (1, 2)  # what decoders read
+VERSION = 2  # what encoders write by default (3 with temporal coding on)
+VERSIONS = (1, 2, 3)  # what decoders read
 
 # flags (byte 4), both versions
 F_TENSOR = 0x01
@@ -49,7 +52,9 @@ F_MASK = 0x08
 # version 2 only
 F_SOURCE_TIME = 0x10  # the source's own timestamp (video position) follows the source index
 F_QPARAM_F32 = 0x20  # scale / offset as float32 (a value outside float16's normal range)
-F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F}
+# version 3 only
+F_PREDICTED = 0x40  # the tensor is coded against a reference frame the receiver decoded (temporal)
+F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F, 3: 0x7F}
 
 # dtype codes
 DT_U8 = 1
@@ -67,8 +72,14 @@ V1_COMMON = struct.Struct("<3sBBB8sQq")  # magic, version, flags, sid_len, model
 V1_TENSOR = struct.Struct("<BBBHHHIIQHHI")  # dtype bits coder C H W n_kept dict_id key_seq n_s n_o plen
 # version 2: fixed prefix, then varints (docs/wire.md)
 V2_PREFIX = struct.Struct("<3sBB8sQq")  # magic, version, flags, model_id, epoch, capture_ns
+# version 3, predicted frames: model id and capture time come from the reference (docs/wire.md)
+V3P_PREFIX = struct.Struct("<3sBBQ")  # magic, version, flags, epoch
 CRC = struct.Struct("<I")
-MIN_MESSAGE = {1: V1_COMMON.size + CRC.size, 2: V2_PREFIX.size + 4 + CRC.size}
+MIN_MESSAGE = {
+    1: V1_COMMON.size + CRC.size,
+    2: V2_PREFIX.size + 4 + CRC.size,
+    3: V3P_PREFIX.size + 4 + CRC.size,  # a predicted frame; others need the version-2 minimum
+}
 MIN_ANY = min(MIN_MESSAGE.values())
 
 # version 2 tensor "kind" byte: dtype (bits 0-1) | coder (bits 2-3) | bits - 1 (bits 4-6)
@@ -77,7 +88,12 @@ Q_SCALE_PER_CHANNEL = 0x01
 Q_OFFSET_PER_CHANNEL = 0x02
 Q_OFFSET_ZERO = 0x04  # no offset values: every offset is 0 (ReLU features)
 Q_KNOWN = 0x07
+Q_SAME_AS_REF = 0x08  # version 3, predicted frames: no values follow, the reference's scale / offset
+Q_KNOWN_V3 = 0x0F
 
+#: A version-3 decoder keeps at least this many decoded frames per stream (the highest seqs) as
+#: references; an encoder predicts only from a frame at most this many seqs back.
+REF_WINDOW = 8
 #: Relative error of a scale / offset sent as float16 (round to nearest, 11 significant bits); the
 #: encoder falls back to float32 for values outside float16's normal range. A dequantized value
 #: ``offset + q * scale`` therefore differs from the float32 parameters' by at most
@@ -97,6 +113,15 @@ class MissingKeyFrameError(PayloadError):
 
 
 # ---------------------------------------------------------------- varints
+
+
+def zz64(v: int) -> int:
+    """Signed -> unsigned varint value (zigzag)."""
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def unzz64(u: int) -> int:
+    return u >> 1 if not u & 1 else -((u + 1) >> 1)
 
 
 def put_varint(out: bytearray, v: int) -> None:
@@ -178,6 +203,8 @@ class Frame:
       below it is delivered or given up by the sender (the receiver counts the ones it never got);
     - ``source_index``: the frame's index in its source (video frame number);
     - ``source_time_us``: the source's own timestamp of the frame (video position), if known.
+
+    Version 3: ``ref_seq`` is set (by the decoder) on a tensor coded against an earlier frame.
     """
 
     stream_id: str
@@ -193,6 +220,7 @@ class Frame:
     source_index: int = 0
     source_time_us: int | None = None
     version: int = VERSION
+    ref_seq: int | None = None  # version 3: the reference a predicted tensor was coded against
 
     @property
     def window_base(self) -> int:
@@ -210,6 +238,8 @@ class Limits:
     max_width: int = 8192
     max_stream_id: int = 64
     max_streams: int = 1024  # inter-frame / sequence state kept for at most this many streams
+    # temporal references (version 3: up to REF_WINDOW decoded frames per stream), over all streams
+    max_ref_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -222,6 +252,48 @@ class Limits:
             )
         if max(self.max_channels, self.max_height, self.max_width) > 0xFFFF:
             raise ValueError("Limits.max_channels / max_height / max_width must be <= 65535 (u16 fields)")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RefFrame:
+    """A decoded quantized tensor kept as a temporal reference: symbols, keep-mask (None: all kept),
+    bits, scale / offset as the wire carries them (float16-rounded where they were sent so), and
+    the coder's probability state at the end of the frame (where the next predicted frame starts)."""
+
+    seq: int
+    q: np.ndarray
+    keep: np.ndarray | None
+    bits: int
+    scale: np.ndarray
+    offset: np.ndarray
+    state: np.ndarray | None = None  # the range coder's probability state after this frame
+    capture_ns: int = 0  # a predicted frame sends its capture time as the difference to this
+    model_id: bytes = b""  # and inherits this model id
+
+    def same_params(self, scale: np.ndarray, offset: np.ndarray) -> bool:
+        C = self.q.shape[0]
+        return all(
+            np.array_equal(np.broadcast_to(np.asarray(a, np.float32), (C,)), np.broadcast_to(b, (C,)))
+            for a, b in ((scale, self.scale), (offset, self.offset))
+        )
+
+
+def predict_symbols(ref: RefFrame, scale: np.ndarray, offset: np.ndarray, bits: int) -> np.ndarray:
+    """The reference's symbols mapped to this frame's quantization (what a predicted frame is coded
+    against): unchanged when the parameters are the same, else the reference dequantized and
+    quantized again with ``scale`` / ``offset`` (float32, the formula of :mod:`kernels.quantize`).
+    Encoder and decoder call this one function on the parameters the wire carries."""
+    if ref.same_params(scale, offset):
+        return ref.q
+    C = ref.q.shape[0]
+    rs = np.broadcast_to(ref.scale.astype(np.float32), (C,))[:, None, None]
+    ro = np.broadcast_to(ref.offset.astype(np.float32), (C,))[:, None, None]
+    x = ro + ref.q.astype(np.float32) * rs
+    s = np.broadcast_to(np.asarray(scale, np.float32), (C,))
+    o = np.broadcast_to(np.asarray(offset, np.float32), (C,))[:, None, None]
+    inv = (1.0 / s.astype(np.float64)).astype(np.float32)[:, None, None]
+    q = np.floor((x - o) * inv + np.float32(0.5))
+    return np.clip(q, 0, (1 << bits) - 1).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- shared helpers

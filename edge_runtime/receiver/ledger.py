@@ -53,12 +53,18 @@ class Ledger:
     counted lost when the edge's base passed it, that arrives after all, is taken off ``lost``.
     """
 
-    def __init__(self, *, max_keys: int = 1024, max_ahead: int = 1024) -> None:
+    def __init__(self, *, max_keys: int = 1024, max_ahead: int = 1024, decoded_acks: bool = True) -> None:
         self.max_keys = max_keys
+        self.decoded_acks = decoded_acks  # version-2 acks: the highest seq answered (temporal coding)
         self.max_ahead = max_ahead
         self._st: collections.OrderedDict[tuple[str, int], StreamLedger] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.preloaded = 0
+
+    def _decoded(self, st: StreamLedger) -> int | None:
+        """The highest seq answered: an edge coding temporally predicts from it (this process decoded
+        it and holds it as a reference)."""
+        return st.high if self.decoded_acks and st.high >= 0 else None
 
     def _get(self, key: tuple[str, int]) -> StreamLedger:
         st = self._st.get(key)
@@ -143,7 +149,7 @@ class Ledger:
         with self._lock:
             for (sid, epoch), st in self._st.items():
                 if st.dirty and st.route is not None and st.next is not None:
-                    out.append((st.route, encode_ack(sid, epoch, st.next)))
+                    out.append((st.route, encode_ack(sid, epoch, st.next, self._decoded(st))))
                 st.dirty = False
         return out
 
@@ -152,7 +158,7 @@ class Ledger:
             st = self._st.get((stream, epoch))
             if st is None or st.next is None:
                 return None
-            return encode_ack(stream, epoch, st.next)
+            return encode_ack(stream, epoch, st.next, self._decoded(st))
 
     def totals(self) -> dict:
         with self._lock:

@@ -164,7 +164,10 @@ class Receiver:
         self._metrics_server = None
         self._lock = threading.Lock()
         self.started = False
-        self.ledger = Ledger(max_keys=max_streams)  # ~2048 recent seqs each: 8x the default window
+        # ~2048 recent seqs each: 8x the default window. With workers one stream's frames are decoded
+        # by several processes, so no frame is a safe temporal reference: version-1 acks (no
+        # "decoded" field) keep temporal edges on frames coded alone (docs/receiver.md)
+        self.ledger = Ledger(max_keys=max_streams, decoded_acks=workers <= 1)
         self.allow: AllowList | None = None
         self.identity = Identity(None, max_streams=max_streams)
         self._server_keys: tuple[bytes, bytes] | None = None

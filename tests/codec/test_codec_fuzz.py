@@ -20,7 +20,8 @@ from edge_runtime.errors import DecodeError
 
 N_MESSAGES = 100_000
 PEAK_BOUND = 4 << 20
-LIMITS = Limits(max_elements=1 << 16, max_message_bytes=1 << 20, max_streams=16)
+# version-3 references (mutated versions reach them) bounded too: 1 MiB of the 4
+LIMITS = Limits(max_elements=1 << 16, max_message_bytes=1 << 20, max_streams=16, max_ref_bytes=1 << 20)
 
 
 @pytest.mark.slow
