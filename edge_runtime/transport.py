@@ -77,6 +77,26 @@ def apply_timeouts(sock: zmq.Socket, t: SocketTimeouts) -> None:
     sock.setsockopt(zmq.RCVHWM, t.rcvhwm)
 
 
+def apply_server_options(sock: zmq.Socket, t: SocketTimeouts) -> None:
+    """The receiver's public socket: :func:`apply_timeouts` without ZMTP heartbeats of its own.
+
+    libzmq 4.3.5 (pyzmq 27's bundled library) aborts the whole process with ``Assertion failed:
+    !_io_error (src/stream_engine_base.cpp:310)`` when a heartbeat timer fires on a connection whose
+    input was stopped at the receive high-water mark and whose peer has gone (zeromq/libzmq#4364,
+    #4841; not fixed upstream): ``benchmarks/soak.py --fuzz 10000`` hit it within 5 s every run.
+    So the receiver sends no PINGs; it still answers the edge's PINGs, and TCP keepalive catches an
+    edge that vanished without a word. (An edge-side ``HEARTBEAT_TTL`` was tried and dropped: a
+    receiver whose input sits at the high-water mark for longer than the TTL cut the edge off, and
+    the fuzz run lost 9 of 10 messages.)
+    """
+    apply_timeouts(sock, t)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 5)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+
+
 def generate_keypair(folder: str | Path, name: str) -> tuple[Path, Path]:
     """Create ``folder/NAME.key`` and ``folder/NAME.key_secret`` (mode 0600); refuses to overwrite."""
     if not name or "/" in name or name.startswith("."):

@@ -50,7 +50,7 @@ from edge_runtime.receiver.results import CallbackSink, JsonlSink, PubSink, Sink
 from edge_runtime.transport import (
     AllowList,
     SocketTimeouts,
-    apply_timeouts,
+    apply_server_options,
     load_keypair,
     start_authenticator,
 )
@@ -254,7 +254,7 @@ class Receiver:
 
     def _public_socket(self) -> zmq.Socket:
         sock = self._ctx.socket(SOCKET_TYPES[self.socket_type])
-        apply_timeouts(sock, self.timeouts)
+        apply_server_options(sock, self.timeouts)
         # ZeroMQ reads a message's length before it allocates it: a peer that announces more than
         # the largest valid message is disconnected there, so a hostile 2 GB frame costs nothing
         # (without this it was allocated whole and only then rejected by the decoder:
