@@ -128,7 +128,7 @@ class CodecConfig:
     # Temporal coding (wire format 3): each tensor predicted from the newest one the receiver
     # acknowledged. auto = on for video sources (scene, camera, file, url), off for an image folder
     # (independent stills gain nothing and pay the reference bookkeeping): README, rate_stream.json.
-    temporal: str = field(default="off", metadata=_choice("auto", "on", "off"))
+    temporal: str = field(default="auto", metadata=_choice("auto", "on", "off"))
     # Temporal: a channel keeps the reference's quantization step while its own step is within
     # [1 - param_hold, 1 + param_hold / 4] of it (unchanged features give unchanged symbols).
     param_hold: float = field(default=0.5, metadata=_range(0.0, 0.9))

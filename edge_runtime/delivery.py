@@ -34,6 +34,7 @@ import os
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_runtime.errors import ConfigError
@@ -132,6 +133,8 @@ class _Entry:
     t_first: float
     t_sent: float | None = None  # None: (re)send as soon as the socket takes it
     sends: int = 0
+    # temporal: the message without its reference, for a receiver that may not hold it (reconnect)
+    alone: Callable[[], bytes] | None = None
 
 
 @dataclass
@@ -187,9 +190,12 @@ class ResendWindow:
 
     # -- the edge loop's calls --------------------------------------------------------------
 
-    def submit(self, seq: int, message: bytes, keyframe: bool) -> bool:
+    def submit(
+        self, seq: int, message: bytes, keyframe: bool, alone: Callable[[], bytes] | None = None
+    ) -> bool:
         """Take a new frame; False only under ``live`` when the socket refused it (dropped as
-        backpressure, its seq may be reused)."""
+        backpressure, its seq may be reused). ``alone``: for a predicted frame (temporal), makes
+        the message coded without its reference, resent instead after a reconnect."""
         now = self.clock()
         if not self.policy.reliable:
             reason = self._send(message)
@@ -206,7 +212,7 @@ class ResendWindow:
         self.stats.submitted += 1
         while len(self.entries) >= self.policy.window_frames:
             self._give_up(self.entries.popleft(), "window_overflow")
-        self.entries.append(_Entry(seq, message, keyframe, now))
+        self.entries.append(_Entry(seq, message, keyframe, now, alone=alone))
         self.service(now)
         return True
 
@@ -228,9 +234,13 @@ class ResendWindow:
         return n
 
     def on_reconnect(self) -> None:
-        """A (re)established connection: whatever was queued on the old one is gone; resend all."""
+        """A (re)established connection: whatever was queued on the old one is gone; resend all.
+        Predicted frames go coded alone: a restarted receiver holds no reference, and one that
+        decoded newer frames meanwhile may have let theirs go (fault suite: keyframe rejections)."""
         for e in self.entries:
             e.t_sent = None
+            if e.alone is not None:
+                e.message, e.alone = e.alone(), None
 
     def service(self, now: float | None = None) -> None:
         """Expire old frames, then (re)send what is due while the socket takes it."""

@@ -17,6 +17,7 @@ Delivered means acknowledged by a receiver, not queued in a socket.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -76,6 +77,7 @@ class FrameOutcome:
     keyframe: bool = False  # the message is an inter-frame key frame (its loss forces a new one)
     predicted: bool = False  # temporal: coded against the last acknowledged frame
     cut: bool = False  # temporal: a reference was there but the frame was cheaper alone (scene cut)
+    frame: Frame | None = None  # temporal: the coded frame of a predicted message
 
 
 class EdgePipeline:
@@ -160,7 +162,7 @@ class EdgePipeline:
             self.rate.update(len(msg), intra=cut)
         return FrameOutcome(
             msg, tensor is None, kept, bits, imp.reused, st, onnx, logits, self.encoder.last_keyframe,
-            self.encoder.last_predicted, cut,
+            self.encoder.last_predicted, cut, self.encoder.last_frame,
         )  # fmt: skip
 
     def _code(self, frame, seq, base, img, x, b, imp, keep_ratio, bits, front, front_s, st):
@@ -516,7 +518,10 @@ class EdgeLoop:
                     continue
                 errors_in_row = 0
                 t0 = time.perf_counter()
-                taken = self.window.submit(seq, out.message, out.keyframe)
+                alone = None
+                if out.frame is not None:
+                    alone = functools.partial(p.encoder.encode_alone, out.frame)
+                taken = self.window.submit(seq, out.message, out.keyframe, alone)
                 out.stages["send"] = time.perf_counter() - t0
                 for k, v in out.stages.items():
                     s.stage_s[k] += v

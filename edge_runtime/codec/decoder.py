@@ -218,7 +218,8 @@ class Decoder:
         if ref is None:
             raise MissingKeyFrameError(
                 f"predicted frame {seq} of stream {key[0]!r} refers to frame {seq - back}, "
-                "which this decoder has not decoded (or no longer holds)"
+                "which this decoder has not decoded (or no longer holds)",
+                frame=(*key, seq),
             )
         self._check_model(ref.model_id)
         dt_ns, pos = get_varint(mv, pos, end, "capture time difference")
@@ -326,7 +327,8 @@ class Decoder:
             if ref is None:
                 raise MissingKeyFrameError(
                     f"predicted frame {seq} of stream {key[0]!r} refers to frame {h['ref_seq']}, "
-                    "which this decoder has not decoded (or no longer holds)"
+                    "which this decoder has not decoded (or no longer holds)",
+                    frame=(*key, seq),
                 )
             if ref.q.shape != (C, H, W) or ref.bits != bits:
                 raise PayloadError(

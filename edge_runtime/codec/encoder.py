@@ -133,6 +133,9 @@ class Encoder:
         self.last_keyframe = False  # whether the last encoded message was a key frame
         self.last_predicted = False  # whether it was coded against a reference (temporal)
         self.last_ref_seq: int | None = None
+        self.last_frame: Frame | None = None  # the last frame coded against a reference (temporal)
+        self._alone = False  # encode_alone in progress: no reference, nothing noted as sent
+        self._capture_ns = self._ref_capture = 0
 
     def force_keyframe(self, stream_id: str) -> None:
         """Make the next tensor frame of ``stream_id`` a key frame: call it when a key frame did not
@@ -155,13 +158,33 @@ class Encoder:
         """The reference the next frame of ``stream_id`` would be predicted from (or None)."""
         return self.state.reference(stream_id)
 
+    def encode_alone(self, frame: Frame) -> bytes:
+        """``frame`` coded without a reference (temporal mode), to resend a predicted frame to a
+        receiver that may no longer hold its reference (a reconnect). It is not noted as sent, so it
+        never becomes a reference, and the ``last_*`` attributes of the last :meth:`encode` stay."""
+        saved = (
+            self.last_keyframe,
+            self.last_predicted,
+            self.last_ref_seq,
+            self.last_frame,
+            self._capture_ns,
+        )
+        self._alone = True
+        try:
+            return self.encode(frame)
+        finally:
+            self._alone = False
+            self.last_keyframe, self.last_predicted, self.last_ref_seq, self.last_frame, self._capture_ns = (
+                saved
+            )
+
     def encode(self, frame: Frame) -> bytes:
         """Serialize ``frame``; raises ``ValueError`` / ``TypeError`` naming a bad field."""
         sid = self._check_frame(frame)
         flags = 0
         tbytes = b""
         self.last_keyframe = self.last_predicted = False
-        self.last_ref_seq = None
+        self.last_ref_seq = self.last_frame = None
         t = frame.tensor
         self._capture_ns = frame.capture_time_ns
         if t is not None:
@@ -169,6 +192,8 @@ class Encoder:
             tflags, tbytes = self._encode_tensor(frame.stream_id, frame.seq, t)
             flags |= tflags
             self.last_keyframe = bool(tflags & F_KEYFRAME)
+            if tflags & F_PREDICTED:
+                self.last_frame = frame
         if self.version == 1:
             head = V1_COMMON.pack(MAGIC, 1, flags, len(sid), self.model_id, frame.seq, frame.capture_time_ns)
             body = b"".join([head, sid, tbytes])
@@ -323,7 +348,7 @@ class Encoder:
         ws, wo = self._wire_params(scale, offset)
         intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None)
         payload, ref_d, same = intra, 0, False
-        ref = self.state.reference(sid) if self.temporal else None
+        ref = self.state.reference(sid) if self.temporal and not self._alone else None
         if (
             ref is not None
             and ref.bits == bits
@@ -351,7 +376,7 @@ class Encoder:
             else:
                 same = False
         self.last_predicted = bool(ref_d)
-        if self.temporal:
+        if self.temporal and not self._alone:
             k = None if keep is None else keep.copy()
             self.state.note_sent(
                 sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate.astype(np.uint16), self._capture_ns)

@@ -107,9 +107,14 @@ I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class MissingKeyFrameError(PayloadError):
-    """A delta frame refers to a key frame this decoder did not decode (lost or corrupt)."""
+    """A delta frame refers to a key frame this decoder did not decode (lost or corrupt).
+    ``frame``: (stream id, epoch, seq) of the message that could not be decoded."""
 
     reason = "keyframe"
+
+    def __init__(self, message: str, frame: tuple[str, int, int] | None = None) -> None:
+        super().__init__(message)
+        self.frame = frame
 
 
 # ---------------------------------------------------------------- varints

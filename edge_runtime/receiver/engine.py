@@ -239,6 +239,12 @@ class Engine:
         try:
             frame = self.decoder.decode(buf)
         except DecodeError as e:
+            f = getattr(e, "frame", None)
+            if f is not None and self.ledger is not None and self.ledger.duplicate(*f):
+                # a late copy of a frame answered already (an old connection's kernel buffer
+                # delivered after a reconnect): its reference is gone, but it is a duplicate
+                self.emit(Reject(f[0], "duplicate", f"seq {f[2]} of epoch {f[1]:016x} again"))
+                return
             self._reject(peek_stream_id(buf, self.limits.max_stream_id), e.reason, str(e))
             return
         route = parts[0] if self.parts == 2 else None

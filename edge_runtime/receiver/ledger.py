@@ -115,7 +115,7 @@ class Ledger:
             if route is not None:
                 st.route = route
             self._move_base(st, min(base, seq))
-            if seq in st.done or seq in st.inflight or (st.next - seq > self.max_ahead):
+            if self._seen(st, seq):
                 st.duplicates += 1
                 st.dirty = True
                 return False
@@ -123,6 +123,22 @@ class Ledger:
                 st.lost -= 1  # counted lost when the base passed it; late, not lost
             st.inflight.add(seq)
             return True
+
+    def duplicate(self, stream: str, epoch: int, seq: int) -> bool:
+        """For a message that could not be decoded: True (counted, acknowledged again) if its
+        seq is done or in progress, as :meth:`claim` would have refused it."""
+        with self._lock:
+            st = self._st.get((stream, epoch))
+            if st is None or not self._seen(st, seq):
+                return False
+            st.duplicates += 1
+            st.dirty = True
+            return True
+
+    def _seen(self, st: StreamLedger, seq: int) -> bool:
+        return (
+            seq in st.done or seq in st.inflight or (st.next is not None and st.next - seq > self.max_ahead)
+        )
 
     def release(self, stream: str, epoch: int, seq: int) -> None:
         """A claimed frame that got no result (the back half failed): a resend may try again."""

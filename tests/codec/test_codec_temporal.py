@@ -124,6 +124,29 @@ def test_missing_reference_is_a_clean_decode_error():
     assert dec.decode(second).ref_seq == 0
 
 
+def test_encode_alone_decodes_without_the_reference_and_never_becomes_one():
+    """What a reconnect resends in place of a predicted frame: the same tensor coded alone, for a
+    receiver that no longer holds the reference; the encoder's references do not change."""
+    enc = Encoder(MID, coder="arith", temporal=True)
+    seq_ = _sequence(3)
+    _msg(enc, 0, *seq_[0])
+    enc.acknowledge("cam", decoded=0)
+    predicted = _msg(enc, 1, *seq_[1])
+    assert enc.last_predicted and enc.last_frame is not None and enc.last_frame.seq == 1
+    alone = enc.encode_alone(enc.last_frame)
+    assert enc.last_predicted and enc.last_ref_seq == 0  # the last encode's outcome stays
+    dec = Decoder(model_ids=[MID])  # a restarted receiver
+    with pytest.raises(MissingKeyFrameError) as e:
+        dec.decode(predicted)
+    assert e.value.frame == ("cam", 7, 1)
+    f = dec.decode(alone)
+    assert f.ref_seq is None
+    np.testing.assert_array_equal(f.tensor.data, seq_[1][0])
+    assert enc.reference("cam").seq == 0
+    _msg(enc, 2, *seq_[2])
+    assert enc.last_ref_seq == 0
+
+
 def test_same_quantization_as_the_reference_sends_no_parameters():
     enc, dec = Encoder(MID, coder="arith", temporal=True), Decoder(model_ids=[MID])
     seq_ = _sequence(3)

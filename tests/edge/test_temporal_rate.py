@@ -15,10 +15,9 @@ from edge_runtime.sources import Captured
 def test_auto_is_on_for_video_sources_and_off_for_stills(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     for kind, uri, on in (("scene", "", True), ("camera", "0", True), ("folder", str(tmp_path), False)):
-        cfg = config_from_dict({"source": {"kind": kind, "uri": uri}, "codec": {"temporal": "auto"}}, env={})
+        cfg = config_from_dict({"source": {"kind": kind, "uri": uri}}, env={})
         assert temporal_enabled(cfg) is on, kind
-    assert not temporal_enabled(config_from_dict({"codec": {"coder": "zstd", "temporal": "auto"}}, env={}))
-    assert not temporal_enabled(config_from_dict({}, env={}))  # the default
+    assert not temporal_enabled(config_from_dict({"codec": {"coder": "zstd"}}, env={}))
     assert not temporal_enabled(config_from_dict({"codec": {"temporal": "off"}}, env={}))
 
 

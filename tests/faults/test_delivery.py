@@ -10,7 +10,8 @@ import pytest
 import zmq
 from helpers.receiver import Sender, make_messages
 
-from edge_runtime.codec import Decoder, Encoder
+from edge_runtime.codec import Decoder, Encoder, Frame
+from edge_runtime.codec.format import REF_WINDOW
 from edge_runtime.config import config_from_dict
 from edge_runtime.delivery import DeliveryPolicy, ResendWindow, decode_ack, encode_ack
 from edge_runtime.pipeline import EdgeLoop, EdgePipeline
@@ -68,6 +69,25 @@ def test_window_gives_up_only_with_a_reason():
     assert w.stats.submitted == w.stats.delivered + sum(w.stats.dropped.values()) + len(w)
 
 
+def test_reconnect_resends_predicted_frames_coded_alone():
+    sent, made = [], []
+
+    def alone(seq):
+        made.append(seq)
+        return b"alone%d" % seq
+
+    w = ResendWindow(DeliveryPolicy(window_frames=8), lambda m: sent.append(m), stream_id="s", epoch=1)
+    w.submit(0, b"intra0", keyframe=False)
+    w.submit(1, b"pred1", keyframe=False, alone=lambda: alone(1))
+    assert sent == [b"intra0", b"pred1"] and made == []
+    w.on_reconnect()
+    w.service()
+    assert sent[2:] == [b"intra0", b"alone1"] and made == [1]
+    w.on_reconnect()  # coded alone once; later resends send that
+    w.service()
+    assert sent[4:] == [b"intra0", b"alone1"] and made == [1]
+
+
 def test_live_policy_drops_at_the_socket_and_flags_a_lost_keyframe():
     w = ResendWindow(DeliveryPolicy(policy="live"), lambda m: "backpressure", stream_id="s", epoch=1)
     assert not w.submit(0, b"x", keyframe=True)
@@ -94,6 +114,9 @@ def test_ledger_duplicates_losses_and_out_of_order():
     assert led.totals()["lost"] == 3
     assert led.claim("s", 1, 4, 4)  # ... one arrives late after all (worker mode): not lost
     assert led.totals()["lost"] == 2 and led.totals()["duplicates"] == 2
+    # an undecodable late copy (its reference is gone) of a frame answered: a duplicate
+    assert led.duplicate("s", 1, 1) and not led.duplicate("s", 1, 20) and not led.duplicate("t", 1, 1)
+    assert led.totals()["duplicates"] == 3
 
 
 def test_replay_gets_no_second_result_and_is_acknowledged_again(bundle):
@@ -111,6 +134,25 @@ def test_replay_gets_no_second_result_and_is_acknowledged_again(bundle):
                     acks.append(decode_ack(s.sock.recv()))
     assert len(got) == 6 and t["rejected"] == {"duplicate": 3}
     assert acks[-1] == ("cam-r", 0, 6)  # version-1-like epoch 0 from the test encoder's frames
+
+
+def test_late_copy_of_a_predicted_frame_is_a_duplicate_not_a_decode_error(bundle):
+    """After a reconnect an old connection's kernel buffer can still deliver a predicted frame the
+    edge meanwhile resent coded alone; by then its reference is gone (fault suite, network cut)."""
+    _, tensors, _ = make_messages(bundle, 1, streams=("cam-l",))
+    enc = Encoder(bundle.model_id_bytes, coder="arith", temporal=True)
+    msgs = []
+    for i in range(REF_WINDOW + 3):
+        msgs.append(enc.encode(Frame("cam-l", i, time.time_ns(), tensors[0], epoch=5)))
+        enc.acknowledge("cam-l", decoded=i)
+    assert enc.last_predicted
+    with Receiver([bundle], socket_type="router") as rx:
+        with Sender(rx.endpoint, kind=zmq.DEALER) as s:
+            s.send(msgs)
+            rx.wait(frames=len(msgs), duration=30)
+            s.send(msgs[1:2])  # predicted from frame 0, which the receiver no longer holds
+            t = rx.wait(frames=len(msgs) + 1, duration=30)
+    assert t["rejected"] == {"duplicate": 1}
 
 
 def test_acks_through_worker_processes_and_no_second_result(bundle):
