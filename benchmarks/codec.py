@@ -1,8 +1,8 @@
 """Codec benchmark: coded bits against the order-0 entropy bound, and throughput, coder by coder.
 
 Input (default): real split tensors of the committed default bundle (``load_bundle()``): the front
-half on held-out built-in scenes (``SceneGenerator(size, num_classes, seed=2)``, images
-``0 .. count-1``), masked and quantized as the edge pipeline does it in the feature domain
+half on the test frames of the default task (``edge_runtime.datasets.load(DEFAULT_TASK, "test")``,
+frames ``0 .. count-1``), masked and quantized as the edge pipeline does it in the feature domain
 (``edge_runtime/pipeline.py``, ``reduce.domain=feature``, ``mode=zero``, ``threshold=keep_ratio``):
 
 * importance map: the ABN map (``attention.onnx`` on the features, ``abn_map``) or the front's
@@ -25,6 +25,13 @@ The zstd dictionary coder uses a dictionary per bit depth trained (``train_dicti
 features of *other* held-out images (``count .. count+dict_images-1``), spread over the same map /
 keep-ratio cells; none of them is scored.
 
+**Stream** (``stream_*`` in the summary): the shipped defaults on a camera stream, where
+``codec.temporal = auto`` codes each tensor against the newest acknowledged frame: the edge
+pipeline with ``Config()`` over ``datasets.stream(DEFAULT_TASK, "test")``, each frame acknowledged
+before the next is coded (a LAN round trip at 30 fps, as ``benchmarks/rate_stream.py``), every
+message decoded; the same ratio, whole message bits over the order-0 baseline of the symbols the
+receiver decodes (plus the keep-mask's entropy), interval over whole 30-frame segments.
+
 ``--synthetic``: the old synthetic maps (``edge_runtime.codec.synthetic``) instead, written to
 ``benchmarks/results/codec_synthetic.json``. Writes ``benchmarks/results/codec.json``.
 
@@ -44,10 +51,11 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import write_result  # noqa: E402
+from edge_runtime import datasets  # noqa: E402
 from edge_runtime.codec import Decoder, Encoder, Frame, Tensor, train_dictionary  # noqa: E402
 from edge_runtime.codec.decoder import message_layout  # noqa: E402
 
-TEST_SEED = 2  # the held-out split (models.cli trains on seed 1)
+STREAM_SEGMENT = 30  # frames per object in the stream measurement (intervals resample segments)
 DICT_BYTES = 8192
 CODERS = ("zstd-3", "zstd-19", "zstd-3+dict", "arith", "raw")
 ENTROPY_SYMBOLS = (
@@ -63,9 +71,10 @@ def order0_bits(q: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum() * q.size)
 
 
-def payload_len(msg: bytes) -> int:
-    """The coded payload's bytes in a tensor message (either wire version)."""
-    return message_layout(msg)["payload"]
+def payload_len(msg: bytes, channels: int | None = None) -> int:
+    """The coded payload's bytes in a tensor message (any wire version; a version-3 predicted
+    frame needs its ``channels``)."""
+    return message_layout(msg, channels)["payload"]
 
 
 def sent_symbols_bits(t: Tensor) -> float:
@@ -172,14 +181,14 @@ def measure_cell(tensors: list[Tensor], coders: dict, repeat: int, label: str) -
 def bundle_inputs(bundle, start: int, count: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Split tensors (N, C, H, W) of held-out scenes and their importance maps at split resolution."""
     import kernels
-    from edge_runtime.scenes import SceneGenerator
 
     h, w = bundle.input.size
     _, sh, sw = bundle.split_shape
-    gen = SceneGenerator(h, bundle.num_classes, TEST_SEED)
     feats, abn, fused = [], [], []
     for s in range(start, start + count, 50):
-        images, _, _ = gen.batch(s, min(50, start + count - s))
+        images = datasets.load(
+            datasets.DEFAULT_TASK, "test", min(50, start + count - s), size=h, start=s
+        ).images
         out = bundle.front(bundle.preprocess(images))
         f = out[bundle.split_name]
         feats.append(f)
@@ -244,8 +253,8 @@ def run_real(args) -> tuple[dict, dict, list]:
         "input": "real split tensors of the default bundle (edge_runtime/bundles/default)",
         "bundle": {"model_id": bundle.model_id, "model_name": bundle.model_name,
                    "split": [bundle.split_name, list(bundle.split_shape)]},
-        "scenes": f"SceneGenerator({bundle.input.size[0]}, {bundle.num_classes}, seed={TEST_SEED}) "
-                  f"images 0..{args.count - 1} scored; {args.count}..{args.count + args.dict_images - 1} "
+        "scenes": f"datasets.load({datasets.DEFAULT_TASK!r}, 'test') "
+                  f"frames 0..{args.count - 1} scored; {args.count}..{args.count + args.dict_images - 1} "
                   "train the dictionaries",
         "count": args.count, "dict_images": args.dict_images, "dictionary_bytes": DICT_BYTES,
         "maps": args.maps, "keep_ratios": args.keeps, "bits": args.bits, "repeat": args.repeat,
@@ -295,6 +304,51 @@ def run_synthetic(args) -> tuple[dict, dict, list]:
         "coders": list(CODERS),
     }  # fmt: skip
     return params, {}, rows
+
+
+def run_stream(frames: int) -> dict:
+    """The shipped defaults (``Config()``, temporal coding on for a camera stream) over the test
+    stream: whole message bits against the order-0 baseline of the symbols the receiver decodes."""
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.config import Config, temporal_enabled
+    from edge_runtime.pipeline import EdgePipeline
+    from edge_runtime.sources import Captured
+
+    bundle = load_bundle(threads=1)
+    cfg = Config()
+    st = datasets.stream(datasets.DEFAULT_TASK, "test", size=bundle.input.size[0], segment=STREAM_SEGMENT)
+    pipe = EdgePipeline(bundle, cfg)
+    dec = Decoder(model_ids=[bundle.model_id_bytes])
+    msg, sent, pay, predicted = (np.zeros(frames) for _ in range(4))
+    for i in range(frames):
+        m = pipe.process(Captured(st.frame(i).image, i, 0), i).message
+        f = dec.decode(m)
+        if pipe.temporal:
+            pipe.encoder.acknowledge(pipe.stream_id, decoded=i)
+        msg[i], sent[i], pay[i] = (
+            8 * len(m),
+            sent_symbols_bits(f.tensor),
+            8 * payload_len(m, f.tensor.data.shape[0]),
+        )
+        predicted[i] = f.ref_seq is not None
+    seg = np.arange(frames) // STREAM_SEGMENT
+    num = np.bincount(seg, msg)
+    den = np.bincount(seg, sent)
+    return {
+        "stream_whole_message_bits_vs_order0": float(msg.sum() / sent.sum()),
+        "stream_whole_message_bits_vs_order0_ci95": _pooled_ci(num, den),
+        "stream_payload_bits_vs_order0": float(pay.sum() / sent.sum()),
+        "stream_message_bytes_mean": float(msg.mean() / 8),
+        "stream_header_bytes_mean": float((msg - pay).mean() / 8),
+        "stream_predicted_fraction": float(predicted.mean()),
+        "stream_frames": frames,
+        "stream_configuration": {
+            **default_cell(),
+            "temporal": cfg.codec.temporal,
+            "temporal_on": temporal_enabled(cfg),
+            "source": cfg.source.kind,
+        },  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------- summary
@@ -417,10 +471,11 @@ def main(argv=None) -> int:
         "--synthetic", action="store_true", help="synthetic maps instead of the bundle's features"
     )
     ap.add_argument("--count", type=int, default=None, help="held-out images scored (default 200, quick 20)")
+    ap.add_argument("--stream-frames", type=int, default=None, help="stream frames (default 600, quick 60)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        args.keeps, args.bits, args.repeat = [0.3, 1.0], [4, 8], 3
+        args.keeps, args.bits, args.repeat = [0.3, 1.0], sorted({default_cell()["bits"], 8}), 3
         args.maps, args.dict_images = [default_cell()["map"]], 16
         args.count = args.count or 20
     else:
@@ -439,13 +494,18 @@ def main(argv=None) -> int:
     params.update(extra, libzstd=".".join(map(str, zstandard.ZSTD_VERSION)), quick=args.quick)
     params["elapsed_s"] = time.time() - t0
     summary = summarize(rows)
+    if not args.synthetic:
+        summary.update(run_stream(args.stream_frames or (60 if args.quick else 600)))
+        params["elapsed_s"] = time.time() - t0
     out = args.out or (
         Path(__file__).parent / "results" / ("codec_synthetic.json" if args.synthetic else "codec.json")
     )
     path = write_result("codec", summary, params, rows, out=out)
     keys = ("whole_message_bits_vs_order0", "whole_message_bits_vs_order0_ci95", "payload_bits_vs_order0",
             "header_bytes_mean", "best_coder", "bits_per_order0_entropy", "payload_bits_per_order0_entropy", "goal_met",
-            "bits_per_order0_entropy_worst", "fraction_at_or_below_1", "encode_mb_s", "decode_mb_s")  # fmt: skip
+            "bits_per_order0_entropy_worst", "fraction_at_or_below_1", "encode_mb_s", "decode_mb_s",
+            "stream_whole_message_bits_vs_order0", "stream_whole_message_bits_vs_order0_ci95",
+            "stream_predicted_fraction")  # fmt: skip
     for k in keys:
         print(f"{k}: {summary.get(k)}")  # noqa: T201
     for name, c in summary["per_coder"].items():

@@ -321,7 +321,7 @@ def cmd_train(args) -> int:
         precision=args.precision,
     )
     train_data, test_data = _data(args)
-    print(f"training {args.arch} on {len(train_data)} images, testing on {len(test_data)}")
+    print(f"training {args.arch} on {len(train_data)} images, validating on {len(test_data)}")
     path = train(cfg, train_data, test_data, args.out)
     print(f"checkpoint: {path}")
     if args.export:
@@ -550,7 +550,7 @@ def cmd_finetune(args) -> int:
     args.size = int(size if isinstance(size, int) else size[0])  # fine-tune at the model's input size
     args.decoy = None
     train_data, test_data = _data(args)
-    print(f"fine-tuning {args.checkpoint} on {len(train_data)} images, testing on {len(test_data)}")
+    print(f"fine-tuning {args.checkpoint} on {len(train_data)} images, validating on {len(test_data)}")
     path = finetune(model, ckpt, cfg, train_data, test_data, args.out)
     print(f"checkpoint: {path}")
     if args.export:

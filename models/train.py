@@ -177,7 +177,7 @@ def train(
         history.append(metrics)
         log.info("epoch %d: %s", epoch + 1, metrics)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}: test top-1 {metrics['top1']:.4f}")
+            tqdm.write(f"epoch {epoch + 1}: validation top-1 {metrics['top1']:.4f}")
         _save(path, model, cfg, train_data, history)
     return path
 

@@ -3,6 +3,7 @@ the real encoder, a real ZeroMQ PUSH socket."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -54,14 +55,21 @@ def restamp(msg: bytes, bundle, tensor, stream: str, seq: int) -> bytes:
 
 
 class Sender:
-    """A PUSH socket connected to ``endpoint``, optionally as a CURVE client."""
+    """A PUSH socket connected to ``endpoint``, optionally as a CURVE client. ``heartbeat=False``
+    for a flood: a receiver that falls seconds behind reads the PINGs late, and the heartbeat
+    timeout would drop the connection with the messages in its buffers (nothing resends them)."""
 
-    def __init__(self, endpoint: str, *, client_secret=None, server_public=None, kind=zmq.PUSH):
+    def __init__(
+        self, endpoint: str, *, client_secret=None, server_public=None, kind=zmq.PUSH, heartbeat: bool = True
+    ):
         from edge_runtime.transport import SocketTimeouts, apply_timeouts, configure_client_curve
 
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(kind)
-        apply_timeouts(self.sock, SocketTimeouts(send_timeout_ms=2000, sndhwm=10000, linger_ms=2000))
+        t = SocketTimeouts(send_timeout_ms=2000, sndhwm=10000, linger_ms=2000)
+        if not heartbeat:
+            t = dataclasses.replace(t, heartbeat_ivl_ms=0)
+        apply_timeouts(self.sock, t)
         if client_secret is not None:
             configure_client_curve(self.sock, client_secret, server_public)
         self.sock.connect(endpoint)

@@ -401,11 +401,11 @@ def run_fuzz(workdir: Path, *, messages: int = 5000, seed: int = 0) -> dict:
         rx.wait_ready()
         rng = random.Random(seed)
         seeds = fuzz_seeds(mid)
-        with Sender(ep, kind=zmq.DEALER) as s:
+        with Sender(ep, kind=zmq.DEALER, heartbeat=False) as s:
             s.sock.setsockopt(zmq.LINGER, 5000)
             for i in range(messages):
                 s.sock.send(fuzz_message(rng, i, seeds))
-        rx.wait_line(lambda x: x.startswith("received "), 300)  # --frames: it stops by itself
+            rx.wait_line(lambda x: x.startswith("received "), 300)  # --frames: it stops by itself
         summary = rx.stop()
     finally:
         rx.kill()

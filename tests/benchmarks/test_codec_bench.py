@@ -1,0 +1,28 @@
+"""The codec benchmark on a few frames: the default cell and the stream are what it measured."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks import codec  # noqa: E402
+
+
+def test_default_cell_and_stream_figures_come_from_the_rows(tmp_path):
+    out = tmp_path / "c.json"
+    assert codec.main(["--quick", "--count", "6", "--stream-frames", "12", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    s = doc["summary"]
+    d = s["default_configuration"]
+    row = next(
+        r for r in doc["results"]
+        if (r["map"], r["keep_ratio"], r["bits"], r["coder"]) == (d["map"], d["keep_ratio"], d["bits"], d["coder"])
+    )  # fmt: skip
+    assert s["maps"] == 6 and s["message_bytes_mean"] == row["message_bytes_mean"]
+    assert s["whole_message_bits_vs_order0"] > s["payload_bits_vs_order0"] > 0  # headers cost bits
+    assert s["stream_frames"] == 12 and s["stream_configuration"]["temporal_on"]
+    lo, hi = s["stream_whole_message_bits_vs_order0_ci95"]
+    assert lo <= s["stream_whole_message_bits_vs_order0"] <= hi
+    # after the first frame (coded alone) every frame can be predicted from an acknowledged one
+    assert 0 < s["stream_predicted_fraction"] < 1
