@@ -4,10 +4,11 @@
 # tests use; the edge box itself (`pip install .`) needs none of them.
 #   chromium               the editor's browser test (Playwright drives it by executablePath)
 #   dataset-fashion-mnist  Fashion-MNIST photographs, the object source of the photographic task
-#   mate-backgrounds, plasma-workspace-wallpapers   background photographs of the scenes (docs/data.md)
+#   mate-backgrounds, plasma-workspace-wallpapers, lomiri-wallpapers-16.04, lomiri-wallpapers-20.04
+#                          background photographs of the scenes (docs/data.md)
 #   ffmpeg                 H.264 / HEVC baselines of the stream benchmark
 set -eu
-PACKAGES="chromium dataset-fashion-mnist mate-backgrounds plasma-workspace-wallpapers ffmpeg"
+PACKAGES="chromium dataset-fashion-mnist mate-backgrounds plasma-workspace-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 ffmpeg"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

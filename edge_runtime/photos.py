@@ -62,6 +62,7 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ASSETS = Path(__file__).parent / "assets"
 _MATE = Path("/usr/share/backgrounds/mate/nature")
 _PLASMA = Path("/usr/share/wallpapers")
+_LOMIRI = Path("/usr/share/backgrounds")  # lomiri-wallpapers-16.04 / -20.04: community photographs
 
 #: Background photographs by role. ``seen``: train (left 60%) / validation, test (right 40%);
 #: ``unseen``: only the domain-shift test. Chosen by looking: photographs, not illustrations.
@@ -81,7 +82,17 @@ SEEN = (
     _PLASMA / "FallenLeaf/contents/images/800x600.jpg",
     _PLASMA / "Kite/contents/images/800x600.jpg",
     _PLASMA / "summer_1am/contents/images/800x600.jpg",
-)
+) + tuple(
+    _LOMIRI / f"{name}.jpg"
+    for name in (
+        "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace",
+        "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi",
+        "analogpattern_by_Peter_Nerlich", "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi",
+        "greentock_by_Peter_Nerlich", "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
+        "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi",  # 16.04
+        "Infinite-Sea_by_Aury88", "Kleiber_by_Lukas_Baubkus",  # 20.04
+    )
+)  # fmt: skip
 UNSEEN = (
     _MATE / "LadyBird.jpg",
     _MATE / "Storm.jpg",
@@ -186,12 +197,16 @@ def _shape_sprite(rng: np.random.Generator, cls: int, side: int) -> np.ndarray:
 
 
 def _decode(path: Path) -> np.ndarray:
-    big = path.name.split("x")[0] in ("2560", "3840", "5120")  # the large renders: decode at 1/4
+    # the large renders and the multi-megapixel photographs: decode at 1/4 (still >= _MAX_SIDE)
+    big = path.name.split("x")[0] in ("2560", "3840", "5120") or (
+        path.parent == _LOMIRI and path.name != "Picture_1A_by_freespace.jpg"
+    )
     bgr = cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_4 if big else cv2.IMREAD_COLOR)
     if bgr is None:
         raise DataMissingError(
             f"background photograph {path} is missing or unreadable; install the Debian packages "
-            "mate-backgrounds and plasma-workspace-wallpapers (`sh deploy/system-packages.sh`, as root)"
+            "mate-backgrounds, plasma-workspace-wallpapers, lomiri-wallpapers-16.04 and "
+            "lomiri-wallpapers-20.04 (`sh deploy/system-packages.sh`, as root)"
         )
     h, w = bgr.shape[:2]
     s = _MAX_SIDE / max(h, w)
