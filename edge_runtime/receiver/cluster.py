@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -126,7 +127,23 @@ class Done:
     tries: int
 
 
-def _retriable(ray, e: BaseException) -> bool:
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address that nothing listens on is an error at once:
+    ``ray.init`` would retry for minutes before it gives up."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r}: {e}; is its head node running "
+            "(ray start --head) and is the address its GCS (port 6379) or Ray Client (10001) port?"
+        ) from None
+
+
+def _retriable(e: BaseException) -> bool:
     """A replica died, was not reachable, or the try timed out: the request may go again.
     An error raised by the back half itself (RayTaskError) is not retried."""
     from ray import exceptions as rex
@@ -184,6 +201,7 @@ class RayBackend:
                     f"this process is connected to the Ray cluster at {current} already, not {cfg.address!r}"
                 )
         else:
+            _check_reachable(cfg.address)
             try:
                 ray.init(address=cfg.address, logging_level=logging.WARNING, log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as e:
@@ -278,7 +296,7 @@ class RayBackend:
                 logits = self._handle.remote(model_id, x).result(timeout_s=cfg.request_timeout_s)
                 break
             except Exception as e:  # Ray's and Serve's own types; sorted by _retriable
-                if not _retriable(self.ray, e) or time.monotonic() >= deadline:
+                if not _retriable(e) or time.monotonic() >= deadline:
                     err = f"{type(e).__name__}: {e}"
                     break
                 with self._lock:

@@ -95,3 +95,18 @@ def test_receiver_does_not_import_ray_without_cluster_mode():
         "sys.exit('ray imported' if 'ray' in sys.modules else 0)"
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_unreachable_cluster_is_an_error_line_at_once(capsys):
+    import importlib.util
+
+    from helpers.system import require
+
+    from edge_runtime.cli import main
+
+    require(importlib.util.find_spec("ray") is not None, 'Ray is not installed (pip install ".[cluster]")')
+    # nothing listens on port 1: ray.init alone would retry for minutes
+    argv = ["receive", "--ray", "127.0.0.1:1", "--bind", "tcp://127.0.0.1:0", "--duration", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot reach the Ray cluster at '127.0.0.1:1'" in err and "Traceback" not in err
