@@ -228,6 +228,36 @@ def heavy_bundle(base, out_dir: Path, width: int, blocks: int, seed: int = 0):
     return load_bundle(out_dir, threads=1)
 
 
+def _plain_back(path: str, batch: int, n: int, ready, results) -> None:
+    """One plain process running the back half (no Ray), for the machine's own scaling ceiling."""
+    b = load_bundle(path, threads=1)
+    x = np.zeros((batch, *b.split_shape), np.float32)
+    b.back(x)
+    ready.put(None)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        b.back(x)
+    results.put(batch * n / (time.perf_counter() - t0))
+
+
+def plain_ceiling(path: str, batch: int, n: int) -> dict:
+    """Frames per second of 1 and of 2 plain processes running the back half at once: what 2
+    replicas could give over 1 on this machine with nothing else running."""
+    ctx = mp.get_context("spawn")
+    out = {}
+    for k in (1, 2):
+        ready, results = ctx.Queue(), ctx.Queue()
+        ps = [ctx.Process(target=_plain_back, args=(path, batch, n, ready, results)) for _ in range(k)]
+        for p in ps:
+            p.start()
+        for _ in ps:
+            ready.get()
+        out[str(k)] = sum(results.get() for _ in ps)
+        for p in ps:
+            p.join()
+    return out
+
+
 def _cluster_run(bundle, msgs, cfg: ClusterConfig, max_batch: int, kill_after: int | None = None) -> dict:
     """Push ``msgs`` through an ingest Receiver in cluster mode; optionally kill one replica of
     the deployment after ``kill_after`` results, while requests are in flight."""
@@ -295,6 +325,8 @@ def cluster_benchmark(base, args) -> tuple[dict, dict, dict]:
             t.append(time.perf_counter() - a)
         back_ms = float(np.median(t)) * 1e3
         print(f"heavy back half ({heavy.model_name}): {back_ms:.1f} ms per frame at batch 1, 1 thread")
+        ceiling = plain_ceiling(str(heavy.path), args.ray_ingest_batch, max(10, 2000 // max(1, int(back_ms))))
+        print(f"plain processes (no Ray): 1: {ceiling['1']:.1f} fps, 2: {ceiling['2']:.1f} fps")
         streams = [f"cam{i}" for i in range(args.streams)]
         enc = Encoder(heavy.model_id_bytes, coder="zstd")
         tensors = [quantize(f) for f in features(base, _images(base, 32))]
@@ -348,6 +380,8 @@ def cluster_benchmark(base, args) -> tuple[dict, dict, dict]:
         "ray_heavy_back_ms_per_frame": round(back_ms, 2),
         "frames_answered_twice_on_replica_kill": kill["answered_twice"],
         "requests_retried_on_replica_kill": kill["retries"],
+        # the same back half in 1 and 2 plain processes, no Ray, no ingest: this machine's ceiling
+        "plain_process_scaling": round(ceiling["2"] / ceiling["1"], 3),
     }
     params = {
         "ray_version": ray.__version__, "ray_cpus": args.ray_cpus, "ray_frames": args.ray_frames,
@@ -355,7 +389,7 @@ def cluster_benchmark(base, args) -> tuple[dict, dict, dict]:
         "ray_max_batch_size": args.ray_max_batch_size, "heavy_back": heavy.model_name,
         "heavy_width": args.heavy_width, "heavy_blocks": args.heavy_blocks, "replica_cpus": 1,
     }  # fmt: skip
-    return summary, params, {"ray_scaling_runs": runs, "ray_replica_kill": kill}
+    return summary, params, {"ray_scaling_runs": runs, "ray_replica_kill": kill, "plain_process_fps": ceiling}
 
 
 def _default_config() -> dict:
