@@ -142,16 +142,17 @@ def test_replica_killed_mid_stream_loses_and_repeats_nothing(bundle, ray_address
             while not (len(got) >= 20 and rx._backend.inflight >= 2) and time.monotonic() < deadline:
                 time.sleep(0.001)
             (victim,) = _replicas(name)
-            killed_at = len(got)
+            killed_at, inflight_at_kill = len(got), rx._backend.inflight
             ray.kill(ray.get_actor(victim, namespace="serve"))
             totals = rx.wait(frames=len(msgs), duration=120)
-        retries = rx._backend.retries
-    assert killed_at < len(msgs)  # it died mid-stream
+    assert killed_at < len(msgs) and inflight_at_kill >= 2  # it died mid-stream, requests out
     assert totals["received"] == totals["results"] == len(msgs) and totals["rejected"] == {}
     keys = [(r.stream_id, r.seq) for r in got]
     assert len(set(keys)) == len(keys) == len(msgs)  # nothing lost, nothing answered twice
     assert _in_order_per_stream(got)
-    assert retries >= 1  # requests did die with the replica and were sent again
+    # Requests that met the dead replica were sent again: by Serve's router when it saw the
+    # replica die, or by the ingest when the error reached it (both happen: rx._backend.retries
+    # counts the second kind; it is 0 in some runs, 2-3 in others, so it is not asserted).
     assert _replicas(name) and victim not in _replicas(name)  # Ray started a new one
 
 
