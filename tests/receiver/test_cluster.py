@@ -173,3 +173,30 @@ def test_cli_receive_with_ray_and_a_cluster_table(ray_address, deployment, tmp_p
     before = _replicas(name)
     assert main(["receive", "--config", str(toml), "--ray", ray_address, "--duration", "0.2"]) == 0
     assert _replicas(name) == before
+
+
+def test_requests_inside_a_killed_replica_are_sent_again_by_the_ingest(bundle, ray_address, deployment):
+    import ray
+
+    name = deployment("t-inside")
+    # @serve.batch holds the requests for a second (the batch never fills), so at the kill they
+    # are inside the replica, past Serve's router: only the ingest can send them again
+    cfg = ClusterConfig(
+        address=ray_address, deployment=name, max_batch_size=64, batch_wait_timeout_s=1.0, max_inflight=4
+    )
+    msgs, _, _ = make_messages(bundle, 8, streams=("i0",))
+    got: list[Result] = []
+    with Receiver([bundle], callback=got.append, max_batch=2, max_wait_ms=0, cluster=cfg) as rx:
+        with Sender(rx.endpoint) as s:
+            s.send(msgs)
+            deadline = time.monotonic() + 30
+            while rx._backend.inflight < 4 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert rx._backend.inflight == 4 and not got
+            (victim,) = _replicas(name)
+            ray.kill(ray.get_actor(victim, namespace="serve"))
+            totals = rx.wait(frames=len(msgs), duration=120)
+        retries = rx._backend.retries
+    assert totals["results"] == len(msgs) and totals["rejected"] == {}
+    assert [r.seq for r in got] == list(range(len(msgs)))
+    assert retries >= 1
