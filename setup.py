@@ -2,7 +2,8 @@
 
 Edge box:        pip install .            (ONNX Runtime, Numba, zstandard, OpenCV, pyzmq; no torch)
 Offline machine: pip install ".[train]"   (adds torch==2.13.0 CPU, onnx, onnxscript)
-Development:     pip install ".[train,dev]"
+Cluster mode:    pip install ".[cluster]"  (Ray Serve: the receiver's back half on a Ray cluster)
+Development:     pip install ".[train,dev,cluster]"
 """
 
 import atexit
@@ -47,6 +48,12 @@ DEV = [
     "playwright>=1.45",
 ]
 
+CLUSTER = [
+    # The receiver's cluster mode (edge-runtime receive --ray): Ray Serve, imported lazily.
+    # 2.60 is the version tested here (serve.batch's batch_size_fn, proxy_location="Disabled").
+    "ray[serve]>=2.60",
+]
+
 setup(
     name="edge-runtime",
     version="0.1.0",
@@ -68,7 +75,7 @@ setup(
         "models": ["editor/static/*"],
     },
     install_requires=RUNTIME,
-    extras_require={"train": TRAIN, "dev": DEV},
+    extras_require={"train": TRAIN, "dev": DEV, "cluster": CLUSTER},
     entry_points={"console_scripts": ["edge-runtime=edge_runtime.cli:main"]},
     options={"build": {"build_base": f"{_SCRATCH}/build"}, "egg_info": {"egg_base": _SCRATCH}},
 )

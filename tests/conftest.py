@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests import the installed package (``pip install ".[train,dev]"``).
+"""Shared fixtures. Tests import the installed package (``pip install ".[train,dev,cluster]"``).
 
 Helpers shared by several suites live in the ``helpers`` package next to this file
 (``helpers.codec``, ``helpers.receiver``, ``helpers.faults``). With ``--import-mode=importlib``

@@ -6,6 +6,8 @@ Modules::
     engine    decode -> check -> batch across streams -> back half; Result / Reject events
     results   sinks (JSONL, ZeroMQ PUB, callback) and per-stream accounting (Stats)
     service   Receiver: sockets, CURVE, one process or N workers behind zmq.proxy
+    cluster   cluster mode: the back half on a Ray Serve deployment (ClusterConfig, RayBackend)
+    serve_app the deployment itself (imported only where Ray is installed)
     cli       add_arguments / run for the CLI table, TOML config
 
 Embedding::

@@ -3,6 +3,8 @@
 Every option can come from the command line or from ``--config FILE`` (TOML, keys named like the
 long options with ``_`` for ``-``; see ``deploy/receiver.example.toml``); the command line wins.
 An unknown key in the file is a :class:`~edge_runtime.errors.ConfigError` that names it.
+A ``[cluster]`` table (:class:`~edge_runtime.receiver.cluster.ClusterConfig`) puts the back half on
+a Ray Serve deployment; ``--ray ADDRESS`` does too, and overrides its ``address``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tomllib
 from pathlib import Path
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.receiver.cluster import ClusterConfig
 from edge_runtime.receiver.service import SOCKET_TYPES, Receiver
 from edge_runtime.systemd import Notifier
 
@@ -42,6 +45,8 @@ DEFAULTS: dict[str, object] = {
     "duration": None,
     "frames": None,
     "status_interval_s": 10.0,
+    "ray": None,
+    "cluster": None,  # the [cluster] table, checked by ClusterConfig
 }
 _TYPES = {
     "bind": str, "socket": str, "bundle": list, "keys_secret": str, "allow_dir": str, "workers": int,
@@ -65,6 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--keys-secret", help="the receiver's CURVE .key_secret file (with --allow-dir)")
     a("--allow-dir", help="folder of enrolled edge boxes' public .key files (with --keys-secret)")
     a("--workers", type=int, help="worker processes behind a ZeroMQ proxy (default 0: one process)")
+    a(
+        "--ray",
+        metavar="ADDRESS",
+        help="cluster mode: the back half on a Ray Serve deployment of the Ray cluster at ADDRESS "
+        '("auto", HOST:PORT, ray://HOST:PORT); needs pip install ".[cluster]"; see [cluster] in the config',
+    )
     a("--threads", type=int, help="ONNX Runtime intra-op threads per process (default: cores / workers)")
     a("--max-batch", type=int, help=f"largest back-half batch (default {DEFAULTS['max_batch']})")
     a(
@@ -110,9 +121,20 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
-    # keys at the top level, or all inside one [receiver] table
+    # keys at the top level, or all inside one [receiver] table; and an optional [cluster] table
+    cluster = data.pop("cluster", None)
     section = data["receiver"] if list(data) == ["receiver"] and isinstance(data["receiver"], dict) else data
+    if cluster is None and isinstance(section.get("cluster"), dict):
+        cluster = section.pop("cluster")  # [receiver.cluster]
     out = {}
+    if cluster is not None:
+        if not isinstance(cluster, dict):
+            raise ConfigError(f"{path}: 'cluster' must be a table ([cluster]), got {cluster!r}")
+        for key in ("address", "deployment"):
+            if key in cluster and not isinstance(cluster[key], str):
+                raise ConfigError(f"{path}: [cluster] {key} must be a string, got {cluster[key]!r}")
+        out["cluster"] = {k.replace("-", "_"): v for k, v in cluster.items()}
+        ClusterConfig.from_dict({"address": "auto"} | out["cluster"], f"{path}: [cluster]")  # check now
     for key, value in section.items():
         k = key.replace("-", "_")
         if k not in _TYPES:
@@ -134,6 +156,16 @@ def _resolve(args) -> dict:
     return conf
 
 
+def cluster_config(conf: dict) -> ClusterConfig | None:
+    """The cluster section with ``--ray`` applied; ``None``: the back half runs in-process."""
+    table = dict(conf.get("cluster") or {})
+    if conf.get("ray") is not None:
+        table["address"] = conf["ray"]
+    if not table:
+        return None
+    return ClusterConfig.from_dict(table)
+
+
 def build_receiver(conf: dict) -> Receiver:
     return Receiver(
         conf["bundle"] or None,
@@ -151,6 +183,7 @@ def build_receiver(conf: dict) -> Receiver:
         pub=conf["pub"],
         metrics_host=conf["metrics_host"],
         metrics_port=conf["metrics_port"],
+        cluster=cluster_config(conf),
     )
 
 

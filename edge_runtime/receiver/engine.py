@@ -14,6 +14,7 @@ on that one-to-one rule (see :mod:`edge_runtime.receiver.results`).
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -157,6 +158,18 @@ class _Pending:
     first_ns: int = 0  # monotonic arrival of the oldest frame
 
 
+@dataclass
+class _Slot:
+    """Remote back half: one frame's place in its stream's order, filled when its request ends."""
+
+    frame: Frame
+    bundle: Bundle
+    ready: bool = False
+    scores: np.ndarray | None = None
+    batch: int = 0
+    error: str | None = None
+
+
 class Engine:
     """Decode, batch and run the back half for the bundles in ``bundles``.
 
@@ -173,6 +186,10 @@ class Engine:
     ledger, identity:
         Duplicate / acknowledgement state (:mod:`.ledger`) and the stream-to-key binding
         (:mod:`.identity`); ``None`` in worker processes, where the parent keeps them.
+    backend:
+        ``None``: the back half runs here. A :class:`~edge_runtime.receiver.cluster.RayBackend`
+        (cluster mode): each batch is one request to it, and :meth:`collect` emits the results of
+        finished requests in arrival order per stream (a frame waits for its stream's older ones).
     """
 
     def __init__(
@@ -187,8 +204,11 @@ class Engine:
         worker: int = 0,
         ledger: Ledger | None = None,
         identity: Identity | None = None,
+        backend=None,
     ) -> None:
         self.ledger = ledger
+        self.backend = backend
+        self._order: dict[str, collections.deque[_Slot]] = {}  # remote back half: per stream
         self.identity = identity
         self.bundles: dict[bytes, Bundle] = {}
         for b in bundles:
@@ -257,7 +277,11 @@ class Engine:
             return
         bundle = self.bundles[frame.model_id]
         if frame.tensor is None:
-            self._emit_result(frame, bundle, None, 0)
+            if self.backend is None:
+                self._emit_result(frame, bundle, None, 0)
+            else:  # after the stream's frames still at the back half
+                self._queue_slot(frame, bundle).ready = True
+                self._drain(frame.stream_id)
             return
         if frame.tensor.data.shape != bundle.split_shape:
             if self.ledger is not None:
@@ -273,7 +297,7 @@ class Engine:
         pend = self._pending[frame.model_id]
         if not pend.frames:
             pend.first_ns = time.monotonic_ns()
-        pend.frames.append(frame)
+        pend.frames.append(frame if self.backend is None else self._queue_slot(frame, bundle))
         pend.inputs.append(x)
         self.decode_s += time.perf_counter() - t0
         if len(pend.frames) >= self.max_batch:
@@ -312,6 +336,10 @@ class Engine:
         frames, inputs = pend.frames, pend.inputs
         self._pending[model_id] = _Pending()
         bundle = self.bundles[model_id]
+        if self.backend is not None:
+            self.backend.submit(frames, model_id, np.stack(inputs))
+            self.batches += 1
+            return
         t0 = time.perf_counter()
         try:
             logits = bundle.back(np.stack(inputs))
@@ -328,6 +356,53 @@ class Engine:
         scores = softmax(logits.astype(np.float64))
         for f, s in zip(frames, scores, strict=True):
             self._emit_result(f, bundle, s, len(frames))
+
+    # -- remote back half (cluster mode) -------------------------------
+
+    def _queue_slot(self, frame: Frame, bundle: Bundle) -> _Slot:
+        slot = _Slot(frame, bundle)
+        q = self._order.get(frame.stream_id)
+        if q is None:
+            q = self._order[frame.stream_id] = collections.deque()
+        q.append(slot)
+        return slot
+
+    def _drain(self, stream_id: str) -> None:
+        q = self._order.get(stream_id)
+        while q and q[0].ready:
+            s = q.popleft()
+            if s.error is None:
+                self._emit_result(s.frame, s.bundle, s.scores, s.batch)
+            else:
+                if self.ledger is not None:
+                    self.ledger.release(s.frame.stream_id, s.frame.epoch, s.frame.seq)
+                self.emit(Reject(s.frame.stream_id, "inference", s.error))
+        if q is not None and not q:
+            del self._order[stream_id]
+
+    def waiting(self) -> int:
+        """Frames handed to the remote back half (or behind one) whose result is not out yet."""
+        return sum(len(q) for q in self._order.values())
+
+    def collect(self) -> int:
+        """Fill in the frames of the backend's finished requests and emit what is now in order;
+        returns the requests collected."""
+        done = self.backend.completed()
+        streams: set[str] = set()
+        for d in done:
+            slots: list[_Slot] = d.token
+            if d.error is not None:
+                self._rlog.log(logging.ERROR, "inference", "back half on the cluster failed on a batch of %d "
+                               "after %d tries: %s", len(slots), d.tries, d.error)  # fmt: skip
+                scores = [None] * len(slots)
+            else:
+                scores = softmax(d.logits.astype(np.float64))
+            for s, sc in zip(slots, scores, strict=True):
+                s.ready, s.scores, s.batch, s.error = True, sc, len(slots), d.error
+                streams.add(s.frame.stream_id)
+        for sid in streams:
+            self._drain(sid)
+        return len(done)
 
     def _emit_result(self, frame: Frame, bundle: Bundle, scores: np.ndarray | None, batch: int) -> None:
         latency_ms = (time.time_ns() - frame.capture_time_ns) / 1e6

@@ -18,6 +18,13 @@ authenticated key must own the stream id it claims (:mod:`.identity`); the allow
 re-read while running. In worker mode the parent keeps the ledger and the identity checks (its
 own proxy loop forwards messages, and carries acks back).
 
+Cluster mode (``cluster``, ``--ray ADDRESS``): one ingest process as above (sockets, CURVE,
+decoding with its inter-frame references, ledger, acks, sinks), whose batches of decoded tensors
+go to a Ray Serve deployment of the back half (:mod:`.cluster`)::
+
+    edge boxes --CURVE--> PULL/ROUTER (bind) -> Engine (decode, batch) --request--> Ray Serve
+        replicas (@serve.batch, back half) --logits--> Engine (in order per stream) -> sinks -> acks
+
 Authentication happens once, at the public socket. PUSH hands messages to the workers round-robin
 (skipping a worker whose queue is full), so one stream's frames are spread over all workers; the
 per-stream accounting is done in the parent from the workers' events, and its gap count does not
@@ -43,6 +50,7 @@ import zmq
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import MetricsServer
+from edge_runtime.receiver.cluster import ClusterConfig
 from edge_runtime.receiver.engine import Engine, Reject, Result, limits_for, peek_stream_id
 from edge_runtime.receiver.identity import Identity
 from edge_runtime.receiver.ledger import Ledger
@@ -92,6 +100,9 @@ class Receiver:
         0 or 1: one process; N >= 2: N worker processes behind a ZeroMQ proxy.
     threads:
         ONNX Runtime intra-op threads per process (0: cores / workers).
+    cluster:
+        Cluster mode: the back half on the Ray Serve deployment this names (:mod:`.cluster`);
+        ``None``: in this process. Needs ``workers <= 1`` (this process is the ingest).
     """
 
     def __init__(
@@ -116,6 +127,7 @@ class Receiver:
         metrics_host: str = "127.0.0.1",
         timeouts: SocketTimeouts | None = None,
         max_streams: int = 1024,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         if socket_type not in SOCKET_TYPES:
             raise ConfigError(f"socket type must be one of {sorted(SOCKET_TYPES)}, got {socket_type!r}")
@@ -128,6 +140,16 @@ class Receiver:
             raise ConfigError(f"workers must be an int >= 0, got {workers!r}")
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        if cluster is not None and workers > 1:
+            raise ConfigError(
+                f"cluster mode (--ray) runs one ingest per receiver process, not --workers {workers}: "
+                "the back half scales on Ray; for more ingest, run more receivers (docs/receiver.md)"
+            )
+        if cluster is not None and max_batch > cluster.max_batch_size:
+            raise ConfigError(
+                f"max_batch ({max_batch}) is larger than the cluster's max_batch_size "
+                f"({cluster.max_batch_size}): one request must fit in one batch of the deployment"
+            )
         if not max_wait_ms >= 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
         self.bind = bind
@@ -140,6 +162,8 @@ class Receiver:
         self.threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
         self.timeouts = timeouts or SocketTimeouts()
         self.max_streams = max_streams
+        self.cluster = cluster
+        self._backend = None
         self.stats = Stats(max_streams)
         self.endpoint: str | None = None
         self.max_message_bytes: int | None = None  # set at start from the bundles served
@@ -218,7 +242,9 @@ class Receiver:
             pub = PubSink(self._pub, self._ctx, self.timeouts)
             self.pub_endpoint = pub.endpoint
             self._owned_sinks.append(pub)
-        if self.workers <= 1:
+        if self.cluster is not None:  # decoding only here: the replicas load the graphs they run
+            bundles = [b if isinstance(b, Bundle) else load_bundle(b) for b in self._bundle_specs]
+        elif self.workers <= 1:
             bundles = [
                 b if isinstance(b, Bundle) else load_bundle(b, threads=self.threads)
                 for b in self._bundle_specs
@@ -228,8 +254,17 @@ class Receiver:
                 b if isinstance(b, Bundle) else load_bundle(b, verify=False) for b in self._bundle_specs
             ]
         self.max_message_bytes = limits_for(bundles, self.max_streams).max_message_bytes
+        if self.cluster is not None:
+            self._start_cluster(bundles)
         front = self._public_socket()
-        if self.workers <= 1:
+        if self._backend is not None:
+            self._engine = Engine(
+                bundles, self._on_event, max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1e3,
+                parts=1 if self.socket_type == "pull" else 2, max_streams=self.max_streams,
+                ledger=self.ledger, identity=self.identity, backend=self._backend,
+            )  # fmt: skip
+            self._spawn(self._cluster_loop, front)
+        elif self.workers <= 1:
             self._engine = Engine(
                 bundles, self._on_event, max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1e3,
                 parts=1 if self.socket_type == "pull" else 2, max_streams=self.max_streams,
@@ -249,7 +284,9 @@ class Receiver:
             "bound %s (%s, %s), max batch %d, max wait %.1f ms, %s",
             self.endpoint, self.socket_type, "CURVE" if self._auth else "UNAUTHENTICATED",
             self.max_batch, self.max_wait_ms,
-            f"{self.workers} workers" if self.workers > 1 else f"one process, {self.threads} ORT threads",
+            f"back half on Ray Serve deployment {self.cluster.deployment!r} at {self.cluster.address}"
+            if self.cluster is not None
+            else f"{self.workers} workers" if self.workers > 1 else f"one process, {self.threads} ORT threads",
         )  # fmt: skip
 
     def _public_socket(self) -> zmq.Socket:
@@ -286,10 +323,14 @@ class Receiver:
         self._stop.set()
         if self._procs:
             self._stop_workers()
+        # cluster mode: the loop waits for the requests at the deployment before it stops
+        stop_s = _STOP_TIMEOUT_S + (self.cluster.retry_timeout_s if self.cluster is not None else 0.0)
         for t in self._threads:
-            t.join(timeout=_STOP_TIMEOUT_S)
+            t.join(timeout=stop_s)
             if t.is_alive():
-                log.error("receiver thread %s did not stop within %.0f s", t.name, _STOP_TIMEOUT_S)
+                log.error("receiver thread %s did not stop within %.0f s", t.name, stop_s)
+        if self._backend is not None:
+            self._backend.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
         for s in self._owned_sinks + self._sinks:
@@ -378,6 +419,73 @@ class Receiver:
             except zmq.ZMQError:
                 peer = None
         return [f.bytes for f in frames], peer
+
+    # -- cluster mode --------------------------------------------------
+
+    def _start_cluster(self, bundles: list[Bundle]) -> None:
+        from edge_runtime.receiver.cluster import RayBackend
+
+        self._backend = RayBackend(
+            self.cluster, [str(b.path.resolve()) for b in bundles], [b.model_id for b in bundles]
+        )
+        self._backend.start()
+
+    def _cluster_loop(self, sock: zmq.Socket) -> None:
+        """As :meth:`_single_loop`, with the back half remote: batches go out as requests, finished
+        requests wake the loop through the backend's pipe. While ``max_inflight`` requests are out,
+        the socket is not read (ZeroMQ's queues and the edges' windows hold the rest)."""
+        eng, be = self._engine, self._backend
+        poller = zmq.Poller()
+        poller.register(be.wakeup_fd, zmq.POLLIN)
+        reading = False
+        idle_ms = self.timeouts.recv_timeout_ms
+        drain = 4 * self.max_batch
+        try:
+            while not self._stop.is_set():
+                self._heartbeat = time.monotonic()
+                if reading and be.full():
+                    poller.unregister(sock)
+                    reading = False
+                elif not reading and not be.full():
+                    poller.register(sock, zmq.POLLIN)
+                    reading = True
+                due = eng.time_to_due()
+                timeout = idle_ms if due is None else min(idle_ms, due * 1e3)
+                ready = dict(poller.poll(timeout))
+                n = 0
+                if sock in ready:
+                    while n < drain:
+                        try:
+                            parts, peer = self._recv(sock)
+                        except zmq.Again:
+                            break
+                        eng.feed(parts, peer)
+                        n += 1
+                c = eng.collect() if be.wakeup_fd in ready else 0
+                if eng.flush() or n or c:
+                    self._flush_sinks()
+                    self._send_acks(sock)
+                if self.allow is not None:
+                    self.allow.refresh()
+            if reading:
+                poller.unregister(sock)
+            eng.flush(force=True)
+            deadline = time.monotonic() + self.cluster.retry_timeout_s
+            while eng.waiting() and time.monotonic() < deadline:
+                self._heartbeat = time.monotonic()
+                if poller.poll(idle_ms):
+                    eng.collect()
+                    self._flush_sinks()
+                    self._send_acks(sock)
+            if eng.waiting():
+                log.error("receiver stopped with %d frames still at the Ray deployment", eng.waiting())
+            self._flush_sinks()
+            self._send_acks(sock)
+        except Exception:
+            log.exception("receiver loop failed; the watchdog will see it stop")
+            raise
+        finally:
+            sock.close(linger=0)
 
     # -- worker processes ----------------------------------------------
 
@@ -594,6 +702,22 @@ class Receiver:
             "# TYPE edge_receiver_results_all_total counter",
             f"edge_receiver_results_all_total {t['results']}",
         ]
+        if self._backend is not None:
+            be = self._backend
+            extra += [
+                "# HELP edge_receiver_cluster_requests_total back-half requests sent to the Ray deployment",
+                "# TYPE edge_receiver_cluster_requests_total counter",
+                f"edge_receiver_cluster_requests_total {be.requests}",
+                "# HELP edge_receiver_cluster_retries_total requests sent again (a replica died or timed out)",
+                "# TYPE edge_receiver_cluster_retries_total counter",
+                f"edge_receiver_cluster_retries_total {be.retries}",
+                "# HELP edge_receiver_cluster_failed_total requests that failed for good (frames rejected)",
+                "# TYPE edge_receiver_cluster_failed_total counter",
+                f"edge_receiver_cluster_failed_total {be.failed}",
+                "# HELP edge_receiver_cluster_inflight requests at the Ray deployment now",
+                "# TYPE edge_receiver_cluster_inflight gauge",
+                f"edge_receiver_cluster_inflight {be.inflight}",
+            ]
         return text + "\n".join(extra) + "\n"
 
 
