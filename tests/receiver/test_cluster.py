@@ -175,12 +175,13 @@ def test_cli_receive_with_ray_and_a_cluster_table(ray_address, deployment, tmp_p
     assert _replicas(name) == before
 
 
-def test_requests_inside_a_killed_replica_are_sent_again_by_the_ingest(bundle, ray_address, deployment):
+def test_requests_inside_a_killed_replica_are_all_answered_once(bundle, ray_address, deployment):
     import ray
 
     name = deployment("t-inside")
     # @serve.batch holds the requests for a second (the batch never fills), so at the kill they
-    # are inside the replica, past Serve's router: only the ingest can send them again
+    # are inside the replica. Who sends them again varies: the ingest (its retry count) in most
+    # runs, Serve's router itself in some (a CI run: ingest retries 0); what the user sees must not
     cfg = ClusterConfig(
         address=ray_address, deployment=name, max_batch_size=64, batch_wait_timeout_s=1.0, max_inflight=4
     )
@@ -196,7 +197,5 @@ def test_requests_inside_a_killed_replica_are_sent_again_by_the_ingest(bundle, r
             (victim,) = _replicas(name)
             ray.kill(ray.get_actor(victim, namespace="serve"))
             totals = rx.wait(frames=len(msgs), duration=120)
-        retries = rx._backend.retries
     assert totals["results"] == len(msgs) and totals["rejected"] == {}
     assert [r.seq for r in got] == list(range(len(msgs)))
-    assert retries >= 1
