@@ -386,15 +386,7 @@ class Receiver:
                 self._heartbeat = time.monotonic()
                 due = eng.time_to_due()
                 timeout = idle_ms if due is None else min(idle_ms, due * 1e3)
-                n = 0
-                if poller.poll(timeout):
-                    while n < drain:
-                        try:
-                            parts, peer = self._recv(sock)
-                        except zmq.Again:
-                            break
-                        eng.feed(parts, peer)
-                        n += 1
+                n = self._drain(sock, eng, drain) if poller.poll(timeout) else 0
                 if eng.flush() or n:
                     self._flush_sinks()
                     self._send_acks(sock)
@@ -408,6 +400,18 @@ class Receiver:
             raise
         finally:
             sock.close(linger=0)  # nothing of ours waits in it: acks are best effort, cumulative
+
+    def _drain(self, sock: zmq.Socket, eng, limit: int) -> int:
+        """Feed ``eng`` up to ``limit`` waiting messages; returns how many were read."""
+        n = 0
+        while n < limit:
+            try:
+                parts, peer = self._recv(sock)
+            except zmq.Again:
+                break
+            eng.feed(parts, peer)
+            n += 1
+        return n
 
     def _recv(self, sock: zmq.Socket) -> tuple[list[bytes], str | None]:
         """One message's frames and, with CURVE, the client's authenticated key (ZAP User-Id)."""
@@ -452,15 +456,7 @@ class Receiver:
                 due = eng.time_to_due()
                 timeout = idle_ms if due is None else min(idle_ms, due * 1e3)
                 ready = dict(poller.poll(timeout))
-                n = 0
-                if sock in ready:
-                    while n < drain:
-                        try:
-                            parts, peer = self._recv(sock)
-                        except zmq.Again:
-                            break
-                        eng.feed(parts, peer)
-                        n += 1
+                n = self._drain(sock, eng, drain) if sock in ready else 0
                 c = eng.collect() if be.wakeup_fd in ready else 0
                 if eng.flush() or n or c:
                     self._flush_sinks()
