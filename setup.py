@@ -60,9 +60,11 @@ setup(
     description="Importance-guided split inference at the edge: ONNX front half, Numba kernels, "
     "entropy-coded features over ZeroMQ",
     python_requires=">=3.11",
-    packages=find_packages(
-        include=["edge_runtime", "edge_runtime.*", "kernels", "kernels.*", "models", "models.*"]
-    ),
+    # kernels/ and models/ install as edge_runtime.kernels / edge_runtime.models: names this generic
+    # as top-level packages would collide with other projects' modules in site-packages.
+    packages=find_packages(include=["edge_runtime", "edge_runtime.*"])
+    + [f"edge_runtime.{p}" for p in find_packages(include=["kernels", "kernels.*", "models", "models.*"])],
+    package_dir={"edge_runtime.kernels": "kernels", "edge_runtime.models": "models"},
     package_data={
         "edge_runtime": [
             "bundles/*/*.onnx",
@@ -72,7 +74,7 @@ setup(
             "assets/COPYING.*",
             "assets/backgrounds/*",
         ],
-        "models": ["editor/static/*"],
+        "edge_runtime.models": ["editor/static/*"],
     },
     install_requires=RUNTIME,
     extras_require={"train": TRAIN, "dev": DEV, "cluster": CLUSTER},

@@ -39,8 +39,9 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import kernels  # noqa: E402
-from kernels import reference as ref  # noqa: E402
+from edge_runtime.kernels import reference as ref  # noqa: E402
+
+from edge_runtime import kernels  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT / "edge_runtime" / "bundles" / "default" / "manifest.json"
 
@@ -185,7 +186,7 @@ def cases(rng: np.random.Generator) -> list[dict]:
 def startup(repeats: int) -> dict[str, float]:
     """Cold compile vs cached start, each in a fresh interpreter."""
     code = (
-        "import json, time; t = time.perf_counter(); import kernels; w = kernels.warmup(); "
+        "import json, time; t = time.perf_counter(); from edge_runtime import kernels; w = kernels.warmup(); "
         "print(json.dumps({'total_s': time.perf_counter() - t, 'warmup_s': w}))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_DISABLE_JIT": "0"}

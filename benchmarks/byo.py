@@ -100,8 +100,7 @@ def build_net(num_classes: int):
 def train_and_export(frames, val, epochs: int, path: Path, seed: int = 0) -> dict:
     import torch
     import torch.nn.functional as F
-
-    from models.data import to_tensor
+    from edge_runtime.models.data import to_tensor
 
     torch.manual_seed(seed)
     net = build_net(len(frames.classes))
@@ -179,9 +178,8 @@ def gradient_parity(model, b: Bundle, images: np.ndarray) -> dict:
     two float32 implementations (ONNX Runtime, torch) differ by ~1e-4 of the map's scale; the
     graph itself is then measured against the float64 computation."""
     import torch
-
-    from models.gradients import reference_influence
-    from models.onnx_torch import convert
+    from edge_runtime.models.gradients import reference_influence
+    from edge_runtime.models.onnx_torch import convert
 
     m64 = convert(model).double()
     errs = {}
@@ -292,10 +290,9 @@ def main(argv=None) -> int:
 
     import onnx
     import torch
-
-    from models.byo import OnnxFinetuneConfig, finetune_onnx
-    from models.data import ArrayDataset
-    from models.split import split_model
+    from edge_runtime.models.byo import OnnxFinetuneConfig, finetune_onnx
+    from edge_runtime.models.data import ArrayDataset
+    from edge_runtime.models.split import split_model
 
     torch.set_num_threads(1)
     n_train, n_val, n_test, epochs, ft_epochs = (

@@ -180,7 +180,7 @@ def measure_cell(tensors: list[Tensor], coders: dict, repeat: int, label: str) -
 
 def bundle_inputs(bundle, start: int, count: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Split tensors (N, C, H, W) of held-out scenes and their importance maps at split resolution."""
-    import kernels
+    from edge_runtime import kernels
 
     h, w = bundle.input.size
     _, sh, sw = bundle.split_shape
@@ -209,7 +209,7 @@ def bundle_inputs(bundle, start: int, count: int) -> tuple[np.ndarray, dict[str,
 
 def quantize_cell(feats, maps, source: str, keep_ratio: float, bits: int) -> list[Tensor]:
     """The pipeline's feature-domain zero reduction + quantization, map by map."""
-    import kernels
+    from edge_runtime import kernels
 
     out = []
     for i, f in enumerate(feats):
@@ -273,7 +273,7 @@ def run_real(args) -> tuple[dict, dict, list]:
 
 
 def run_synthetic(args) -> tuple[dict, dict, list]:
-    from edge_runtime.codec.synthetic import synthetic_tensor
+    from benchmarks.harness.synthetic import synthetic_tensor
 
     mid = b"benchmrk"
     shapes = [(16, 16, 16)] if args.quick else [(16, 16, 16), (32, 32, 32), (64, 16, 16)]

@@ -34,11 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edge_runtime.models.correct import map_from_mask, recognize_torch  # noqa: E402
+from edge_runtime.models.data import scene_dataset, to_tensor  # noqa: E402
+from edge_runtime.models.retrain import RetrainConfig, evaluate_maps, finetune, pointing_game, record  # noqa: E402
+from edge_runtime.models.train import TrainConfig, load_checkpoint, train  # noqa: E402
+
 from benchmarks._common import RESULTS, write_result  # noqa: E402
-from models.correct import map_from_mask, recognize_torch  # noqa: E402
-from models.data import scene_dataset, to_tensor  # noqa: E402
-from models.retrain import RetrainConfig, evaluate_maps, finetune, pointing_game, record  # noqa: E402
-from models.train import TrainConfig, load_checkpoint, train  # noqa: E402
 
 # Trained parts per retraining setting: "frozen" is retrain's default (feature extractor frozen).
 SETTINGS = {
@@ -74,7 +75,7 @@ def _features(model, images, batch=256):
 def _teacher_order(rec: dict, masks: np.ndarray) -> np.ndarray:
     """Which training images the simulated person corrects first: misrecognized, then maps whose
     maximum misses the object, then the rest by the share of map mass off the object."""
-    from models.correct import map_to_image
+    from edge_runtime.models.correct import map_to_image
 
     misses = np.zeros(len(masks), bool)
     off_mass = np.zeros(len(masks))
@@ -93,8 +94,7 @@ def _figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from models.correct import map_to_image
+    from edge_runtime.models.correct import map_to_image
 
     n = len(images)
     fig, axes = plt.subplots(n, 4, figsize=(10, 2.5 * n))

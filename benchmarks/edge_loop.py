@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    import kernels
+    from edge_runtime import kernels
 
     kernels.warmup()
     bundle = load_bundle(threads=args.threads)

@@ -249,7 +249,7 @@ def _keep(res: dict, out: str | None) -> None:
 
 
 def _split_budget(b: Bundle) -> tuple[int, int] | None:
-    from models.codec_finetune import split_path_budget
+    from edge_runtime.models.codec_finetune import split_path_budget
 
     try:
         return split_path_budget(b.path)

@@ -102,8 +102,7 @@ def fair_model(bundle: Bundle, task: str, codec: str, compress, budget: tuple[in
     import json
 
     import torch
-
-    from models.codec_finetune import CodecFinetuneConfig, finetune_on_codec, model_from_bundle
+    from edge_runtime.models.codec_finetune import CodecFinetuneConfig, finetune_on_codec, model_from_bundle
 
     epochs, images = budget
     model, spec = model_from_bundle(bundle.path)
@@ -137,7 +136,7 @@ def measure_codecs(
     """Every codec x quality on ``frames``, scored with the untuned bundle (family ``codec``) and,
     where ``fair`` has the codec's (model, spec), with its fine-tuned model (``codec_fair``).
     ``codecs``: codec -> qualities (``png``: ``(None,)``). Both models see the same decoded frames."""
-    from models.codec_finetune import predict
+    from edge_runtime.models.codec_finetune import predict
 
     out = []
     for codec, qualities in codecs.items():

@@ -48,11 +48,8 @@ import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
-sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # shared test helpers
-
-from helpers.receiver import features, quantize  # noqa: E402
-
 from benchmarks._common import write_result  # noqa: E402
+from benchmarks.harness.receiver import features, quantize  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import load_bundle, write_manifest  # noqa: E402
 from edge_runtime.codec import Decoder, Encoder, Frame  # noqa: E402

@@ -29,15 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a file, sys.path[0] is benchmarks/, where kernels.py (the kernels benchmark) would shadow
-# the kernels package: put the repository root first.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the scenarios live with the tests
-
-from helpers import scenarios  # noqa: E402
-from helpers.faults import netns_available  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
 
 from benchmarks._common import write_result  # noqa: E402
+from benchmarks.harness import scenarios  # noqa: E402
+from benchmarks.harness.faults import netns_available  # noqa: E402
 
 
 def _sum_dropped(runs: list[dict]) -> dict:

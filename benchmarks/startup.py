@@ -80,7 +80,7 @@ def run_demo(cache: Path, frames: int, timeout: float = 900.0) -> dict:
 
 
 def compile_all(cache: Path) -> float:
-    code = "import time; t = time.perf_counter(); import kernels; from kernels.warmup import STEPS; "
+    code = "import time; t = time.perf_counter(); from edge_runtime import kernels; from edge_runtime.kernels.warmup import STEPS; "
     code += "kernels.warmup(list(STEPS)); print(time.perf_counter() - t)"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -109,20 +109,23 @@ def _user_error(e: BaseException) -> str | None:
 
 
 def _offline_module():
-    import models.cli  # imports no torch; the commands import it (an ImportError is handled in main)
+    import edge_runtime.models.cli as mc  # imports no torch; the commands do (main handles an ImportError)
 
-    return models.cli
+    return mc
 
 
 def _add_offline(sub) -> None:
     """Register the offline subcommands' arguments without importing torch."""
     import importlib.util
 
-    spec = importlib.util.find_spec("models.cli")
+    try:
+        spec = importlib.util.find_spec("edge_runtime.models.cli")
+    except ModuleNotFoundError:  # an install without the offline package
+        spec = None
     if spec is None:
         return
     # models.cli imports only argparse at module level; the torch imports are inside its commands.
-    import models.cli as mc
+    import edge_runtime.models.cli as mc
 
     mc.add_train_args(sub.add_parser("train", help="train the ABN / plain network (needs .[train])"))
     mc.add_export_args(sub.add_parser("export", help="export a checkpoint as a bundle (needs .[train])"))

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-import kernels
+from edge_runtime import kernels
 from edge_runtime.bundle import Bundle
 from edge_runtime.config import ImportanceConfig
 from edge_runtime.errors import BundleError, ConfigError

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import kernels
+from edge_runtime import kernels
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Encoder, Frame, Tensor
 from edge_runtime.config import Config, temporal_enabled

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from edge_runtime import kernels
 from edge_runtime.config import ReduceConfig
 
 __all__ = ["Reducer"]

@@ -71,7 +71,7 @@ def warm(cfg: Config, bundle=None, *, receiver: bool = False) -> float:
         len(steps),
         _cache_dir(),
     )
-    import kernels
+    from edge_runtime import kernels
 
     compiled: list[str] = []
 
@@ -110,8 +110,8 @@ def run(args) -> int:
     """``edge-runtime warmup``: fill Numba's cache for this config ahead of the first start."""
     cfg = load_config(args.config, overrides=list(args.set))
     if args.all:
-        import kernels
-        from kernels.warmup import STEPS
+        from edge_runtime import kernels
+        from edge_runtime.kernels.warmup import STEPS
 
         log.info("kernels: preparing all %d steps (%s)", len(STEPS), _cache_dir())
         took = kernels.warmup(list(STEPS))

@@ -27,14 +27,13 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn.functional as F
+from edge_runtime.models.attention import default_attention_layers, default_weights, fuse, map_size_for
+from edge_runtime.models.data import ArrayDataset, to_tensor
+from edge_runtime.models.finetune import MaskedQuantConfig, _random_maps, fake_quantize, keep_top
+from edge_runtime.models.onnx_torch import check_supported, convert, write_back
 from onnx import shape_inference
 from onnx.utils import Extractor
 from tqdm import tqdm
-
-from models.attention import default_attention_layers, default_weights, fuse, map_size_for
-from models.data import ArrayDataset, to_tensor
-from models.finetune import MaskedQuantConfig, _random_maps, fake_quantize, keep_top
-from models.onnx_torch import check_supported, convert, write_back
 
 __all__ = ["OnnxFinetuneConfig", "finetune_onnx", "evaluate_onnx", "save_report"]
 

@@ -255,7 +255,7 @@ def add_retrain_args(p: argparse.ArgumentParser) -> None:
 
 def _data(args):
     """(train, validation) data sets: an ImageFolder cut 90 / 10, or the built-in task's splits."""
-    from models.data import image_folder, task_dataset
+    from edge_runtime.models.data import image_folder, task_dataset
 
     if args.data:
         import numpy as np
@@ -284,9 +284,8 @@ def _scenes(count: int, seed: int, size: int, decoy, desc: str, progress: bool):
     minute, which printed nothing before. Scenes are made in chunks; scene ``i`` depends only on
     ``(seed, i)``, so the result is the same array."""
     import numpy as np
+    from edge_runtime.models.data import ArrayDataset, scene_dataset
     from tqdm import tqdm
-
-    from models.data import ArrayDataset, scene_dataset
 
     chunk = 500
     if count <= chunk or not progress:
@@ -304,7 +303,7 @@ def _scenes(count: int, seed: int, size: int, decoy, desc: str, progress: bool):
 
 
 def cmd_train(args) -> int:
-    from models.train import TrainConfig, train
+    from edge_runtime.models.train import TrainConfig, train
 
     cfg = TrainConfig(
         arch=args.arch,
@@ -330,10 +329,10 @@ def cmd_train(args) -> int:
 
 
 def _export(checkpoint, out, name, variants) -> int:
+    from edge_runtime.models.export import export_bundle, export_progress
     from tqdm import tqdm
 
     from edge_runtime.bundle import GRAD_VARIANTS
-    from models.export import export_bundle, export_progress
 
     model, ckpt = _load_checkpoint(checkpoint)
     final = ckpt["history"][-1] if ckpt.get("history") else {}
@@ -359,7 +358,7 @@ def _load_checkpoint(path):
     """``models.train.load_checkpoint``, with a clear error for a file that is not a checkpoint."""
     import pickle
 
-    from models.train import load_checkpoint
+    from edge_runtime.models.train import load_checkpoint
 
     p = Path(path)
     if p.is_dir():
@@ -378,10 +377,10 @@ def cmd_export(args) -> int:
 
 def cmd_split(args) -> int:
     import onnx
+    from edge_runtime.models.split import split_model
     from google.protobuf.message import DecodeError
 
     from edge_runtime.errors import EdgeRuntimeError
-    from models.split import split_model
 
     path = Path(args.model)
     if not path.is_file():
@@ -475,10 +474,10 @@ def _masked_quant_options(args) -> dict:
 def cmd_finetune_onnx(args) -> int:
     """``finetune --onnx``: fine-tune an outside model's back half, export a complete bundle."""
     import onnx
+    from edge_runtime.models.byo import OnnxFinetuneConfig, finetune_onnx, save_report
+    from edge_runtime.models.split import split_model
 
     from edge_runtime.errors import EdgeRuntimeError
-    from models.byo import OnnxFinetuneConfig, finetune_onnx, save_report
-    from models.split import split_model
 
     if not args.at:
         raise EdgeRuntimeError("--onnx needs --at TENSOR, the tensor to split at")
@@ -542,7 +541,7 @@ def cmd_finetune(args) -> int:
         from edge_runtime.errors import EdgeRuntimeError
 
         raise EdgeRuntimeError("give a checkpoint.pt, or --onnx MODEL --at TENSOR for an outside model")
-    from models.finetune import FinetuneConfig, finetune
+    from edge_runtime.models.finetune import FinetuneConfig, finetune
 
     model, ckpt = _load_checkpoint(args.checkpoint)
     cfg = FinetuneConfig(**_masked_quant_options(args), train_bottleneck=args.train_bottleneck)
@@ -559,8 +558,9 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_correct(args) -> int:
+    from edge_runtime.models.editor import EditorServer, EditorState
+
     from edge_runtime.bundle import load_bundle
-    from models.editor import EditorServer, EditorState
 
     bundle = load_bundle(args.bundle, threads=args.threads)
     print(f"analysing the images in {args.data} with {bundle.model_name} ({bundle.model_id[:16]}) ...")
@@ -581,9 +581,8 @@ def cmd_correct(args) -> int:
 def _folder_data(root, ckpt):
     """An ImageFolder tree with labels in the checkpoint's class order, and its image keys."""
     import numpy as np
-
-    from models.correct import list_image_folder
-    from models.data import ArrayDataset, image_folder
+    from edge_runtime.models.correct import list_image_folder
+    from edge_runtime.models.data import ArrayDataset, image_folder
 
     folder_classes, items = list_image_folder(root)
     unknown = sorted(set(folder_classes) - set(ckpt["classes"]))
@@ -595,7 +594,7 @@ def _folder_data(root, ckpt):
 
 
 def _probe(data):
-    from models.data import to_tensor
+    from edge_runtime.models.data import to_tensor
 
     return to_tensor(data.images[:1])
 
@@ -605,9 +604,8 @@ def cmd_retrain(args) -> int:
 
     import numpy as np
     import torch
-
-    from models.correct import TeacherStore
-    from models.retrain import RetrainConfig, evaluate_maps, finetune, record, select_samples
+    from edge_runtime.models.correct import TeacherStore
+    from edge_runtime.models.retrain import RetrainConfig, evaluate_maps, finetune, record, select_samples
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -210,7 +210,7 @@ def map_to_image(m: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
 
 
 def _to_tensor(images: np.ndarray, mean, std):
-    from models.data import to_tensor
+    from edge_runtime.models.data import to_tensor
 
     images = np.asarray(images)
     if images.dtype != np.uint8:

@@ -34,10 +34,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from edge_runtime.models.data import ArrayDataset, to_tensor
+from edge_runtime.models.train import _save, evaluate, logits_of
 from tqdm import tqdm
-
-from models.data import ArrayDataset, to_tensor
-from models.train import _save, evaluate, logits_of
 
 __all__ = [
     "MaskedQuantConfig",
@@ -146,7 +145,7 @@ def degrade(
 @torch.no_grad()
 def _front_cache(model, data: ArrayDataset, train_bottleneck: bool, batch: int = 256):
     """Frozen front outputs: the split tensor (or stage 3's output) and the fused attention map."""
-    from models.attention import FUSION_WEIGHTS, fuse, map_size_for
+    from edge_runtime.models.attention import FUSION_WEIGHTS, fuse, map_size_for
 
     model.eval()
     feats, fused = [], []

@@ -27,10 +27,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edge_runtime.models.cli import LOSSES, PARTS, SELECT_BY
+from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
 from tqdm import tqdm
-
-from models.cli import LOSSES, PARTS, SELECT_BY
-from models.data import MEAN, STD, ArrayDataset, to_tensor
 
 __all__ = [
     "RetrainConfig",
@@ -152,7 +151,7 @@ def select_samples(
 def pointing_game(maps: np.ndarray, masks: np.ndarray) -> float:
     """Share of images whose map maximum (the map resized to the image, bilinear) lies on the
     object mask. ``maps`` (N,h,w), ``masks`` (N,H,W) bool."""
-    from models.correct import map_to_image
+    from edge_runtime.models.correct import map_to_image
 
     hits = 0
     for m, mask in zip(maps, masks, strict=True):

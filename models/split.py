@@ -25,18 +25,18 @@ import tempfile
 from pathlib import Path
 
 import onnx
-from onnx import shape_inference
-from onnx.utils import Extractor
-
-from edge_runtime.atomic import replace_dir
-from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
-from models.attention import (
+from edge_runtime.models.attention import (
     FUSED_OUTPUT,
     add_fused_attention,
     default_attention_layers,
     default_weights,
     map_size_for,
 )
+from onnx import shape_inference
+from onnx.utils import Extractor
+
+from edge_runtime.atomic import replace_dir
+from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
 
 __all__ = ["split_model"]
 
@@ -161,7 +161,7 @@ def split_model(
         )
     variants = tuple(variants)
     if variants:
-        from models.onnx_torch import check_supported  # needs torch: only when graphs are made
+        from edge_runtime.models.onnx_torch import check_supported  # needs torch: only when graphs are made
 
         check_supported(model)
     map_size = map_size_for(size)
@@ -193,7 +193,7 @@ def split_model(
             }
         }
         if variants:
-            from models.gradients import export_gradient_graphs
+            from edge_runtime.models.gradients import export_gradient_graphs
 
             g, imp = export_gradient_graphs(loaded, tmp, tuple(size), variants, inputs[0])
             graphs |= g

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
+from edge_runtime.models.networks import build_model
 from tqdm import tqdm
-
-from models.data import MEAN, STD, ArrayDataset, to_tensor
-from models.networks import build_model
 
 __all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of"]
 

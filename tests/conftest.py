@@ -1,9 +1,10 @@
 """Shared fixtures. Tests import the installed package (``pip install ".[train,dev,cluster]"``).
 
-Helpers shared by several suites live in the ``helpers`` package next to this file
-(``helpers.codec``, ``helpers.receiver``, ``helpers.faults``). With ``--import-mode=importlib``
-test folders are not on ``sys.path``, so this file appends ``tests/`` (appended, not prepended:
-``tests/kernels`` must never shadow the real ``kernels`` package).
+Helpers the tests share with the benchmarks live in ``benchmarks/harness`` (``benchmarks.harness.codec``,
+``.receiver``, ``.faults``, ``.scenarios``); test-only ones in the ``helpers`` package next to this file.
+With ``--import-mode=importlib`` neither folder is on ``sys.path``, so this file appends ``tests/``
+and the repository root (appended, not prepended: ``tests/kernels`` must never shadow anything, and
+the installed ``edge_runtime`` stays the one imported).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.append(_TESTS)
+_TESTS = Path(__file__).resolve().parent
+for _p in (str(_TESTS), str(_TESTS.parent)):
+    if _p not in sys.path:
+        sys.path.append(_p)
 
 
 def pytest_addoption(parser) -> None:

@@ -403,7 +403,7 @@ class Decoder:
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
 
     def _decode_predicted(self, payload, ref, shape, bits, has_mask, n_kept, scale, offset):
-        from kernels import tcoder
+        from edge_runtime.kernels import tcoder
 
         if len(payload) > tcoder.max_predicted_size(shape, bits):
             raise PayloadError(f"arith payload of {len(payload)} bytes is longer than any coding of {shape}")

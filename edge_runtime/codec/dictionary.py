@@ -64,8 +64,6 @@ def _load_samples(paths: list[Path]) -> list:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-runtime train-dict``."""
     ap.add_argument("inputs", nargs="*", type=Path, help=".npy / .npz files or folders of them")
-    ap.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic feature maps")
-    ap.add_argument("--bits", type=int, default=8, help="bit depth of the synthetic maps")
     ap.add_argument("--size", type=int, default=16384, help="dictionary size in bytes (default 16384)")
     ap.add_argument("-o", "--output", type=Path, required=True, help="where to write the dictionary")
 
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     """``edge-runtime train-dict``: train a zstd dictionary from quantized feature maps.
 
     Inputs are ``.npy`` files of uint8 (C, H, W) arrays or ``.npz`` files with ``q`` and an
-    optional ``keep``, or ``--synthetic N`` synthetic maps.
+    optional ``keep`` (for example the features an edge saved from its own stream).
     """
     ap = argparse.ArgumentParser(prog="edge-runtime train-dict", description=main.__doc__.splitlines()[0])
     add_arguments(ap)
@@ -84,12 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     """Run ``train-dict`` with parsed arguments."""
     samples = _load_samples(args.inputs)
-    if args.synthetic:
-        from edge_runtime.codec.synthetic import synthetic_tensor
-
-        for i in range(args.synthetic):
-            q, _, _, keep = synthetic_tensor(bits=args.bits, keep_ratio=0.05 + 0.45 * (i % 10) / 9, seed=i)
-            samples.append(Tensor(data=q, keep=keep))
     try:
         d = train_dictionary(samples, args.size)
     except (ValueError, TypeError) as e:

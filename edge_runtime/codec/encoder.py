@@ -343,7 +343,7 @@ class Encoder:
 
     def _temporal(self, sid, seq, data, keep, bits, scale, offset):
         """Version 3: (payload, reference distance or 0, scale / offset same as the reference's)."""
-        from kernels import tcoder
+        from edge_runtime.kernels import tcoder
 
         ws, wo = self._wire_params(scale, offset)
         intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None)

@@ -336,6 +336,6 @@ def fits_float16(a: np.ndarray) -> bool:
 
 def coder_module():
     # Imported on first use: Numba's import and JIT cost is paid only by users of ``arith``.
-    from kernels import coder
+    from edge_runtime.kernels import coder
 
     return coder

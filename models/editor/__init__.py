@@ -29,8 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from models.correct import (
+from edge_runtime.models.correct import (
     BundleRecognizer,
     Stroke,
     TeacherStore,
@@ -230,7 +229,7 @@ def create_app(state: EditorState):
 
     @app.post("/api/mask")
     def mask():
-        from models.correct import map_from_mask
+        from edge_runtime.models.correct import map_from_mask
 
         d = body()
         state.item(d.get("item"))

@@ -13,8 +13,7 @@ SIZE = 64
 
 def tiny_abn(seed: int = 0):
     import torch
-
-    from models.networks import build_model
+    from edge_runtime.models.networks import build_model
 
     torch.manual_seed(seed)
     model = build_model("abn-s", num_classes=len(CLASSES), bottleneck=4, widths=(8, 8, 8), head_width=16)
@@ -31,8 +30,7 @@ def tiny_abn(seed: int = 0):
 
 def write_checkpoint(model, path):
     import torch
-
-    from models.data import MEAN, STD
+    from edge_runtime.models.data import MEAN, STD
 
     torch.save(
         {
@@ -59,7 +57,7 @@ def write_image_folder(root, data):
 
 @pytest.fixture(scope="session")
 def tiny_scenes():
-    from models.data import scene_dataset
+    from edge_runtime.models.data import scene_dataset
 
     return scene_dataset(24, seed=5, size=SIZE, num_classes=len(CLASSES))
 

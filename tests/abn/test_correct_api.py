@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.correct import (
+from edge_runtime.models.correct import (
     BundleRecognizer,
     Stroke,
     apply_strokes,
@@ -120,9 +119,8 @@ def test_new_map():
 def test_recognition_with_corrected_map_torch_equals_back_map_onnx(tmp_path, tiny_model, tiny_scenes):
     import onnxruntime as ort
     import torch
-
-    from models.correct import attention_map
-    from models.export import _BackMap, _export
+    from edge_runtime.models.correct import attention_map
+    from edge_runtime.models.export import _BackMap, _export
 
     model = tiny_model()
     a = attention_map(model, tiny_scenes.images[:4])
@@ -146,7 +144,7 @@ def test_recognition_with_corrected_map_torch_equals_back_map_onnx(tmp_path, tin
 
 
 def test_bundle_recognizer_own_map_matches_back_graph(default_bundle):
-    from models.data import scene_dataset
+    from edge_runtime.models.data import scene_dataset
 
     rec = BundleRecognizer(default_bundle)
     assert rec.map_shape == (16, 16) and rec.image_size == (128, 128)

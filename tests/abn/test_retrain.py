@@ -7,8 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from models.retrain import RetrainConfig, evaluate_maps, finetune, pointing_game, record, select_samples
+from edge_runtime.models.retrain import (
+    RetrainConfig,
+    evaluate_maps,
+    finetune,
+    pointing_game,
+    record,
+    select_samples,
+)
 
 
 def _rec(per, att):
@@ -43,8 +49,8 @@ def test_bad_config_is_refused(kwargs):
 
 
 def test_cli_choices_equal_the_module_constants():
-    import models.cli as mc
-    import models.retrain as mr
+    import edge_runtime.models.cli as mc
+    import edge_runtime.models.retrain as mr
 
     assert (mc.SELECT_BY, mc.PARTS, mc.LOSSES) == (mr.SELECT_BY, mr.PARTS, mr.LOSSES)
 
@@ -58,7 +64,7 @@ def test_pointing_game():
 
 
 def test_finetune_moves_maps_to_teachers_and_keeps_features_frozen(tiny_model, tiny_scenes):
-    from models.correct import map_from_mask
+    from edge_runtime.models.correct import map_from_mask
 
     model = tiny_model()
     data = tiny_scenes
@@ -92,9 +98,10 @@ def test_finetune_can_train_features_and_drop_the_map_loss(tiny_model, tiny_scen
 
 @pytest.mark.slow
 def test_retrain_cli_end_to_end(tmp_path, tiny_model, tiny_checkpoint, tiny_scenes, to_image_folder):
+    from edge_runtime.models.correct import TeacherStore, list_image_folder, map_from_mask
+
     from edge_runtime.bundle import load_bundle
     from edge_runtime.cli import main
-    from models.correct import TeacherStore, list_image_folder, map_from_mask
 
     data_dir = tmp_path / "data"
     to_image_folder(data_dir, tiny_scenes)
@@ -134,8 +141,9 @@ def test_offline_correction_commands_have_help(command, capsys):
 def test_retrain_cli_refuses_teacher_maps_of_another_size(
     tmp_path, tiny_model, tiny_checkpoint, tiny_scenes, to_image_folder, capsys
 ):
+    from edge_runtime.models.correct import TeacherStore, list_image_folder
+
     from edge_runtime.cli import main
-    from models.correct import TeacherStore, list_image_folder
 
     data_dir = tmp_path / "data"
     to_image_folder(data_dir, tiny_scenes.subset(np.arange(6)))

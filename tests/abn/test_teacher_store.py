@@ -8,8 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-
-from models.correct import TEACHER_DIR, TeacherStore, list_image_folder
+from edge_runtime.models.correct import TEACHER_DIR, TeacherStore, list_image_folder
 
 
 def test_save_writes_map_and_index(tmp_path):

@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 import zstandard
-from helpers.codec import MID, assert_tensor_equal, formula_tensor, frame, reseal
 
 import edge_runtime.codec as codec
+from benchmarks.harness.codec import MID, assert_tensor_equal, formula_tensor, frame, reseal
 from edge_runtime.codec import Decoder, Encoder, Frame, Limits, MissingKeyFrameError, Tensor
 from edge_runtime.errors import ChecksumError, DecodeError, HeaderError, ModelMismatchError, PayloadError
 
@@ -204,7 +204,7 @@ def test_interframe_state_is_bounded():
 
 
 def test_dictionary_roundtrip_and_cli(tmp_path):
-    from edge_runtime.codec.synthetic import synthetic_tensor
+    from benchmarks.harness.synthetic import synthetic_tensor
 
     samples = []
     for i in range(40):
@@ -219,7 +219,11 @@ def test_dictionary_roundtrip_and_cli(tmp_path):
     assert_tensor_equal(samples[0], f.tensor)
     with pytest.raises(HeaderError, match="dictionary"):
         Decoder(model_ids=[MID]).decode(enc.encode(frame(samples[0])))
+    inputs = tmp_path / "features"
+    inputs.mkdir()
+    for i, t in enumerate(samples[:30]):
+        np.savez(inputs / f"{i}.npz", q=t.data, keep=t.keep)
     out = tmp_path / "d.bin"
-    assert codec.main(["--synthetic", "30", "--bits", "4", "--size", "1024", "-o", str(out)]) == 0
+    assert codec.main([str(inputs), "--size", "1024", "-o", str(out)]) == 0
     assert 256 < out.stat().st_size <= 1024
     assert codec.main(["--size", "1024", "-o", str(out)]) == 2  # no samples

@@ -13,8 +13,8 @@ import time
 import tracemalloc
 
 import pytest
-from helpers.codec import MID, fuzz_message, fuzz_seeds
 
+from benchmarks.harness.codec import MID, fuzz_message, fuzz_seeds
 from edge_runtime.codec import Decoder, Limits
 from edge_runtime.errors import DecodeError
 

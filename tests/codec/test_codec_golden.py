@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-from helpers.codec import MID, assert_tensor_equal, formula_tensor, frame
 
+from benchmarks.harness.codec import MID, assert_tensor_equal, formula_tensor, frame
 from edge_runtime.codec import Decoder, Encoder, Tensor
 
 EXPECTED = Path(__file__).resolve().parents[1] / "expected" / "codec"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers.codec import MID, assert_tensor_equal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.harness.codec import MID, assert_tensor_equal
 from edge_runtime.codec import Decoder, Encoder, Frame, Tensor
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

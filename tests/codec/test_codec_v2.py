@@ -7,8 +7,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers.codec import MID, formula_tensor, frame, reseal
 
+from benchmarks.harness.codec import MID, formula_tensor, frame, reseal
 from edge_runtime.codec import Decoder, Encoder, Tensor
 from edge_runtime.codec.format import QPARAM_REL_ERROR, get_varint, put_varint
 from edge_runtime.errors import HeaderError

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def bundle():
-    import kernels
+    from edge_runtime import kernels
     from edge_runtime.bundle import load_bundle
 
     kernels.warmup()

@@ -11,8 +11,8 @@ import time
 
 import cv2
 import numpy as np
-from helpers.faults import REPO, RxProc, _env, free_port
 
+from benchmarks.harness.faults import REPO, RxProc, _env, free_port
 from edge_runtime.config import SourceConfig
 from edge_runtime.sources import FrameFeed
 

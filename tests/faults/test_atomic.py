@@ -160,8 +160,8 @@ def test_jsonl_rotation_killed_mid_write_loses_no_complete_line(tmp_path):
 
 def test_export_failing_midway_keeps_the_previous_bundle(tmp_path, monkeypatch):
     pytest.importorskip("torch", reason="needs the offline extra")
-    from models import export
-    from models.networks import build_model
+    from edge_runtime.models import export
+    from edge_runtime.models.networks import build_model
 
     target = tmp_path / "bundle"
     shutil.copytree(load_bundle().path, target)
@@ -187,9 +187,8 @@ def test_export_failing_midway_keeps_the_previous_bundle(tmp_path, monkeypatch):
 def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch", reason="needs the offline extra")
     import numpy as np
-
-    from models import train
-    from models.networks import build_model
+    from edge_runtime.models import train
+    from edge_runtime.models.networks import build_model
 
     model = build_model("abn-s", num_classes=3)
     cfg = types.SimpleNamespace(arch="abn-s", epochs=1)

@@ -13,10 +13,10 @@ import urllib.request
 import numpy as np
 import pytest
 import zmq
-from helpers.codec import fuzz_message, fuzz_seeds
-from helpers.faults import RxProc, free_port, proc_usage
-from helpers.receiver import Sender, make_messages
 
+from benchmarks.harness.codec import fuzz_message, fuzz_seeds
+from benchmarks.harness.faults import RxProc, free_port, proc_usage
+from benchmarks.harness.receiver import Sender, make_messages
 from edge_runtime.codec import Decoder, Encoder, Frame
 from edge_runtime.receiver.engine import softmax
 from edge_runtime.transport import generate_keypair

@@ -8,8 +8,8 @@ import time
 
 import pytest
 import zmq
-from helpers.receiver import Sender, make_messages
 
+from benchmarks.harness.receiver import Sender, make_messages
 from edge_runtime.codec import Decoder, Encoder, Frame
 from edge_runtime.codec.format import REF_WINDOW
 from edge_runtime.config import config_from_dict

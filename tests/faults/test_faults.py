@@ -3,14 +3,15 @@ where ``ip netns`` works as root). After each fault: the edge's capture loop nev
 (``SEND_BOUND_S``, ``LOOP_GAP_BOUND_S``), it delivered again within its reconnect bound, every
 frame is accounted for (captured = delivered + dropped by reason; every delivered frame has a
 result), nothing was given up in the window, and no frame got two results. Scenarios:
-tests/helpers/scenarios.py.
+benchmarks/harness/scenarios.py.
 """
 
 from __future__ import annotations
 
 import pytest
-from helpers import scenarios
-from helpers.faults import netns_available
+
+from benchmarks.harness import scenarios
+from benchmarks.harness.faults import netns_available
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 import zmq
-from helpers.faults import REPO, _env, free_port
-from helpers.receiver import Sender, make_messages
 
+from benchmarks.harness.faults import REPO, _env, free_port
+from benchmarks.harness.receiver import Sender, make_messages
 from edge_runtime.config import config_from_dict
 from edge_runtime.receiver import Receiver
 from edge_runtime.sender import Sender as EdgeSender

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import scenarios
+
+from benchmarks.harness import scenarios
 
 pytestmark = pytest.mark.slow
 

@@ -1,1 +1,1 @@
-"""Helpers shared by several test suites (and benchmarks/soak.py); see tests/conftest.py."""
+"""Test-only helpers (pytest skips and requirements); shared ones are in benchmarks/harness."""

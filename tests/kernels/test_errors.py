@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kernels
+from edge_runtime import kernels
 
 IMP = np.random.default_rng(0).random((8, 9), dtype=np.float32)
 NAN_IMP = IMP.copy()

@@ -155,10 +155,11 @@ def _split(model_path, at, out, extra=()):
 def _check_bundle(model: onnx.ModelProto, b, images):
     """back(front(x)) = the whole model; fused = NumPy from the layer outputs; every gradient
     graph = autograd on the converted model; every provider but abn starts."""
+    from edge_runtime.models.gradients import reference_influence
+
     from edge_runtime.config import config_from_dict
     from edge_runtime.errors import BundleError
     from edge_runtime.importance import make_provider
-    from models.gradients import reference_influence
 
     x = b.preprocess(images)
     spec = b.importance["fused"]
@@ -206,7 +207,7 @@ def images():
 
 @pytest.mark.parametrize("opset", [13, 17])
 def test_converter_matches_onnxruntime(opset):
-    from models.onnx_torch import convert
+    from edge_runtime.models.onnx_torch import convert
 
     model = helper_model(opset)
     x = np.random.default_rng(opset).normal(size=(3, 3, SIZE, SIZE)).astype(np.float32)
@@ -310,11 +311,11 @@ def test_finetune_without_model_is_a_clear_error(capsys):
 
 def test_export_and_finetune_share_the_fused_attention_formula():
     """The project's own front graph and the fine-tuning's mask maps are one function."""
-    from models.attention import FUSION_WEIGHTS, map_size_for
-    from models.data import scene_dataset, to_tensor
-    from models.export import FrontGraph
-    from models.finetune import _front_cache
-    from models.networks import build_model
+    from edge_runtime.models.attention import FUSION_WEIGHTS, map_size_for
+    from edge_runtime.models.data import scene_dataset, to_tensor
+    from edge_runtime.models.export import FrontGraph
+    from edge_runtime.models.finetune import _front_cache
+    from edge_runtime.models.networks import build_model
 
     torch.manual_seed(0)
     model = build_model("abn-s", num_classes=10).eval()

@@ -5,14 +5,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_runtime import datasets  # noqa: E402
-from models.codec_finetune import (  # noqa: E402
+from edge_runtime.models.codec_finetune import (  # noqa: E402
     CodecFinetuneConfig,
     finetune_on_codec,
     model_from_bundle,
     predict,
     split_path_budget,
 )
+
+from edge_runtime import datasets  # noqa: E402
 
 TASK = datasets.DEFAULT_TASK  # the task the default bundle was trained on
 

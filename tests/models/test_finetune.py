@@ -5,11 +5,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the offline extra: pip install '.[train]'")
 
-import kernels  # noqa: E402
+from edge_runtime import kernels  # noqa: E402
 
 
 def test_fake_quantize_matches_the_edge_quantizer():
-    from models.finetune import fake_quantize
+    from edge_runtime.models.finetune import fake_quantize
 
     rng = np.random.default_rng(0)
     f = rng.normal(size=(3, 8, 6, 5)).astype(np.float32)
@@ -25,7 +25,7 @@ def test_fake_quantize_matches_the_edge_quantizer():
 
 
 def test_fake_quantize_passes_gradients_and_zero_bits_is_float():
-    from models.finetune import fake_quantize
+    from edge_runtime.models.finetune import fake_quantize
 
     f = torch.randn(2, 4, 5, 5, requires_grad=True)
     keep = torch.ones(2, 1, 5, 5)
@@ -38,7 +38,7 @@ def test_fake_quantize_passes_gradients_and_zero_bits_is_float():
 
 
 def test_keep_top_matches_the_edge_threshold():
-    from models.finetune import keep_top
+    from edge_runtime.models.finetune import keep_top
 
     rng = np.random.default_rng(1)
     maps = rng.random((4, 1, 16, 16)).astype(np.float32)
@@ -49,10 +49,10 @@ def test_keep_top_matches_the_edge_threshold():
 
 
 def test_short_finetune_writes_a_loadable_checkpoint(tmp_path):
-    from models.data import scene_dataset
-    from models.finetune import FinetuneConfig, finetune
-    from models.networks import build_model
-    from models.train import load_checkpoint
+    from edge_runtime.models.data import scene_dataset
+    from edge_runtime.models.finetune import FinetuneConfig, finetune
+    from edge_runtime.models.networks import build_model
+    from edge_runtime.models.train import load_checkpoint
 
     model = build_model("abn-s", num_classes=10).eval()
     ckpt = {"arch": "abn-s", "train": {"epochs": 0}, "history": []}

@@ -10,8 +10,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def whole_model(tmp_path_factory):
     import torch
-
-    from models.networks import build_model
+    from edge_runtime.models.networks import build_model
 
     torch.manual_seed(1)
     model = build_model("plain-s", num_classes=5, bottleneck=8).eval()
@@ -88,7 +87,7 @@ def test_split_bundle_reproduces_the_whole_model(whole_model, tmp_path):
 
 
 def test_split_errors_name_the_problem(whole_model, tmp_path):
-    from models.split import split_model
+    from edge_runtime.models.split import split_model
 
     with pytest.raises(ValueError, match="no tensor 'nope'"):
         split_model(whole_model, "nope", tmp_path / "x")

@@ -22,7 +22,7 @@ def _image_folder(root, classes=("cat", "dog"), per_class=6):
 
 
 def test_image_folder_loads_resizes_and_labels(tmp_path):
-    from models.data import image_folder
+    from edge_runtime.models.data import image_folder
 
     _image_folder(tmp_path)
     data = image_folder(tmp_path, size=64)
@@ -32,7 +32,7 @@ def test_image_folder_loads_resizes_and_labels(tmp_path):
 
 
 def test_image_folder_errors(tmp_path):
-    from models.data import image_folder
+    from edge_runtime.models.data import image_folder
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         image_folder(tmp_path / "nope")
@@ -44,7 +44,7 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_scenes_made_in_processes_equal_one_process():
-    from models.data import task_dataset
+    from edge_runtime.models.data import task_dataset
 
     one = task_dataset("shapes", "validation", 520, size=64)
     two = task_dataset("shapes", "validation", 520, size=64, workers=2)
@@ -55,8 +55,8 @@ def test_scenes_made_in_processes_equal_one_process():
 
 
 def test_augment_keeps_shape_and_range():
-    from models.data import MEAN, STD
-    from models.train import augment
+    from edge_runtime.models.data import MEAN, STD
+    from edge_runtime.models.train import augment
 
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     x = augment(images, np.random.default_rng(1), shift=4)
@@ -105,7 +105,7 @@ def test_train_export_load_roundtrip(tmp_path):
 
 
 def test_seeded_training_data_is_reproducible():
-    from models.data import scene_dataset
+    from edge_runtime.models.data import scene_dataset
 
     a, b = scene_dataset(8, seed=11, size=64), scene_dataset(8, seed=11, size=64)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)

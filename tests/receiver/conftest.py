@@ -30,6 +30,6 @@ def second_bundle(tmp_path_factory, bundle):
 @pytest.fixture(scope="session")
 def traffic(bundle):
     """24 real messages over 3 streams, every 8th an empty frame."""
-    from helpers.receiver import make_messages
+    from benchmarks.harness.receiver import make_messages
 
     return make_messages(bundle, 24, streams=("cam0", "cam1", "cam2"), empty_every=8)

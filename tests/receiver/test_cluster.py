@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
-from helpers.receiver import Sender, make_messages
 from helpers.system import require
 
+from benchmarks.harness.receiver import Sender, make_messages
 from edge_runtime.cli import main
 from edge_runtime.config import config_from_dict
 from edge_runtime.pipeline import EdgeLoop, EdgePipeline

@@ -8,8 +8,8 @@ import time
 
 import pytest
 import zmq
-from helpers.receiver import Sender
 
+from benchmarks.harness.receiver import Sender
 from edge_runtime.errors import ConfigError
 from edge_runtime.receiver import Receiver
 from edge_runtime.transport import generate_keypair

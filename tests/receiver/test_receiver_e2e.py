@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import zmq
-from helpers.receiver import Sender, features, make_messages, quantize
 
+from benchmarks.harness.receiver import Sender, features, make_messages, quantize
 from edge_runtime.codec import Decoder, Encoder, Frame
 from edge_runtime.receiver import Receiver, Result
 from edge_runtime.receiver.engine import softmax

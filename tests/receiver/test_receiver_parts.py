@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 import zmq
-from helpers.receiver import Sender
 
+from benchmarks.harness.receiver import Sender
 from edge_runtime import cli
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import MetricsServer

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from edge_runtime.kernels import _jit
+from edge_runtime.kernels.warmup import STEPS
 
-import kernels
+from edge_runtime import kernels
 from edge_runtime.config import load_config
 from edge_runtime.warmup import steps_for
-from kernels import _jit
-from kernels.warmup import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ import signal
 import time
 from pathlib import Path
 
-from helpers.faults import (
+from benchmarks.harness.faults import (
     SOURCE_SLACK_S,
     EdgeProc,
     Netns,
@@ -356,8 +356,8 @@ def run_key_revocation(workdir: Path, *, seconds: float = 8.0, revoke_at: float 
 
 def run_load(workdir: Path, *, streams: int = 3, seconds: float = 20.0, fps: float = 30.0) -> dict:
     """``streams`` edges at full rate into one receiver for ``seconds``; RSS and open descriptors
-    of every process sampled from /proc (:class:`~helpers.faults.Sampler`)."""
-    from helpers.faults import Sampler
+    of every process sampled from /proc (:class:`~benchmarks.harness.faults.Sampler`)."""
+    from benchmarks.harness.faults import Sampler
 
     ep = f"tcp://127.0.0.1:{free_port()}"
     rx = RxProc(ep, workdir, "load-rx")
@@ -389,9 +389,9 @@ def run_fuzz(workdir: Path, *, messages: int = 5000, seed: int = 0) -> dict:
     import random
 
     import zmq
-    from helpers.codec import fuzz_message, fuzz_seeds
-    from helpers.receiver import Sender
 
+    from benchmarks.harness.codec import fuzz_message, fuzz_seeds
+    from benchmarks.harness.receiver import Sender
     from edge_runtime.bundle import load_bundle
 
     mid = load_bundle(verify=False).model_id_bytes
