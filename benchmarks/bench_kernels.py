@@ -39,9 +39,8 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime.kernels import reference as ref  # noqa: E402
-
 from edge_runtime import kernels  # noqa: E402
+from edge_runtime.kernels import reference as ref  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT / "edge_runtime" / "bundles" / "default" / "manifest.json"
 

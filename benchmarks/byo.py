@@ -100,6 +100,7 @@ def build_net(num_classes: int):
 def train_and_export(frames, val, epochs: int, path: Path, seed: int = 0) -> dict:
     import torch
     import torch.nn.functional as F
+
     from edge_runtime.models.data import to_tensor
 
     torch.manual_seed(seed)
@@ -178,6 +179,7 @@ def gradient_parity(model, b: Bundle, images: np.ndarray) -> dict:
     two float32 implementations (ONNX Runtime, torch) differ by ~1e-4 of the map's scale; the
     graph itself is then measured against the float64 computation."""
     import torch
+
     from edge_runtime.models.gradients import reference_influence
     from edge_runtime.models.onnx_torch import convert
 
@@ -290,6 +292,7 @@ def main(argv=None) -> int:
 
     import onnx
     import torch
+
     from edge_runtime.models.byo import OnnxFinetuneConfig, finetune_onnx
     from edge_runtime.models.data import ArrayDataset
     from edge_runtime.models.split import split_model

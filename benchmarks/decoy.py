@@ -34,12 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._common import RESULTS, write_result  # noqa: E402
 from edge_runtime.models.correct import map_from_mask, recognize_torch  # noqa: E402
 from edge_runtime.models.data import scene_dataset, to_tensor  # noqa: E402
 from edge_runtime.models.retrain import RetrainConfig, evaluate_maps, finetune, pointing_game, record  # noqa: E402
 from edge_runtime.models.train import TrainConfig, load_checkpoint, train  # noqa: E402
-
-from benchmarks._common import RESULTS, write_result  # noqa: E402
 
 # Trained parts per retraining setting: "frozen" is retrain's default (feature extractor frozen).
 SETTINGS = {
@@ -94,6 +93,7 @@ def _figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from edge_runtime.models.correct import map_to_image
 
     n = len(images)

@@ -102,6 +102,7 @@ def fair_model(bundle: Bundle, task: str, codec: str, compress, budget: tuple[in
     import json
 
     import torch
+
     from edge_runtime.models.codec_finetune import CodecFinetuneConfig, finetune_on_codec, model_from_bundle
 
     epochs, images = budget

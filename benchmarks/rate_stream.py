@@ -150,9 +150,9 @@ def fair_video_model(bundle: Bundle, task: str, codec: str, budget: tuple[int, i
     import json
 
     import torch
-    from edge_runtime.models.codec_finetune import CodecFinetuneConfig, finetune_on_codec, model_from_bundle
 
     from benchmarks.rate_baselines import CACHE
+    from edge_runtime.models.codec_finetune import CodecFinetuneConfig, finetune_on_codec, model_from_bundle
 
     epochs, images = budget
     model, spec = model_from_bundle(bundle.path)

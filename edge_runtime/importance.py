@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_runtime import kernels
 from edge_runtime.bundle import Bundle
 from edge_runtime.config import ImportanceConfig
 from edge_runtime.errors import BundleError, ConfigError
+from edge_runtime.warmup import kernels  # the compiled kernels, or their twins while they compile
 
 __all__ = [
     "PROVIDERS",

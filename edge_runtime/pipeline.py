@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_runtime import kernels
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Encoder, Frame, Tensor
 from edge_runtime.config import Config, temporal_enabled
@@ -41,6 +40,7 @@ from edge_runtime.reduce import Reducer
 from edge_runtime.sender import Sender
 from edge_runtime.sources import Captured, FrameFeed
 from edge_runtime.systemd import Notifier
+from edge_runtime.warmup import kernels  # the compiled kernels, or their twins while they compile
 
 __all__ = [
     "STAGES", "FrameOutcome", "EdgePipeline", "EdgeLoop", "EdgeMetrics", "LoopStats", "default_stream_id",
@@ -99,6 +99,8 @@ class EdgePipeline:
             skip_l1=cfg.codec.temporal_skip if self.temporal else 0,
             **kw,
         )
+        self._plain: Encoder | None = None  # zstd, while the range coder compiles (see _encoder_now)
+        self.plain_frames = 0  # frames coded by it
         self.rate: RateController | None = None
         if cfg.rate.enabled:
             self.rate = RateController(
@@ -207,7 +209,7 @@ class EdgePipeline:
             tensor = Tensor(q, scale, offset, bits, wire_keep)
             st["quantize"] += time.perf_counter() - q0
         e0 = time.perf_counter()
-        msg = self.encoder.encode(
+        msg = self._encoder_now().encode(
             Frame(
                 self.stream_id, seq, frame.time_ns, tensor, epoch=self.epoch, base=base,
                 source_index=frame.index, source_time_us=getattr(frame, "source_time_us", None),
@@ -215,6 +217,17 @@ class EdgePipeline:
         )  # fmt: skip
         st["encode"] += time.perf_counter() - e0
         return msg, tensor, kept
+
+    def _encoder_now(self) -> Encoder:
+        """The configured encoder; or, while a background warm-up compiles the kernels and the
+        configured coder is the Numba range coder, a zstd one (version 2, no inter-frame state:
+        the configured encoder's first frame afterwards is coded alone, as on any start)."""
+        if kernels.compiled or self.encoder.coder != "arith":
+            return self.encoder
+        if self._plain is None:
+            self._plain = Encoder(self.bundle.model_id_bytes, coder="zstd")
+        self.plain_frames += 1
+        return self._plain
 
     def _hold(self, feats, q, scale, offset, keep, bits):
         """Temporal coding: channels whose value range still fits the reference's quantization

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime import kernels
 from edge_runtime.config import ReduceConfig
+from edge_runtime.warmup import kernels  # the compiled kernels, or their twins while they compile
 
 __all__ = ["Reducer"]
 

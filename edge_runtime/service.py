@@ -68,7 +68,7 @@ def run(args) -> int:
     from edge_runtime.sender import Sender
     from edge_runtime.sources import FrameFeed
     from edge_runtime.systemd import Notifier
-    from edge_runtime.warmup import warm
+    from edge_runtime.warmup import BackgroundWarmup, graphs_for
 
     notifier = Notifier()
     stop = threading.Event()
@@ -85,13 +85,14 @@ def run(args) -> int:
     log.info("bundle %s, split %s %s", bundle.model_name, bundle.split_name, list(bundle.split_shape))
     pipeline = EdgePipeline(bundle, cfg)
     if cfg.runtime.warmup:
-        # before the source opens: no frame waits (and goes stale) behind a compilation
-        notifier.status("compiling kernels (one time; `edge-runtime warmup` does it ahead)")
-        warm(cfg, bundle)
+        bundle.warmup(graphs_for(cfg, bundle))  # not the gradient graphs a config does not use
     registry = Registry()
     metrics = EdgeMetrics(registry)
     server = registry.serve(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.enabled else None
     feed = FrameFeed.from_config(cfg.source, size=bundle.input.size[0])
+    # Kernels compile in a child process while frames flow (the NumPy twins and zstd until they are
+    # ready): no frame waits, and goes stale, behind a compilation.
+    warmup = BackgroundWarmup(cfg).start() if cfg.runtime.warmup else None
     try:
         with Sender(cfg.sender) as sender:
             loop = EdgeLoop(
@@ -109,6 +110,8 @@ def run(args) -> int:
         feed.close()
         if server is not None:
             server.close()
+        if warmup is not None:
+            warmup.close()
     d = stats.as_dict()
     log.info(
         "stopped: captured %d, sent %d (empty %d), delivered %d (%s), dropped %s, %.1f fps, %d bytes",

@@ -61,6 +61,17 @@ def _coder() -> None:
         coder.decode_map(buf, sym.shape, 4, keep is not None)
 
 
+def _tcoder() -> None:
+    from . import tcoder  # the temporal coder (format version 3); imported only when it is used
+
+    sym = (np.arange(2 * 4 * 5, dtype=np.uint8) % 4).reshape(2, 4, 5)
+    sym[:, ~_KEEP] = 0
+    buf, state = tcoder.encode_predicted(sym, _KEEP, 2, None, None)
+    tcoder.decode_predicted(buf, sym.shape, 2, True, None, None)
+    buf, _ = tcoder.encode_predicted(sym, _KEEP, 2, sym, _KEEP, state=state.astype(np.int64))
+    tcoder.decode_predicted(buf, sym.shape, 2, True, sym, _KEEP, state=state.astype(np.int64))
+
+
 #: Every warm-up step by name: one kernel in one variant.
 STEPS: dict[str, Callable[[], object]] = {
     "threshold.value": lambda: threshold_value(_IMP, 0.5),
@@ -81,11 +92,12 @@ STEPS: dict[str, Callable[[], object]] = {
     "dequantize": _dequantize,
     "fuse": lambda: weighted_sum([_IMP, _FEAT], [0.5, 0.5], (6, 6)),
     "coder": _coder,
+    "tcoder": _tcoder,
 }
 
-#: What a step that is not given to warmup() defaults to: all but the arith coder, which used to be
-#: compiled on the first frame (the wire codec imports it lazily); callers that use it name it.
-_DEFAULT = tuple(s for s in STEPS if s != "coder")
+#: What a step that is not given to warmup() defaults to: all but the arith coders, which used to be
+#: compiled on the first frame (the wire codec imports them lazily); callers that use them name them.
+_DEFAULT = tuple(s for s in STEPS if s not in ("coder", "tcoder"))
 
 
 def warmup(
@@ -93,7 +105,7 @@ def warmup(
     progress: Callable[[int, int, str, float], None] | None = None,
 ) -> float:
     """Run the warm-up ``steps`` (names from :data:`STEPS`; default: every kernel but the arith
-    coder) and return the seconds it took. ``progress(done, total, name, seconds)`` is called
+    coders) and return the seconds it took. ``progress(done, total, name, seconds)`` is called
     after each step."""
     names = list(_DEFAULT if steps is None else steps)
     unknown = [n for n in names if n not in STEPS]

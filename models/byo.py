@@ -27,13 +27,14 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn.functional as F
+from onnx import shape_inference
+from onnx.utils import Extractor
+from tqdm import tqdm
+
 from edge_runtime.models.attention import default_attention_layers, default_weights, fuse, map_size_for
 from edge_runtime.models.data import ArrayDataset, to_tensor
 from edge_runtime.models.finetune import MaskedQuantConfig, _random_maps, fake_quantize, keep_top
 from edge_runtime.models.onnx_torch import check_supported, convert, write_back
-from onnx import shape_inference
-from onnx.utils import Extractor
-from tqdm import tqdm
 
 __all__ = ["OnnxFinetuneConfig", "finetune_onnx", "evaluate_onnx", "save_report"]
 

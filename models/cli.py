@@ -284,8 +284,9 @@ def _scenes(count: int, seed: int, size: int, decoy, desc: str, progress: bool):
     minute, which printed nothing before. Scenes are made in chunks; scene ``i`` depends only on
     ``(seed, i)``, so the result is the same array."""
     import numpy as np
-    from edge_runtime.models.data import ArrayDataset, scene_dataset
     from tqdm import tqdm
+
+    from edge_runtime.models.data import ArrayDataset, scene_dataset
 
     chunk = 500
     if count <= chunk or not progress:
@@ -329,10 +330,10 @@ def cmd_train(args) -> int:
 
 
 def _export(checkpoint, out, name, variants) -> int:
-    from edge_runtime.models.export import export_bundle, export_progress
     from tqdm import tqdm
 
     from edge_runtime.bundle import GRAD_VARIANTS
+    from edge_runtime.models.export import export_bundle, export_progress
 
     model, ckpt = _load_checkpoint(checkpoint)
     final = ckpt["history"][-1] if ckpt.get("history") else {}
@@ -377,10 +378,10 @@ def cmd_export(args) -> int:
 
 def cmd_split(args) -> int:
     import onnx
-    from edge_runtime.models.split import split_model
     from google.protobuf.message import DecodeError
 
     from edge_runtime.errors import EdgeRuntimeError
+    from edge_runtime.models.split import split_model
 
     path = Path(args.model)
     if not path.is_file():
@@ -474,10 +475,10 @@ def _masked_quant_options(args) -> dict:
 def cmd_finetune_onnx(args) -> int:
     """``finetune --onnx``: fine-tune an outside model's back half, export a complete bundle."""
     import onnx
-    from edge_runtime.models.byo import OnnxFinetuneConfig, finetune_onnx, save_report
-    from edge_runtime.models.split import split_model
 
     from edge_runtime.errors import EdgeRuntimeError
+    from edge_runtime.models.byo import OnnxFinetuneConfig, finetune_onnx, save_report
+    from edge_runtime.models.split import split_model
 
     if not args.at:
         raise EdgeRuntimeError("--onnx needs --at TENSOR, the tensor to split at")
@@ -558,9 +559,8 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_correct(args) -> int:
-    from edge_runtime.models.editor import EditorServer, EditorState
-
     from edge_runtime.bundle import load_bundle
+    from edge_runtime.models.editor import EditorServer, EditorState
 
     bundle = load_bundle(args.bundle, threads=args.threads)
     print(f"analysing the images in {args.data} with {bundle.model_name} ({bundle.model_id[:16]}) ...")
@@ -581,6 +581,7 @@ def cmd_correct(args) -> int:
 def _folder_data(root, ckpt):
     """An ImageFolder tree with labels in the checkpoint's class order, and its image keys."""
     import numpy as np
+
     from edge_runtime.models.correct import list_image_folder
     from edge_runtime.models.data import ArrayDataset, image_folder
 
@@ -604,6 +605,7 @@ def cmd_retrain(args) -> int:
 
     import numpy as np
     import torch
+
     from edge_runtime.models.correct import TeacherStore
     from edge_runtime.models.retrain import RetrainConfig, evaluate_maps, finetune, record, select_samples
 

@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from edge_runtime.models.data import to_tensor
 from edge_runtime.models.networks import build_model, fuse_batchnorm
 from edge_runtime.models.train import logits_of
-from tqdm import tqdm
 
 __all__ = [
     "CodecFinetuneConfig",

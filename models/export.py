@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from edge_runtime.models.attention import FUSION_WEIGHTS, fuse, map_size_for
-from edge_runtime.models.networks import fuse_batchnorm
 from torch import nn
 
 from edge_runtime.atomic import replace_dir
 from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
+from edge_runtime.models.attention import FUSION_WEIGHTS, fuse, map_size_for
+from edge_runtime.models.networks import fuse_batchnorm
 
 __all__ = ["export_bundle", "export_progress", "FUSION_WEIGHTS", "influence_fn", "FrontGraph"]
 

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from edge_runtime.models.data import ArrayDataset, to_tensor
 from edge_runtime.models.train import _save, evaluate, logits_of
-from tqdm import tqdm
 
 __all__ = [
     "MaskedQuantConfig",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import onnx
 import torch
-from edge_runtime.models.export import _export, influence_fn, trace_influence
-from edge_runtime.models.onnx_torch import OnnxModule, convert
 
 from edge_runtime.bundle import GRAD_VARIANTS
+from edge_runtime.models.export import _export, influence_fn, trace_influence
+from edge_runtime.models.onnx_torch import OnnxModule, convert
 
 __all__ = ["export_gradient_graphs", "reference_influence", "grad_entries"]
 

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from edge_runtime.models.cli import LOSSES, PARTS, SELECT_BY
 from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
-from tqdm import tqdm
 
 __all__ = [
     "RetrainConfig",

@@ -25,6 +25,11 @@ import tempfile
 from pathlib import Path
 
 import onnx
+from onnx import shape_inference
+from onnx.utils import Extractor
+
+from edge_runtime.atomic import replace_dir
+from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
 from edge_runtime.models.attention import (
     FUSED_OUTPUT,
     add_fused_attention,
@@ -32,11 +37,6 @@ from edge_runtime.models.attention import (
     default_weights,
     map_size_for,
 )
-from onnx import shape_inference
-from onnx.utils import Extractor
-
-from edge_runtime.atomic import replace_dir
-from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
 
 __all__ = ["split_model"]
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
 from edge_runtime.models.networks import build_model
-from tqdm import tqdm
 
 __all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of"]
 

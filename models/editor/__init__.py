@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from edge_runtime.models.correct import (
     BundleRecognizer,
     Stroke,

@@ -13,6 +13,7 @@ SIZE = 64
 
 def tiny_abn(seed: int = 0):
     import torch
+
     from edge_runtime.models.networks import build_model
 
     torch.manual_seed(seed)
@@ -30,6 +31,7 @@ def tiny_abn(seed: int = 0):
 
 def write_checkpoint(model, path):
     import torch
+
     from edge_runtime.models.data import MEAN, STD
 
     torch.save(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_runtime.models.correct import (
     BundleRecognizer,
     Stroke,
@@ -119,6 +120,7 @@ def test_new_map():
 def test_recognition_with_corrected_map_torch_equals_back_map_onnx(tmp_path, tiny_model, tiny_scenes):
     import onnxruntime as ort
     import torch
+
     from edge_runtime.models.correct import attention_map
     from edge_runtime.models.export import _BackMap, _export
 

@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("flask", reason="the editor needs flask (the train extra)")
 
+from helpers.system import require, require_executable  # noqa: E402
+
 from edge_runtime.models.correct import TeacherStore  # noqa: E402
 from edge_runtime.models.editor import EditorServer, EditorState, create_app  # noqa: E402
-from helpers.system import require, require_executable  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -28,10 +29,9 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def scenes_erase_changes(default_bundle):
     """Scenes for which erasing the whole map changes the default bundle's prediction."""
+    from edge_runtime.datasets import DEFAULT_TASK
     from edge_runtime.models.correct import BundleRecognizer
     from edge_runtime.models.data import task_dataset
-
-    from edge_runtime.datasets import DEFAULT_TASK
 
     data = task_dataset(DEFAULT_TASK, "validation", 24)
     rec = BundleRecognizer(default_bundle)

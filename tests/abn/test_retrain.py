@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from edge_runtime.models.retrain import (
     RetrainConfig,
     evaluate_maps,
@@ -98,10 +99,9 @@ def test_finetune_can_train_features_and_drop_the_map_loss(tiny_model, tiny_scen
 
 @pytest.mark.slow
 def test_retrain_cli_end_to_end(tmp_path, tiny_model, tiny_checkpoint, tiny_scenes, to_image_folder):
-    from edge_runtime.models.correct import TeacherStore, list_image_folder, map_from_mask
-
     from edge_runtime.bundle import load_bundle
     from edge_runtime.cli import main
+    from edge_runtime.models.correct import TeacherStore, list_image_folder, map_from_mask
 
     data_dir = tmp_path / "data"
     to_image_folder(data_dir, tiny_scenes)
@@ -141,9 +141,8 @@ def test_offline_correction_commands_have_help(command, capsys):
 def test_retrain_cli_refuses_teacher_maps_of_another_size(
     tmp_path, tiny_model, tiny_checkpoint, tiny_scenes, to_image_folder, capsys
 ):
-    from edge_runtime.models.correct import TeacherStore, list_image_folder
-
     from edge_runtime.cli import main
+    from edge_runtime.models.correct import TeacherStore, list_image_folder
 
     data_dir = tmp_path / "data"
     to_image_folder(data_dir, tiny_scenes.subset(np.arange(6)))

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from edge_runtime.models.correct import TEACHER_DIR, TeacherStore, list_image_folder
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_runtime.kernels import tcoder
 
 from benchmarks.harness.codec import MID
 from edge_runtime.codec import Decoder, Encoder, Frame, MissingKeyFrameError, Tensor
 from edge_runtime.codec.decoder import message_layout
 from edge_runtime.codec.format import REF_WINDOW
 from edge_runtime.delivery import decode_ack, encode_ack
+from edge_runtime.kernels import tcoder
 
 GOLDEN_V3 = Path(__file__).resolve().parents[1] / "expected" / "codec" / "vectors_v3.json"
 C, H, W = 8, 16, 16

@@ -187,6 +187,7 @@ def test_export_failing_midway_keeps_the_previous_bundle(tmp_path, monkeypatch):
 def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch", reason="needs the offline extra")
     import numpy as np
+
     from edge_runtime.models import train
     from edge_runtime.models.networks import build_model
 

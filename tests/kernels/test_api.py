@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from edge_runtime.kernels import _jit
 
 from edge_runtime import kernels
+from edge_runtime.kernels import _jit
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PKG = ROOT / "kernels"

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edge_runtime.kernels import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edge_runtime import kernels
+from edge_runtime.kernels import reference as ref
 
 from .conftest import masks, rng, small_side
 

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edge_runtime.kernels import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_runtime import kernels
+from edge_runtime.kernels import reference as ref
 
 from .conftest import maps, masks, rng
 

@@ -155,11 +155,10 @@ def _split(model_path, at, out, extra=()):
 def _check_bundle(model: onnx.ModelProto, b, images):
     """back(front(x)) = the whole model; fused = NumPy from the layer outputs; every gradient
     graph = autograd on the converted model; every provider but abn starts."""
-    from edge_runtime.models.gradients import reference_influence
-
     from edge_runtime.config import config_from_dict
     from edge_runtime.errors import BundleError
     from edge_runtime.importance import make_provider
+    from edge_runtime.models.gradients import reference_influence
 
     x = b.preprocess(images)
     spec = b.importance["fused"]

@@ -5,6 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edge_runtime import datasets  # noqa: E402
 from edge_runtime.models.codec_finetune import (  # noqa: E402
     CodecFinetuneConfig,
     finetune_on_codec,
@@ -12,8 +13,6 @@ from edge_runtime.models.codec_finetune import (  # noqa: E402
     predict,
     split_path_budget,
 )
-
-from edge_runtime import datasets  # noqa: E402
 
 TASK = datasets.DEFAULT_TASK  # the task the default bundle was trained on
 

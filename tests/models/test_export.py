@@ -23,10 +23,10 @@ def _close(a, b, what):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     import torch
-    from edge_runtime.models.export import export_bundle
-    from edge_runtime.models.networks import build_model
 
     from edge_runtime.bundle import load_bundle
+    from edge_runtime.models.export import export_bundle
+    from edge_runtime.models.networks import build_model
 
     torch.manual_seed(0)
     model = build_model("abn-s", num_classes=10)
@@ -58,6 +58,7 @@ def images():
 
 def test_front_back_attention_graphs_match_pytorch(exported, images):
     import torch
+
     from edge_runtime.models.export import FUSION_WEIGHTS, FrontGraph
 
     model, b = exported
@@ -84,6 +85,7 @@ def test_front_back_attention_graphs_match_pytorch(exported, images):
 def _eager_influence(model, x, ref, variant):
     """Reference gradients by eager autograd; guided ReLUs via backward hooks."""
     import torch
+
     from edge_runtime.models.export import influence_fn
 
     hooks = []

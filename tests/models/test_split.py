@@ -10,6 +10,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def whole_model(tmp_path_factory):
     import torch
+
     from edge_runtime.models.networks import build_model
 
     torch.manual_seed(1)

@@ -78,3 +78,49 @@ def test_demo_removes_its_keys_when_interrupted(sig, private_tmp):
     assert rc == 130, out
     assert "Traceback" not in out
     assert _key_dirs(private_tmp) == [], out
+
+
+@pytest.mark.slow
+def test_a_cold_demo_answers_before_the_kernels_compile_and_leaves_the_compiler_to_finish(tmp_path):
+    """An empty Numba cache: the first results come from the NumPy twins and zstd at once, and a
+    short demo leaves the compilation running to fill the cache for the next start."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "demo", "--frames", "30", "--every", "30"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    detached = [line for line in out.splitlines() if "compilation goes on in process" in line]
+    pids = [int(line.split("in process ")[1].split()[0]) for line in detached]
+    try:
+        assert r.returncode == 0, out
+        assert "first result" in out and "accounted: True" in out
+        assert "30 coded with zstd while the kernels compiled" in out, out
+        assert len(pids) == 1 and Path(f"/proc/{pids[0]}").exists(), out  # still compiling
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.slow
+def test_an_interrupted_cold_demo_stops_its_compiler(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "demo", "--frames", "100000", "--every", "100000"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+        seen = []
+        for line in p.stdout:
+            seen.append(line)
+            if line.startswith("first result"):
+                break
+        started = next(line for line in seen if "in a background process (" in line)
+        pid = int(started.split("in a background process (")[1].split(")")[0])
+        assert Path(f"/proc/{pid}").exists()
+        p.send_signal(signal.SIGINT)
+        rest = p.stdout.read()
+        assert p.wait(timeout=60) == 130, "".join(seen) + rest
+    assert "stopping the background compilation" in rest
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # reaped by the demo before it exits; /proc may lag a moment
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from edge_runtime.kernels import _jit
-from edge_runtime.kernels.warmup import STEPS
 
 from edge_runtime import kernels
 from edge_runtime.config import load_config
+from edge_runtime.kernels import _jit
+from edge_runtime.kernels.warmup import STEPS
 from edge_runtime.warmup import steps_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,8 @@ def test_steps_follow_the_config():
             overrides=["codec.coder=zstd", "importance.motion=phase", "importance.reuse_interval=4"],
         )
     )
-    assert "coder" not in zstd and "shift" in zstd
+    assert "coder" not in zstd and "tcoder" not in zstd and "shift" in zstd
+    assert "tcoder" in default  # temporal coding is on by default: its coder is warmed too
     assert "coder" in steps_for(load_config(None, env={}, overrides=["codec.coder=zstd"]), receiver=True)
     assert set(default) <= set(STEPS)
 
@@ -77,3 +78,49 @@ def test_warmup_command_says_what_it_does_first(tmp_path):
     lines = [line for line in r.stderr.splitlines() if "edge_runtime" in line]
     assert "kernels: preparing" in lines[0] and str(tmp_path) in lines[0]
     assert "kernels ready in" in lines[-1]
+
+
+@pytest.mark.slow
+def test_background_warmup_serves_frames_with_the_twins_and_zstd_until_the_kernels_are_compiled():
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.codec import Decoder
+    from edge_runtime.kernels import reference
+    from edge_runtime.pipeline import EdgePipeline
+    from edge_runtime.sources import SceneSource
+    from edge_runtime.warmup import BackgroundWarmup
+    from edge_runtime.warmup import kernels as switch
+
+    cfg = load_config(None, env={}, overrides=["sender.endpoints=['tcp://127.0.0.1:1']"])
+    bundle = load_bundle(threads=1)
+    pipe = EdgePipeline(bundle, cfg)
+    src = SceneSource(size=bundle.input.size[0])
+    dec = Decoder(model_ids=[bundle.model_id_bytes])
+    w = BackgroundWarmup(cfg).start()
+    try:
+        assert not switch.compiled and switch.quantize is reference.quantize
+        first = pipe.process(src.read(), 0)  # the child has not even imported Numba yet
+        assert first.message[3] == 2 and not first.predicted  # version 2: zstd, no inter-frame state
+        assert dec.decode(first.message).tensor is not None
+        assert w.ready.wait(600), "the background compilation never finished"
+        assert switch.compiled and switch.quantize is kernels.quantize
+        msgs = [pipe.process(src.read(), seq).message for seq in range(1, 4)]
+        pipe.encoder.acknowledge(pipe.stream_id, decoded=1)
+        msgs.append(pipe.process(src.read(), 4).message)
+    finally:
+        w.close()
+    assert {m[3] for m in msgs} == {3}  # the configured coder (arith, version 3) from then on
+    for m in msgs:
+        assert dec.decode(m).tensor is not None  # one decoder across the switch
+    assert pipe.plain_frames == 1 and w._proc.returncode == 0
+
+
+def test_background_warmup_stops_its_compiler_when_closed(tmp_path, monkeypatch):
+    from edge_runtime.warmup import BackgroundWarmup
+    from edge_runtime.warmup import kernels as switch
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # empty: the child has minutes of work
+    w = BackgroundWarmup(load_config(None, env={})).start()
+    assert w._proc.poll() is None and not switch.compiled
+    w.close()
+    assert w._proc.returncode is not None and w._proc.returncode != 0  # terminated
+    assert switch.compiled and not w.ready.is_set()
