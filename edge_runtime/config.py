@@ -255,6 +255,8 @@ def _checked(data: Any, origin: str) -> None:
         raise _config_error(e, data, origin) from e
 
 
+# Hand-written: msgspec reads documents, not environment variables or key=value arguments; these
+# turn both into one more layer of tables that msgspec then checks like the file.
 def _parse_literal(t: mi.Type | None, text: str) -> Any:
     try:
         value = msgspec.toml.decode(f"v = {text}".encode())["v"]
@@ -302,6 +304,9 @@ def temporal_enabled(cfg: Config) -> bool:
     return c.temporal == "on"
 
 
+# Hand-written: msgspec's constraints are per field; these span keys and sections and look at files
+# on disk. Kept as one function run on the loaded whole (issue 18) rather than a Config.__post_init__,
+# which msgspec would also run for every Config() built in code.
 def _check_whole(cfg: Config) -> None:
     r, q = cfg.rate, cfg.quantize
     if r.target_bytes > 0 and r.target_kbps > 0:
