@@ -1,6 +1,6 @@
 """Packaging for edge-runtime.
 
-Edge box:        pip install .            (ONNX Runtime, Numba, zstandard, OpenCV, pyzmq; no torch)
+Edge box:        pip install .            (ONNX Runtime, Numba, zstandard, OpenCV, pyzmq, msgspec; no torch)
 Offline machine: pip install ".[train]"   (adds torch==2.13.0 CPU, onnx, onnxscript)
 Cluster mode:    pip install ".[cluster]"  (Ray Serve: the receiver's back half on a Ray cluster)
 Development:     pip install ".[train,dev,cluster]"
@@ -25,6 +25,7 @@ RUNTIME = [
     "opencv-python-headless>=4.10",
     "pyzmq>=26",
     "prometheus_client>=0.20",  # metrics: counting, exposition, HTTP, multiprocess mode
+    "msgspec>=0.23",  # the edge config: typed sections, TOML decoding, checked conversion
 ]
 TRAIN = [
     # Pinned: an unpinned torch pulls several GB of CUDA packages; 2.13.0 has a CPU build here.

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import zmq
 
@@ -288,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         "modes": MODES,
         "rate_target_bytes": args.rate_bytes,
         "base": BASE,
-        "defaults": {k: vars(getattr(shipped, k)) for k in ("importance", "reduce", "quantize", "codec")},
+        "defaults": {
+            k: msgspec.structs.asdict(getattr(shipped, k))
+            for k in ("importance", "reduce", "quantize", "codec")
+        },
         "bundle": bundle.model_name,
         "split_shape": list(bundle.split_shape),
     }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -92,3 +93,31 @@ def test_print_config_cli(capsys):
     assert cfg.quantize.bits == 7 and cfg.sender.endpoints == ["tcp://h:1"]
     assert main(["run", "--set", "quantize.bitz=7"]) == 2
     assert "quantize.bitz" in capsys.readouterr().err
+
+
+def test_refusals_name_origin_key_value_and_what_is_allowed(tmp_path):
+    f = tmp_path / "edge.toml"
+    f.write_text('[quantize]\nbits = "four"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(f, env={})
+    assert str(e.value) == f"{f}: quantize.bits: must be an integer >= 1 and <= 8, got 'four'"
+    f.write_text("[quantize]\nbitz = 4\n")
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(f))}: unknown key quantize\.bitz; \[quantize\] takes \['bits', "
+    ):
+        load_config(f, env={})
+    with pytest.raises(ConfigError, match=r"^environment: reduce\.value: must be a number >= 0\.0, got -1$"):
+        load_config(None, env={"EDGE_RUNTIME__REDUCE__VALUE": "-1"})
+    with pytest.raises(
+        ConfigError, match=r"^command line: source\.kind: must be one of \[.*'folder'.*\], got 'tape'$"
+    ):
+        load_config(None, env={}, overrides=["source.kind=tape"])
+    with pytest.raises(
+        ConfigError, match=r"^<dict>: sender\.endpoints: must be a list of strings, got \['a', 1\]$"
+    ):
+        config_from_dict({"sender": {"endpoints": ["a", 1]}})
+    # every layer is checked on its own: a bad value in the file is refused even where the
+    # environment would override it
+    f.write_text("[quantize]\nbits = 0\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}: quantize\.bits"):
+        load_config(f, env={"EDGE_RUNTIME__QUANTIZE__BITS": "4"})
