@@ -223,7 +223,8 @@ class BackgroundWarmup:
         finished stays cached), or with ``detach`` left to finish filling the cache for the next
         start: a short first demo would otherwise stop it every time before a kernel is done."""
         self._closing.set()
-        if self._proc is not None and self._proc.poll() is None:
+        running = self._proc is not None and self._proc.poll() is None
+        if running:
             if detach:
                 log.info(
                     "kernels: the compilation goes on in process %d and fills the cache for the next "
@@ -238,7 +239,7 @@ class BackgroundWarmup:
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     self._proc.wait()
-        if self._thread is not None:
+        if self._thread is not None and not (running and detach):  # a detached child's relay lives on
             self._thread.join(timeout)
         if not self.ready.is_set():
             kernels.twins = False  # a later user of this process gets the kernels, compiled on call
