@@ -105,6 +105,7 @@ def cases(rng: np.random.Generator) -> list[dict]:
     """(name, kernel call, reference call, input bytes, numpy already single pass?)."""
     imp_s = importance_map(rng, 128, 128)
     imp_l = importance_map(rng, 480, 640)
+    imp_16 = importance_map(rng, 16, 16)
     keep_s = kernels.threshold_keep_ratio(imp_s, KEEP)
     keep_l = kernels.threshold_keep_ratio(imp_l, KEEP)
     img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
@@ -148,6 +149,8 @@ def cases(rng: np.random.Generator) -> list[dict]:
         ("resize_bilinear 128x128->480x640", "resize_bilinear", (imp_s, 480, 640), {}, 480 * 640 * 4, False),
         ("resize_bilinear 480x640->128x128", "resize_bilinear", (imp_l, 128, 128), {}, imp_l.nbytes, False),
         ("resize_bilinear 480x640->32x32", "resize_bilinear", (imp_l, 32, 32), {}, 32 * 32 * 4, False),
+        ("resize_bilinear 128x128->16x16", "resize_bilinear", (imp_s, 16, 16), {}, imp_s.nbytes, False),
+        ("resize_bilinear 16x16->128x128", "resize_bilinear", (imp_16, 128, 128), {}, 128 * 128 * 4, False),
         ("warp_flow 128x128", "warp_flow", (imp_s, flow_s), {}, imp_s.nbytes + flow_s.nbytes, False),
         ("warp_flow 480x640", "warp_flow", (imp_l, flow_l), {}, imp_l.nbytes + flow_l.nbytes, False),
         ("shift_map 480x640", "shift_map", (imp_l, 3.5, -2.25), {}, imp_l.nbytes, False),
@@ -175,11 +178,32 @@ def cases(rng: np.random.Generator) -> list[dict]:
                 "name": name,
                 "kernel": lambda k=k, a=args, kw=kw: k(*a, **kw),
                 "reference": lambda r=r, a=args, kw=kw: r(*a, **kw),
+                "opencv": _opencv_twin(fn, args),
                 "bytes": int(nbytes),
                 "numpy_single_pass": single,
             }
         )
     return out
+
+
+def _opencv_twin(fn: str, args: tuple) -> Callable[[], object] | None:
+    """OpenCV's call for the same work where it has one (resize, remap), to decide which to use
+    (issue: use OpenCV wherever it beats the Numba version). The remap gets its absolute maps
+    built per call, as the pipeline would have to."""
+    import cv2
+
+    if fn == "resize_bilinear":
+        m, h, w = args
+        return lambda: cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+    if fn == "warp_flow":
+        m, flow = args
+        gy, gx = np.mgrid[0 : m.shape[0], 0 : m.shape[1]].astype(np.float32)
+
+        def remap():
+            return cv2.remap(m, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderValue=0.0)
+
+        return remap
+    return None
 
 
 def startup(repeats: int) -> dict[str, float]:
@@ -253,15 +277,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         src = np.ones(case["bytes"], np.uint8)
         dst = np.empty_like(src)
-        t = measure(
-            {
-                "kernel": case["kernel"],
-                "reference": case["reference"],
-                "copy": lambda s=src, d=dst: np.copyto(d, s),
-            },
-            rounds,
-            target,
-        )
+        fns = {
+            "kernel": case["kernel"],
+            "reference": case["reference"],
+            "copy": lambda s=src, d=dst: np.copyto(d, s),
+        }
+        if case["opencv"] is not None:
+            fns["opencv"] = case["opencv"]
+        t = measure(fns, rounds, target)
         row = {
             "name": case["name"],
             "input_bytes": case["bytes"],
@@ -275,10 +298,14 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_vs_numpy": t["reference"] / t["kernel"],
             "bandwidth_vs_copy": t["copy"] / t["kernel"],
         }
+        if "opencv" in t:
+            row["opencv_us"] = t["opencv"] * 1e6
+            row["opencv_speedup_vs_kernel"] = t["kernel"] / t["opencv"]
         results.append(row)
         print(
             f"{row['name']:<42} kernel {row['kernel_us']:9.1f} us  numpy {row['reference_us']:9.1f} us  "
             f"x{row['speedup_vs_numpy']:6.2f}  vs copy {row['bandwidth_vs_copy']:5.2f}"
+            + (f"  opencv {row['opencv_us']:9.1f} us" if "opencv_us" in row else "")
         )
     if args.only:
         return 0
@@ -297,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         "min_speedup_vs_numpy": worst["speedup_vs_numpy"],
         "min_speedup_case": worst["name"],
         "cold_compile_s": st["cold_total_s"],
+        # > 1: OpenCV is faster than the Numba kernel on that case (the runtime then uses OpenCV)
+        "opencv_speedup_vs_kernel": {
+            r["name"]: round(r["opencv_speedup_vs_kernel"], 2) for r in results if "opencv_us" in r
+        },
         "cached_start_s": st["cached_total_s"],
         "targets": {
             "fused_mask_quantize_vs_copy": 0.5,

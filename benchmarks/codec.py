@@ -6,7 +6,7 @@ frames ``0 .. count-1``), masked and quantized as the edge pipeline does it in t
 (``edge_runtime/pipeline.py``, ``reduce.domain=feature``, ``mode=zero``, ``threshold=keep_ratio``):
 
 * importance map: the ABN map (``attention.onnx`` on the features, ``abn_map``) or the front's
-  ``fused_attention``, resized to the split resolution with ``kernels.resize_bilinear``;
+  ``fused_attention``, resized to the split resolution as the pipeline does (``framing.resize_map``);
 * keep-mask: ``kernels.threshold_keep_ratio(map, keep_ratio)``; keep ratio 1.0 means no map at all
   (provider ``none``: no mask on the wire);
 * ``kernels.quantize(feats, bits, per_channel=True, clip_percentile=None, mask=keep)``: masked
@@ -54,6 +54,7 @@ from benchmarks._common import write_result  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.codec import Decoder, Encoder, Frame, Tensor, train_dictionary  # noqa: E402
 from edge_runtime.codec.decoder import message_layout  # noqa: E402
+from edge_runtime.framing import resize_map  # noqa: E402
 
 STREAM_SEGMENT = 30  # frames per object in the stream measurement (intervals resample segments)
 DICT_BYTES = 8192
@@ -180,7 +181,6 @@ def measure_cell(tensors: list[Tensor], coders: dict, repeat: int, label: str) -
 
 def bundle_inputs(bundle, start: int, count: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Split tensors (N, C, H, W) of held-out scenes and their importance maps at split resolution."""
-    from edge_runtime import kernels
 
     h, w = bundle.input.size
     _, sh, sw = bundle.split_shape
@@ -197,12 +197,7 @@ def bundle_inputs(bundle, start: int, count: int) -> tuple[np.ndarray, dict[str,
     feats = np.ascontiguousarray(np.concatenate(feats), np.float32)
     maps = {
         "abn": np.concatenate(abn).astype(np.float32),
-        "fused": np.stack(
-            [
-                kernels.resize_bilinear(np.ascontiguousarray(m, np.float32), sh, sw)
-                for m in np.concatenate(fused)
-            ]
-        ),
+        "fused": np.stack([resize_map(m, sh, sw) for m in np.concatenate(fused)]),
     }
     return feats, maps
 
@@ -259,7 +254,7 @@ def run_real(args) -> tuple[dict, dict, list]:
         "count": args.count, "dict_images": args.dict_images, "dictionary_bytes": DICT_BYTES,
         "maps": args.maps, "keep_ratios": args.keeps, "bits": args.bits, "repeat": args.repeat,
         "keep_ratio_1.0": "no importance map and no mask on the wire (provider none), listed as map 'none'",
-        "masking": "kernels.resize_bilinear to the split resolution, kernels.threshold_keep_ratio",
+        "masking": "framing.resize_map (OpenCV, as the pipeline) to the split resolution, kernels.threshold_keep_ratio",
         "quantization": "kernels.quantize(feats, bits, per_channel=True, clip_percentile=None, mask=keep) "
                         "as edge_runtime/pipeline.py (feature domain, zero mode, default quantize config)",
         "entropy_symbols": ENTROPY_SYMBOLS,

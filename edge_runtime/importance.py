@@ -42,6 +42,7 @@ import numpy as np
 from edge_runtime.bundle import Bundle
 from edge_runtime.config import ImportanceConfig
 from edge_runtime.errors import BundleError, ConfigError
+from edge_runtime.framing import resize_map, warp_map
 from edge_runtime.warmup import kernels  # the compiled kernels, or their twins while they compile
 
 __all__ = [
@@ -305,9 +306,9 @@ class TemporalReuse(Provider):
             dx, dy = float(flow[0, 0, 0]), float(flow[0, 0, 1])
             # backward flow (dx, dy) = the content moved by (-dy, -dx): shift_map moves content
             return kernels.shift_map(m, -dy * h / g, -dx * w / g)
-        fx = kernels.resize_bilinear(np.ascontiguousarray(flow[..., 0]), h, w) * np.float32(w / g)
-        fy = kernels.resize_bilinear(np.ascontiguousarray(flow[..., 1]), h, w) * np.float32(h / g)
-        return kernels.warp_flow(m, np.ascontiguousarray(np.stack([fx, fy], -1)))
+        fx = resize_map(flow[..., 0], h, w) * np.float32(w / g)
+        fy = resize_map(flow[..., 1], h, w) * np.float32(h / g)
+        return warp_map(m, np.stack([fx, fy], -1))
 
 
 def make_provider(bundle: Bundle, cfg: ImportanceConfig) -> Provider:

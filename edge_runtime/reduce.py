@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.config import ReduceConfig
+from edge_runtime.framing import resize_map
 from edge_runtime.warmup import kernels  # the compiled kernels, or their twins while they compile
 
 __all__ = ["Reducer"]
@@ -49,7 +50,7 @@ class Reducer:
             return None
         cfg = self.cfg
         h, w = self.shape
-        m = imp if imp.shape == (h, w) else kernels.resize_bilinear(imp, h, w)
+        m = imp if imp.shape == (h, w) else resize_map(imp, h, w)
         if hold > 0 and prev is not None and prev.shape == (h, w):
             m = (m + np.float32(hold * float(m.max() - m.min())) * prev).astype(np.float32)
         if cfg.threshold == "keep_ratio":

@@ -42,7 +42,7 @@ def steps_for(cfg: Config, *, receiver: bool = False) -> list[str]:
     """Names of the kernel warm-up steps the edge pipeline runs with ``cfg`` (``receiver``: also
     the arith decoder, for a receiver in the same process). A receiver dequantizes in NumPy."""
     imp, red = cfg.importance, cfg.reduce
-    steps = [f"threshold.{red.threshold}", "resize"]
+    steps = [f"threshold.{red.threshold}"]  # maps are resized and warped by OpenCV (framing.py)
     if getattr(red, "dilate", 0):
         steps.append("dilate")
     has_map = imp.provider != "none"
@@ -51,8 +51,8 @@ def steps_for(cfg: Config, *, receiver: bool = False) -> list[str]:
         steps.append(f"reduce_image.{red.mode}.uint8")
     if has_map and red.domain == "feature" and red.mode != "zero":
         steps.append(f"reduce_features.{red.mode}")
-    if has_map and imp.reuse_interval > 1 and imp.motion != "none":
-        steps.append("shift" if imp.motion == "phase" else "warp")
+    if has_map and imp.reuse_interval > 1 and imp.motion == "phase":
+        steps.append("shift")
     steps.append("quantize.masked" if has_map and masks_wire else "quantize.dense")
     if cfg.codec.coder == "arith" or receiver:
         steps.append("coder")  # the edge encodes with it; a receiver decodes what edges send

@@ -10,16 +10,14 @@ import numpy as np
 import zmq
 
 from edge_runtime.codec import Encoder, Frame, Tensor
+from edge_runtime.kernels import reference
 from edge_runtime.scenes import SceneGenerator
 
 
 def quantize(f: np.ndarray, bits: int = 8) -> Tensor:
-    """Per-channel uniform quantization of a (C, H, W) float map."""
-    lo = f.min(axis=(1, 2))
-    hi = f.max(axis=(1, 2))
-    scale = np.where(hi > lo, (hi - lo) / (2**bits - 1), 1.0).astype(np.float32)
-    q = np.clip(np.rint((f - lo[:, None, None]) / scale[:, None, None]), 0, 2**bits - 1).astype(np.uint8)
-    return Tensor(q, scale=scale, offset=lo.astype(np.float32), bits=bits)
+    """Per-channel uniform quantization of a (C, H, W) float map (the kernels' NumPy twin)."""
+    q, scale, offset = reference.quantize(np.ascontiguousarray(f, np.float32), bits)
+    return Tensor(q, scale=scale, offset=offset, bits=bits)
 
 
 def scenes(bundle, n: int, seed: int = 7):

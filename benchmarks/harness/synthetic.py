@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.kernels.reference import quantize
+
 __all__ = ["smooth_features", "blob_mask", "quantize", "synthetic_tensor"]
 
 
@@ -43,18 +45,6 @@ def blob_mask(height: int, width: int, keep_ratio: float, seed: int = 0) -> np.n
     return field >= thr
 
 
-def quantize(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Uniform per-channel quantizer: returns q uint8 (C, H, W), scale (C,), offset (C,) float32."""
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in 1..8, got {bits}")
-    lo = x.min(axis=(1, 2)).astype(np.float32)
-    hi = x.max(axis=(1, 2)).astype(np.float32)
-    levels = (1 << bits) - 1
-    scale = np.where(hi > lo, (hi - lo) / levels, 1.0).astype(np.float32)
-    q = np.clip(np.rint((x - lo[:, None, None]) / scale[:, None, None]), 0, levels).astype(np.uint8)
-    return q, scale, lo
-
-
 def synthetic_tensor(
     channels: int = 16,
     height: int = 16,
@@ -67,6 +57,6 @@ def synthetic_tensor(
     """Quantized, masked synthetic map: (q, scale, offset, keep); q is zero where keep is False."""
     x = smooth_features(channels, height, width, seed)
     keep = blob_mask(height, width, keep_ratio, seed)
-    q, scale, offset = quantize(x, bits)
+    q, scale, offset = quantize(x, bits)  # the kernels' NumPy twin: the project's one quantizer reference
     q[:, ~keep] = 0
     return q, scale, offset, keep
