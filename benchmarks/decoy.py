@@ -86,9 +86,11 @@ def _teacher_order(rec: dict, masks: np.ndarray) -> np.ndarray:
     return key
 
 
-def _figure(
-    path: Path, images, masks, before, corrected, after, labels, pred_before, pred_fixed, pred_after, classes
-) -> None:
+def decoy_figure(
+    images, masks, before, corrected, after, labels, pred_before, pred_fixed, pred_after, classes
+):
+    """The figure: per test scene the image (object outline, true class) and three maps over it,
+    each titled with the class the model predicted from it; one colour bar for the map values."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,13 +99,13 @@ def _figure(
     from edge_runtime.models.correct import map_to_image
 
     n = len(images)
-    fig, axes = plt.subplots(n, 4, figsize=(10, 2.5 * n))
-    axes = np.atleast_2d(axes)
+    fig, axes = plt.subplots(n, 4, figsize=(11, 2.6 * n), squeeze=False)
+    shown = None
     for r in range(n):
         size = images[r].shape[:2]
         axes[r, 0].imshow(images[r])
         axes[r, 0].contour(masks[r], levels=[0.5], colors="white", linewidths=0.8)
-        axes[r, 0].set_title(f"image: {classes[labels[r]]}", fontsize=8)
+        axes[r, 0].set_title(f"image, true class: {classes[labels[r]]}", fontsize=8)
         for c, (m, p, title) in enumerate(
             [
                 (before[r], pred_before[r], "map before"),
@@ -113,12 +115,22 @@ def _figure(
             1,
         ):
             axes[r, c].imshow(images[r])
-            axes[r, c].imshow(map_to_image(m, size), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            axes[r, c].set_title(f"{title}: {classes[p]}", fontsize=8)
+            shown = axes[r, c].imshow(map_to_image(m, size), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            mark = "right" if p == labels[r] else "wrong"
+            axes[r, c].set_title(f"{title}\npredicted: {classes[p]} ({mark})", fontsize=8)
         for a in axes[r]:
             a.axis("off")
     fig.suptitle("Decoy experiment: test scenes (decoy patch of a random class)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    cax = fig.add_axes((0.93, 0.1, 0.015, 0.8))
+    fig.colorbar(shown, cax=cax, label="attention (0 = ignored, 1 = most important)")
+    return fig
+
+
+def _figure(path: Path, *args) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = decoy_figure(*args)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
