@@ -11,7 +11,9 @@ is resized to the image (bilinear) before scoring:
   IoU: every map keeps exactly as many pixels as the object has).
 
 Gradient maps are scored raw and after a 9 x 9 box blur (``+blur``), since pixel-level gradients
-are speckled. Runs with the runtime only (no torch). Writes ``benchmarks/results/maps.json``.
+are speckled. Every figure comes with a 95% bootstrap interval over frames (``*_ci95``), and each
+map's difference to the centre prior with a paired one. Runs with the runtime only (no torch).
+Writes ``benchmarks/results/maps.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, before benchmarks/
 from benchmarks._common import write_result  # noqa: E402
+from benchmarks.rate_select import diff_interval, mean_interval  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import GRAD_VARIANTS, load_bundle  # noqa: E402
 
@@ -41,13 +44,19 @@ def _score(maps: np.ndarray, masks: np.ndarray, tolerance: int) -> dict:
         top[np.argsort(-m.ravel(), kind="stable")[:k]] = True
         top = top.reshape(m.shape)
         ious.append((top & gt).sum() / max(1, (top | gt).sum()))
-    return {"pointing_game": float(np.mean(hits)), "iou": float(np.mean(ious)), "n": len(hits)}
+    hits, ious = np.asarray(hits, float), np.asarray(ious, float)
+    return {
+        "pointing_game": float(hits.mean()),
+        "iou": float(ious.mean()),
+        "n": len(hits),
+        "_per_frame": (hits, ious),
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
-    p.add_argument("--count", type=int, default=500, help="held-out scenes to score")
+    p.add_argument("--count", type=int, default=2000, help="test scenes to score (default: %(default)s)")
     p.add_argument("--tolerance", type=int, default=2, help="pointing-game tolerance in pixels")
     p.add_argument("--out", help="output JSON (default: benchmarks/results/maps.json)")
     args = p.parse_args(argv)
@@ -93,12 +102,24 @@ def main(argv=None) -> int:
     maps["centre_prior"] = np.broadcast_to(centre, (args.count, h, w)).astype(np.float32)
 
     results = {k: _score(m, masks, args.tolerance) for k, m in maps.items()}
+    base_hits, base_ious = results["centre_prior"]["_per_frame"]
     for k, r in results.items():
+        hits, ious = r.pop("_per_frame")
+        r["pointing_game_ci95"] = list(mean_interval(hits))
+        r["iou_ci95"] = list(mean_interval(ious))
+        if k != "centre_prior":
+            r["pointing_game_minus_centre_prior_ci95"] = list(diff_interval(hits, base_hits))
+            r["iou_minus_centre_prior_ci95"] = list(diff_interval(ious, base_ious))
         r["seconds_per_image"] = timing.get("front" if k == "fused" else k.replace("+blur", ""))
-        print(f"{k:<22} pointing {r['pointing_game']:.3f}  IoU {r['iou']:.3f}")
+        lo, hi = r["pointing_game_ci95"]
+        print(f"{k:<22} pointing {r['pointing_game']:.3f} [{lo:.3f}, {hi:.3f}]  IoU {r['iou']:.3f}")
     summary = {
         "pointing_game": {k: r["pointing_game"] for k, r in results.items()},
+        "pointing_game_ci95": {k: r["pointing_game_ci95"] for k, r in results.items()},
         "iou": {k: r["iou"] for k, r in results.items()},
+        "iou_ci95": {k: r["iou_ci95"] for k, r in results.items()},
+        "n_frames": args.count,
+        "split": "test",
     }
     params = {
         "bundle": str(b.path),
@@ -108,6 +129,8 @@ def main(argv=None) -> int:
         "tolerance_px": args.tolerance,
         "reference": "own top prediction (all-zero reference row)",
         "iou_threshold": "top-k pixels, k = object area",
+        "intervals": "percentile bootstrap 95% over frames (scipy.stats.bootstrap via benchmarks.rate_select); "
+        "differences to the centre prior paired over the same frames",
     }
     print(write_result("maps", summary, params, results, args.out))
     return 0
