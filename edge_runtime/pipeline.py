@@ -119,6 +119,7 @@ class EdgePipeline:
     def process(self, frame: Captured, seq: int, base: int | None = None) -> FrameOutcome:
         """Run every stage on ``frame``; the message carries ``seq``, the window ``base`` (lowest
         seq still unacknowledged), the capture time and the source's frame index / timestamp."""
+        kernels.poll()  # a background warm-up that has filled the cache swaps the compiled kernels in
         st = dict.fromkeys(STAGES, 0.0)
         onnx = 0.0
         b = self.bundle
