@@ -5,9 +5,10 @@ time-stamped as they arrive, from the moment the process was spawned:
 
 - ``progress_line_s``: the first line saying that kernels are being prepared (goal: within 1 s),
 - ``first_result_s``: the demo's ``first result`` line (the receiver's first result),
-- ``compiled_in_use_s``: when the compiled kernels replaced the NumPy twins and zstd (None when
-  the demo ended first; the compilation then goes on in a detached process, whose end is
-  ``background_done_s``, and the next run waits for it so that "warm" means a filled cache),
+- ``compiled_in_use_s``: when the compiled kernels were in use (loaded before the first frame on a
+  warm cache; on a cold one when they replaced the NumPy twins and zstd, None when the demo ended
+  first: the compilation then goes on in a detached process, whose end is ``background_done_s``,
+  and the next run waits for it so that "warm" means a filled cache),
 - ``total_s``: the process's whole run.
 
 Cold: ``NUMBA_CACHE_DIR`` points at a new, empty folder. Warm: the same folder again, filled by
@@ -69,8 +70,9 @@ def run_demo(cache: Path, frames: int, timeout: float = 900.0) -> dict:
     out = []
     while not lines.empty():
         out.append(lines.get())
-    progress = next((t for t, s in out if "kernels: preparing" in s or "kernels: compiling" in s), None)
-    in_use = next((t for t, s in out if "kernels ready in" in s and "in the background" in s), None)
+    starts = ("kernels: preparing", "kernels: compiling", "kernels: loading")
+    progress = next((t for t, s in out if any(w in s for w in starts)), None)
+    in_use = next((t for t, s in out if "kernels ready in" in s), None)
     detached = next((s for t, s in out if "compilation goes on in process" in s), None)
     done = None
     if detached is not None:  # wait for the detached compiler to fill the cache
