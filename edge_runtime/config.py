@@ -53,7 +53,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True):
     stream_id: str = ""  # "" = this box's host name, so two boxes never share a stream by default
     threads: Annotated[int, Meta(ge=0, le=64)] = 1  # ONNX Runtime intra-op threads (0 = default)
     status_interval_s: Annotated[float, Meta(ge=0.0)] = 10.0  # one-line status log; 0 = off
-    warmup: bool = True  # compile kernels and run every graph once before READY
+    warmup: bool = True  # run each graph once; kernels compile in the background
 
 
 class SourceConfig(msgspec.Struct, forbid_unknown_fields=True):
