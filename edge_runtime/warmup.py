@@ -187,13 +187,13 @@ class _Kernels:
             load()
 
     def __getattr__(self, name: str):
-        if self.twins:
+        # called for every kernel call of every frame: the two modules are looked up once
+        if "_jitted" not in self.__dict__:
+            from edge_runtime import kernels as jitted
             from edge_runtime.kernels import reference
 
-            return getattr(reference, name)
-        from edge_runtime import kernels as jitted
-
-        return getattr(jitted, name)
+            self._jitted, self._reference = jitted, reference
+        return getattr(self._reference if self.twins else self._jitted, name)
 
 
 #: The switch the pipeline, the reducer and the importance providers call kernels through.
