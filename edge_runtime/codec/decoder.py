@@ -37,6 +37,7 @@ from edge_runtime.codec.format import (
     V1_TENSOR,
     V2_PREFIX,
     V3P_PREFIX,
+    V4P_PREFIX,
     VERSIONS,
     Frame,
     Limits,
@@ -45,6 +46,7 @@ from edge_runtime.codec.format import (
     Tensor,
     coder_module,
     get_varint,
+    identity_crc,
     predict_symbols,
     unzigzag,
     unzz64,
@@ -130,11 +132,14 @@ class Decoder:
         if n < MIN_MESSAGE[version]:
             raise HeaderError(f"message is {n} bytes, shorter than the minimum {MIN_MESSAGE[version]}")
         (crc,) = CRC.unpack_from(mv, n - 4)
-        if zlib.crc32(mv[: n - 4]) != crc:
+        flags = mv[4]
+        compact = version == 4 and flags & F_PREDICTED
+        if compact:  # stream id and epoch: the held stream whose identity completes the CRC
+            ident = self._resolve(mv, n, crc)
+        elif zlib.crc32(mv[: n - 4]) != crc:
             raise ChecksumError(
                 f"CRC-32 mismatch: message says {crc:#010x}, content gives {zlib.crc32(mv[: n - 4]):#010x}"
             )
-        flags = mv[4]
         if flags & ~F_KNOWN[version]:
             raise HeaderError(f"unknown flag bits {flags & ~F_KNOWN[version]:#04x}")
         tensor_flags = flags & (F_KEYFRAME | F_DELTA | F_MASK | F_QPARAM_F32 | F_PREDICTED)
@@ -150,12 +155,15 @@ class Decoder:
             _, _, _, sid_len, model_id, seq, t_ns = V1_COMMON.unpack_from(mv, 0)
             pos = V1_COMMON.size
         else:
-            if version == 3 and flags & F_PREDICTED:  # compact: model id, capture time from the reference
+            if version >= 3 and flags & F_PREDICTED:  # compact: model id, capture time from the reference
                 if not flags & F_TENSOR:
                     raise HeaderError("a predicted frame must carry a tensor")
-                _, _, _, epoch = V3P_PREFIX.unpack_from(mv, 0)
+                if compact:
+                    epoch, pos = ident[1], V4P_PREFIX.size
+                else:
+                    _, _, _, epoch = V3P_PREFIX.unpack_from(mv, 0)
+                    pos = V3P_PREFIX.size
                 model_id, t_ns = None, None
-                pos = V3P_PREFIX.size
             else:
                 if n < MIN_MESSAGE[2]:
                     raise HeaderError(f"message is {n} bytes, shorter than the minimum {MIN_MESSAGE[2]}")
@@ -167,11 +175,14 @@ class Decoder:
             src_t = None
             if flags & F_SOURCE_TIME:
                 src_t, pos = get_varint(mv, pos, end, "source time")
-            if pos >= end:
-                raise HeaderError("stream id length runs past the end of the header")
-            sid_len = mv[pos]
-            pos += 1
             fields.update(epoch=epoch, base=seq - held, source_index=index, source_time_us=src_t)
+            if compact:
+                sid_len = 0
+            elif pos >= end:
+                raise HeaderError("stream id length runs past the end of the header")
+            else:
+                sid_len = mv[pos]
+                pos += 1
         if sid_len > lim.max_stream_id:
             raise HeaderError(f"stream id is {sid_len} bytes, over the limit of {lim.max_stream_id}")
         if pos + sid_len > end:
@@ -181,6 +192,8 @@ class Decoder:
         except UnicodeDecodeError as e:
             raise HeaderError(f"stream id is not valid UTF-8: {e}") from None
         pos += sid_len
+        if compact:
+            stream_id = ident[0]
         if model_id is not None:
             self._check_model(model_id)
         key = (stream_id, fields.get("epoch", 0))
@@ -200,6 +213,37 @@ class Decoder:
             stream_id=stream_id, seq=seq, capture_time_ns=t_ns, tensor=tensor, model_id=bytes(model_id),
             keyframe=bool(flags & F_KEYFRAME), delta=bool(flags & F_DELTA), key_seq=key_seq, **fields,
         )  # fmt: skip
+
+    def _resolve(self, mv, n: int, crc: int) -> tuple[str, int]:
+        """The (stream id, epoch) of a version-4 predicted frame: among the streams held with its
+        tag, the one whose identity makes the CRC-32 check."""
+        tag = V4P_PREFIX.unpack_from(mv, 0)[3]
+        keys = self._streams.with_tag(tag)
+        if not keys:
+            raise MissingKeyFrameError(
+                f"predicted frame with stream tag {tag:#06x}: this decoder holds no stream with that "
+                "tag (it decoded no frame of that edge start, or no longer holds it)"
+            )
+        body = mv[: n - 4]
+        for key in keys:
+            if zlib.crc32(body, identity_crc(key[0].encode("utf-8"), key[1])) == crc:
+                return key
+        raise ChecksumError(
+            f"CRC-32 mismatch: the predicted frame with stream tag {tag:#06x} checks against none of "
+            f"the {len(keys)} stream(s) held with that tag"
+        )
+
+    def stream_id_of(self, buf) -> str | None:
+        """The stream id a message names (:func:`peek_stream_id`), or for a version-4 predicted
+        frame the held stream it resolves to; ``None`` when neither can be told."""
+        try:
+            mv = memoryview(buf)
+            if mv.nbytes >= MIN_MESSAGE[4] and bytes(mv[:3]) == MAGIC and mv[3] == 4 and mv[4] & F_PREDICTED:
+                (crc,) = CRC.unpack_from(mv, mv.nbytes - 4)
+                return self._resolve(mv, mv.nbytes, crc)[0]
+        except (ChecksumError, MissingKeyFrameError, TypeError, ValueError):
+            return None
+        return peek_stream_id(buf, self.limits.max_stream_id)
 
     def _check_model(self, model_id: bytes) -> None:
         if self.model_ids is not None and model_id not in self.model_ids:
@@ -269,7 +313,7 @@ class Decoder:
                 raise HeaderError("quantization layout byte runs past the end of the message")
             layout = mv[pos]
             pos += 1
-            known = Q_KNOWN_V3 if mv[3] == 3 else Q_KNOWN
+            known = Q_KNOWN_V3 if mv[3] >= 3 else Q_KNOWN
             if layout & ~known or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
                 raise HeaderError(f"bad quantization layout byte {layout:#04x}")
             if layout & Q_SAME_AS_REF:
@@ -378,7 +422,7 @@ class Decoder:
         payload = mv[pos + qbytes : end]
         dtype = DTYPES[dt]
         pstate = None
-        if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
+        if version >= 3 and dt == DT_U8 and coder == CODERS["arith"]:
             syms, keep, pstate = self._decode_predicted(
                 payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset
             )
@@ -392,7 +436,7 @@ class Decoder:
             data = self._apply_delta(key, key_seq, syms, keep, bits)
         if flags & F_KEYFRAME:
             self._streams.set_key(key, seq, data, bits)
-        if version == 3 and dt == DT_U8 and coder == CODERS["arith"]:
+        if version >= 3 and dt == DT_U8 and coder == CODERS["arith"]:
             small = None if pstate is None else pstate.astype(np.uint16)  # estimates are < 2**16
             ref_frame = RefFrame(
                 seq, data, keep, bits, scale, offset, small, self._frame_t, bytes(self._frame_model)
@@ -510,7 +554,9 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         if mv[3] == 1:
             pos = V1_COMMON.size
             sid_len = mv[5]
-        elif mv[3] in (2, 3):
+        elif mv[3] in (2, 3, 4):
+            if mv[3] == 4 and mv[4] & F_PREDICTED:
+                return None  # no stream id on the wire: Decoder.stream_id_of resolves it
             end = n - CRC.size
             pos = V3P_PREFIX.size if mv[3] == 3 and mv[4] & F_PREDICTED else V2_PREFIX.size
             for name in ("seq", "window", "source index"):
@@ -539,18 +585,19 @@ def message_layout(buf, channels: int | None = None) -> dict[str, int]:
     n = mv.nbytes
     end = n - CRC.size
     version, flags = mv[3], mv[4]
-    compact = version == 3 and flags & F_PREDICTED
+    compact = version >= 3 and flags & F_PREDICTED
     if version == 1:
         pos = V1_COMMON.size + mv[5]
         seq = 0
     else:
-        pos = V3P_PREFIX.size if compact else V2_PREFIX.size
+        pos = (V4P_PREFIX.size if version == 4 else V3P_PREFIX.size) if compact else V2_PREFIX.size
         seq, pos = get_varint(mv, pos, end, "seq")
         for name in ("window", "source index"):
             _, pos = get_varint(mv, pos, end, name)
         if flags & F_SOURCE_TIME:
             _, pos = get_varint(mv, pos, end, "source time")
-        pos += 1 + mv[pos]
+        if not (compact and version == 4):
+            pos += 1 + mv[pos]
     if not flags & F_TENSOR:
         return {"header": pos, "params": 0, "payload": 0, "crc": CRC.size}
     if compact:

@@ -1,4 +1,5 @@
-"""The encoder: :class:`Frame` -> one message (format version 2 by default, 1 on request)."""
+"""The encoder: :class:`Frame` -> one message (format version 2 by default, 4 with temporal coding,
+1 or 3 on request)."""
 
 from __future__ import annotations
 
@@ -32,15 +33,18 @@ from edge_runtime.codec.format import (
     V1_TENSOR,
     V2_PREFIX,
     V3P_PREFIX,
+    V4P_PREFIX,
     VERSION,
     Frame,
     RefFrame,
     Tensor,
     coder_module,
     fits_float16,
+    identity_crc,
     predict_symbols,
     put_varint,
     serialize_values,
+    stream_tag,
     zigzag,
     zz64,
 )
@@ -56,9 +60,10 @@ class Encoder:
     "raw". ``level`` / ``dictionary`` apply to zstd only. ``keyframe_interval`` > 0 turns on the
     inter-frame mode for quantized tensors: every that-many tensor frames of a stream is a key frame,
     the others carry the change from the last key frame. ``version``: the format written (2, or 1
-    for a receiver that reads only version 1; 3 with ``temporal``).
+    for a receiver that reads only version 1; 4 with ``temporal``, or 3 for a receiver that reads
+    only up to version 3).
 
-    ``temporal=True`` (format version 3, coder "arith"): each quantized tensor is coded against the
+    ``temporal=True`` (format version 4 or 3, coder "arith"): each quantized tensor is coded against the
     stream's **reference**, the newest frame the receiver acknowledged (:meth:`acknowledge`; frames
     the edge gave up are :meth:`discard`-ed first), at most ``REF_WINDOW`` seqs back, when that is
     smaller than coding it alone (so a scene cut costs no more than an intra frame). Without an
@@ -83,7 +88,7 @@ class Encoder:
         skip_l1: int = 0,
     ) -> None:
         if version is None:
-            version = 3 if temporal else VERSION
+            version = 4 if temporal else VERSION
         if not isinstance(model_id, bytes) or len(model_id) != 8:
             raise ValueError(f"model_id must be 8 bytes (sha256 prefix), got {model_id!r}")
         if coder not in CODERS:
@@ -92,11 +97,11 @@ class Encoder:
             raise ValueError(f"level / dictionary / dict_id apply to coder 'zstd' only, not {coder!r}")
         if not isinstance(keyframe_interval, int) or keyframe_interval < 0:
             raise ValueError(f"keyframe_interval must be an int >= 0, got {keyframe_interval!r}")
-        if version not in (1, 2, 3):
-            raise ValueError(f"version must be 1, 2 or 3, got {version!r}")
-        if temporal and (version != 3 or coder != "arith" or keyframe_interval):
+        if version not in (1, 2, 3, 4):
+            raise ValueError(f"version must be 1, 2, 3 or 4, got {version!r}")
+        if temporal and (version < 3 or coder != "arith" or keyframe_interval):
             raise ValueError(
-                "temporal coding needs format version 3 and coder 'arith', and replaces "
+                "temporal coding needs format version 3 or 4 and coder 'arith', and replaces "
                 f"keyframe_interval (got version {version}, coder {coder!r}, interval {keyframe_interval})"
             )
         if not isinstance(skip_l1, int) or not 0 <= skip_l1 <= 255 or (skip_l1 and not temporal):
@@ -205,7 +210,10 @@ class Encoder:
                 tbytes = tbytes[1:]
             elif flags & F_TENSOR:
                 tbytes = tbytes[1:]
-            if flags & F_PREDICTED:  # model id and capture time relative to the reference
+            compact = bool(flags & F_PREDICTED) and self.version == 4
+            if compact:  # stream id and epoch implied by the reference's stream (and in the CRC)
+                head = bytearray(V4P_PREFIX.pack(MAGIC, 4, flags, stream_tag(frame.epoch)))
+            elif flags & F_PREDICTED:  # model id and capture time relative to the reference
                 head = bytearray(V3P_PREFIX.pack(MAGIC, 3, flags, frame.epoch))
             else:
                 head = bytearray(
@@ -218,6 +226,9 @@ class Encoder:
             put_varint(head, frame.source_index)
             if frame.source_time_us is not None:
                 put_varint(head, frame.source_time_us)
+            if compact:
+                body = b"".join([head, tbytes])
+                return body + CRC.pack(zlib.crc32(body, identity_crc(sid, frame.epoch)))
             head.append(len(sid))
             body = b"".join([head, sid, tbytes])
         return body + CRC.pack(zlib.crc32(body))
@@ -312,7 +323,7 @@ class Encoder:
                 self.state.set_key(stream_id, seq, data, bits)
 
         ref_d, same_q = 0, False
-        if self.coder == "arith" and self.version == 3 and code == DT_U8:
+        if self.coder == "arith" and self.version >= 3 and code == DT_U8:
             payload, ref_d, same_q = self._temporal(stream_id, seq, data, keep, bits, scale, offset)
             if ref_d:
                 flags |= F_PREDICTED

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import zlib
 
 import numpy as np
 
@@ -26,6 +27,9 @@ __all__ = [
     "MAGIC",
     "VERSION",
     "VERSIONS",
+    "V4P_PREFIX",
+    "identity_crc",
+    "stream_tag",
     "CODERS",
     "QPARAM_REL_ERROR",
     "Tensor",
@@ -41,8 +45,8 @@ __all__ = [
 ]
 
 MAGIC = b"ERW"
-VERSION = 2  # what encoders write by default (3 with temporal coding on)
-VERSIONS = (1, 2, 3)  # what decoders read
+VERSION = 2  # what encoders write by default (4 with temporal coding on)
+VERSIONS = (1, 2, 3, 4)  # what decoders read
 
 # flags (byte 4), both versions
 F_TENSOR = 0x01
@@ -54,7 +58,7 @@ F_SOURCE_TIME = 0x10  # the source's own timestamp (video position) follows the 
 F_QPARAM_F32 = 0x20  # scale / offset as float32 (a value outside float16's normal range)
 # version 3 only
 F_PREDICTED = 0x40  # the tensor is coded against a reference frame the receiver decoded (temporal)
-F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F, 3: 0x7F}
+F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F, 3: 0x7F, 4: 0x7F}
 
 # dtype codes
 DT_U8 = 1
@@ -74,11 +78,14 @@ V1_TENSOR = struct.Struct("<BBBHHHIIQHHI")  # dtype bits coder C H W n_kept dict
 V2_PREFIX = struct.Struct("<3sBB8sQq")  # magic, version, flags, model_id, epoch, capture_ns
 # version 3, predicted frames: model id and capture time come from the reference (docs/wire.md)
 V3P_PREFIX = struct.Struct("<3sBBQ")  # magic, version, flags, epoch
+# version 4, predicted frames: no stream id and epoch either, only their tag; the CRC covers them
+V4P_PREFIX = struct.Struct("<3sBBH")  # magic, version, flags, stream tag (epoch & 0xFFFF)
 CRC = struct.Struct("<I")
 MIN_MESSAGE = {
     1: V1_COMMON.size + CRC.size,
     2: V2_PREFIX.size + 4 + CRC.size,
     3: V3P_PREFIX.size + 4 + CRC.size,  # a predicted frame; others need the version-2 minimum
+    4: V4P_PREFIX.size + 4 + CRC.size,  # likewise
 }
 MIN_ANY = min(MIN_MESSAGE.values())
 
@@ -103,6 +110,20 @@ F16_MIN_NORMAL = 2.0**-14
 F16_MAX = 65504.0
 
 U64_MAX = (1 << 64) - 1
+
+
+def stream_tag(epoch: int) -> int:
+    """The 16-bit tag a version-4 predicted frame carries instead of its stream id and epoch."""
+    return epoch & 0xFFFF
+
+
+def identity_crc(stream_id: bytes, epoch: int) -> int:
+    """CRC-32 state after the implied identity of a version-4 predicted frame (stream id length,
+    stream id, epoch as u64): the frame's CRC-32 continues from it over the message bytes, so a
+    frame resolved to the wrong stream (two streams with one tag) fails its check."""
+    return zlib.crc32(bytes([len(stream_id)]) + stream_id + epoch.to_bytes(8, "little"))
+
+
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
 

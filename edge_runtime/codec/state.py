@@ -22,7 +22,7 @@ from dataclasses import field as dataclasses_field
 
 import numpy as np
 
-from edge_runtime.codec.format import REF_WINDOW, RefFrame
+from edge_runtime.codec.format import REF_WINDOW, RefFrame, stream_tag
 
 __all__ = ["EncoderState", "DecoderState", "KeyRef", "StreamState"]
 
@@ -130,17 +130,32 @@ class DecoderState:
         self.max_ref_bytes = max_ref_bytes
         self.ref_bytes = 0
         self._streams: collections.OrderedDict[str, StreamState] = collections.OrderedDict()
+        # version 4: stream tag -> the (stream id, epoch) keys held with that tag
+        self._tags: dict[int, set] = collections.defaultdict(set)
 
     def stream(self, stream_id: str) -> StreamState:
         st = self._streams.get(stream_id)
         if st is None:
             st = self._streams[stream_id] = StreamState()
+            self._tag(stream_id).add(stream_id)
             if len(self._streams) > self.max_streams:
-                _, old = self._streams.popitem(last=False)
+                key, old = self._streams.popitem(last=False)
                 self.ref_bytes -= sum(_ref_bytes(r) for r in old.refs.values())
+                tagged = self._tag(key)
+                tagged.discard(key)
+                if not tagged:
+                    del self._tags[stream_tag(key[1])]
         else:
             self._streams.move_to_end(stream_id)
         return st
+
+    def _tag(self, key) -> set:
+        return self._tags[stream_tag(key[1])]
+
+    def with_tag(self, tag: int) -> list:
+        """The (stream id, epoch) keys held whose epoch has stream tag ``tag`` (version 4)."""
+        keys = self._tags.get(tag)
+        return [] if not keys else list(keys)
 
     def peek(self, stream_id: str) -> StreamState | None:
         return self._streams.get(stream_id)

@@ -250,9 +250,11 @@ class Engine:
             self._reject(UNKNOWN_STREAM, "framing", f"{len(parts)} message parts, expected {self.parts}")
             return
         buf = parts[-1]
-        if self.identity is not None and self.identity.allow is not None:
-            sid = peek_stream_id(buf, self.limits.max_stream_id)
-            refused = self.identity.check(sid, peer)
+        checked = self.identity is not None and self.identity.allow is not None
+        sid = None
+        if checked:  # before decoding, so that a refused message changes no stream's state
+            sid = self.decoder.stream_id_of(buf)  # None: the message cannot decode either
+            refused = None if sid is None else self.identity.check(sid, peer)
             if refused is not None:
                 self._reject(sid, *refused)
                 return
@@ -265,8 +267,14 @@ class Engine:
                 # delivered after a reconnect): its reference is gone, but it is a duplicate
                 self.emit(Reject(f[0], "duplicate", f"seq {f[2]} of epoch {f[1]:016x} again"))
                 return
-            self._reject(peek_stream_id(buf, self.limits.max_stream_id), e.reason, str(e))
+            sid = self.decoder.stream_id_of(buf)
+            self._reject(UNKNOWN_STREAM if sid is None else sid, e.reason, str(e))
             return
+        if checked and sid is None:
+            refused = self.identity.check(frame.stream_id, peer)
+            if refused is not None:
+                self._reject(frame.stream_id, *refused)
+                return
         route = parts[0] if self.parts == 2 else None
         if self.ledger is not None and not self.ledger.claim(
             frame.stream_id, frame.epoch, frame.seq, frame.window_base, route

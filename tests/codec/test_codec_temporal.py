@@ -1,8 +1,9 @@
-"""Temporal coding (format version 3): round trips, references only from acknowledged frames, loss
-and resync, lossy skip bounds, the temporal range coder, acks v2 and the version-3 golden vectors.
+"""Temporal coding (format versions 3 and 4): round trips, references only from acknowledged frames,
+loss and resync, lossy skip bounds, the temporal range coder, acks v2, version 4's implied stream
+identity, and the golden vectors of both versions.
 
-Regenerate ``tests/expected/codec/vectors_v3.json`` with ``EDGE_REGEN_GOLDEN=1`` (only when the
-format changes on purpose).
+Regenerate ``tests/expected/codec/vectors_v3.json`` / ``vectors_v4.json`` with
+``EDGE_REGEN_GOLDEN=1`` (only when the format changes on purpose).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from edge_runtime.codec import Decoder, Encoder, Frame, MissingKeyFrameError, Te
 from edge_runtime.codec.decoder import message_layout
 from edge_runtime.codec.format import REF_WINDOW
 from edge_runtime.delivery import decode_ack, encode_ack
+from edge_runtime.errors import ChecksumError
 from edge_runtime.kernels import tcoder
 
-GOLDEN_V3 = Path(__file__).resolve().parents[1] / "expected" / "codec" / "vectors_v3.json"
+GOLDEN = Path(__file__).resolve().parents[1] / "expected" / "codec"
 C, H, W = 8, 16, 16
 
 
@@ -43,9 +45,9 @@ def _sequence(n: int, bits: int = 2, seed: int = 0, change: float = 0.03):
     return out
 
 
-def _msg(enc, seq, q, scale, keep, bits=2, stream="cam"):
+def _msg(enc, seq, q, scale, keep, bits=2, stream="cam", epoch=7):
     t = Tensor(q, scale, np.zeros(1, np.float32), bits, keep)
-    return enc.encode(Frame(stream, seq, 1_000 + seq, t, epoch=7))
+    return enc.encode(Frame(stream, seq, 1_000 + seq, t, epoch=epoch))
 
 
 def test_temporal_round_trip_is_lossless_and_smaller():
@@ -56,7 +58,7 @@ def test_temporal_round_trip_is_lossless_and_smaller():
     for i, (q, s, k) in enumerate(seq_):
         m = _msg(enc, i, q, s, k)
         f = dec.decode(m)
-        assert f.version == 3
+        assert f.version == 4
         np.testing.assert_array_equal(f.tensor.data, q)
         np.testing.assert_array_equal(f.tensor.keep, k)
         np.testing.assert_allclose(f.tensor.scale * np.ones(C), s, rtol=2**-11)
@@ -138,7 +140,7 @@ def test_encode_alone_decodes_without_the_reference_and_never_becomes_one():
     dec = Decoder(model_ids=[MID])  # a restarted receiver
     with pytest.raises(MissingKeyFrameError) as e:
         dec.decode(predicted)
-    assert e.value.frame == ("cam", 7, 1)
+    assert e.value.frame is None  # version 4: a stream this decoder never held has no name here
     f = dec.decode(alone)
     assert f.ref_seq is None
     np.testing.assert_array_equal(f.tensor.data, seq_[1][0])
@@ -216,9 +218,9 @@ def test_ack_v2_round_trip_and_v1_still_read():
     assert decode_ack(encode_ack("cam", 5, 12, decoded=3)[:-1]) is None
 
 
-def _golden_cases():
+def _golden_cases(version):
     seq_ = _sequence(4, seed=3)
-    enc = Encoder(MID, coder="arith", temporal=True, skip_l1=1)
+    enc = Encoder(MID, coder="arith", temporal=True, skip_l1=1, version=version)
     out = []
     for i, (q, s, k) in enumerate(seq_):
         out.append(_msg(enc, i, q, s, k).hex())
@@ -226,14 +228,60 @@ def _golden_cases():
     return out
 
 
-def test_golden_vectors_v3():
-    msgs = _golden_cases()
+@pytest.mark.parametrize("version", [3, 4])
+def test_golden_vectors(version):
+    msgs = _golden_cases(version)
+    path = GOLDEN / f"vectors_v{version}.json"
     if os.environ.get("EDGE_REGEN_GOLDEN"):
-        GOLDEN_V3.write_text(json.dumps({"messages": msgs}, indent=1) + "\n")
-    golden = json.loads(GOLDEN_V3.read_text())["messages"]
+        path.write_text(json.dumps({"messages": msgs}, indent=1) + "\n")
+    golden = json.loads(path.read_text())["messages"]
     assert msgs == golden  # the encoder writes the same bytes
     dec = Decoder(model_ids=[MID])
     refs = [None, 0, 1, 2]
     for i, h in enumerate(golden):
         f = dec.decode(bytes.fromhex(h))
-        assert f.version == 3 and f.seq == i and f.ref_seq == refs[i]
+        assert f.version == version and f.seq == i and f.ref_seq == refs[i]
+        assert (f.stream_id, f.epoch, f.capture_time_ns) == ("cam", 7, 1_000 + i)
+
+
+def test_v4_predicted_frames_carry_no_stream_id_and_resolve_by_tag_and_crc():
+    """Two streams whose epochs share a tag: each predicted frame resolves to its own stream (the
+    CRC covers the implied identity); a frame of a stream this decoder never held is a missing
+    reference, not a frame of another stream; flipping a bit is a checksum error."""
+    frames = _sequence(6)
+    a, b = (Encoder(MID, coder="arith", temporal=True) for _ in range(2))
+    dec = Decoder(model_ids=[MID])
+    ea, eb = 0x1111_0000_0000_ABCD, 0x2222_0000_0000_ABCD  # same tag 0xabcd
+    last = {}
+    for i, (q, s, k) in enumerate(frames):
+        for enc, sid, ep in ((a, "cam-a", ea), (b, "cam-b", eb)):
+            m = _msg(enc, i, q if sid == "cam-a" else q[::-1].copy(), s, k, stream=sid, epoch=ep)
+            f = dec.decode(m)
+            assert (f.stream_id, f.epoch) == (sid, ep) and dec.stream_id_of(m) == sid
+            if i:
+                assert f.ref_seq == i - 1 and sid.encode() not in m  # the compact layout
+            enc.acknowledge(sid, decoded=i)
+            last[sid] = m
+    with pytest.raises(MissingKeyFrameError):
+        Decoder(model_ids=[MID]).decode(last["cam-a"])
+    bad = bytearray(last["cam-b"])
+    bad[9] ^= 0x01
+    with pytest.raises(ChecksumError):
+        dec.decode(bytes(bad))
+    assert dec.stream_id_of(bytes(bad)) is None
+
+
+def test_v4_saves_the_stream_id_and_epoch_on_predicted_frames():
+    seq_ = _sequence(12)
+    sizes = {}
+    for version in (3, 4):
+        enc, dec = Encoder(MID, coder="arith", temporal=True, version=version), Decoder(model_ids=[MID])
+        sizes[version] = []
+        for i, (q, s, k) in enumerate(seq_):
+            m = _msg(enc, i, q, s, k, stream="edge-box-01")
+            assert dec.decode(m).ref_seq == (i - 1 if i else None)
+            enc.acknowledge("edge-box-01", decoded=i)
+            sizes[version].append(len(m))
+    # identical tensors; v4 drops 1 + 11 bytes of stream id and 8 of epoch for a 2-byte tag
+    assert sizes[3][0] == sizes[4][0]
+    assert all(s3 - s4 == 18 for s3, s4 in zip(sizes[3][1:], sizes[4][1:], strict=True))

@@ -111,6 +111,39 @@ def test_streams_toml_binds_a_stream_to_a_key(bundle, keys):
         assert t["rejected"] == {"identity": 2}
 
 
+def test_a_predicted_frame_without_stream_id_is_checked_against_its_resolved_stream(bundle, keys):
+    """Version-4 predicted frames carry no stream id: the receiver resolves it (tag and CRC) before
+    decoding, so key b cannot write a copy of a's frame into a's stream."""
+    import numpy as np
+
+    from edge_runtime.codec import Encoder, Frame, Tensor
+
+    for n in ("a", "b"):
+        shutil.copy(keys[n + "_pub"], keys["allow"])
+    enc = Encoder(bundle.model_id_bytes, coder="arith", temporal=True)
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 4, bundle.split_shape).astype(np.uint8)
+
+    def msg(seq):
+        t = Tensor(q, np.full(q.shape[0], 0.5, np.float32), np.zeros(1, np.float32), 2, None)
+        return enc.encode(Frame("cam-a", seq, time.time_ns(), t, epoch=0xABCDEF))
+
+    with Receiver([bundle], socket_type="router", server_secret=keys["rx"], allow_dir=keys["allow"]) as rx:
+        with Sender(rx.endpoint, client_secret=keys["a"], server_public=keys["rx_pub"], kind=zmq.DEALER) as a, \
+                Sender(rx.endpoint, client_secret=keys["b"], server_public=keys["rx_pub"], kind=zmq.DEALER) as b:  # fmt: skip
+            a.send([msg(0)])
+            assert rx.wait(frames=1, duration=30)["results"] == 1
+            enc.acknowledge("cam-a", decoded=0)
+            m1 = msg(1)
+            assert enc.last_predicted and b"cam-a" not in m1
+            b.send([m1])
+            t = rx.wait(frames=2, duration=30)
+            assert t["rejected"] == {"identity": 1}
+            a.send([m1])
+            t = rx.wait(frames=3, duration=30)
+            assert t["results"] == 2 and rx.stats.snapshot()["cam-a"]["results"] == 2
+
+
 def _edge_cfg(endpoint: str, **sender) -> object:
     return config_from_dict({"sender": {"endpoints": [endpoint], **sender}}, env={})
 
