@@ -41,6 +41,7 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "temporal_enabled",
+    "video_tools",
     "to_toml",
     "ENV_PREFIX",
 ]
@@ -112,9 +113,10 @@ class CodecConfig(msgspec.Struct, forbid_unknown_fields=True):
     coder: Literal["zstd", "arith", "raw"] = "arith"
     level: Annotated[int, Meta(ge=-7, le=22)] = 3
     keyframe_interval: Annotated[int, Meta(ge=0)] = 0
-    # Temporal coding (wire format 3): each tensor predicted from the newest one the receiver
-    # acknowledged. auto = on for video sources (scene, camera, file, url), off for an image folder
-    # (independent stills gain nothing and pay the reference bookkeeping): README, rate_stream.json.
+    # Temporal coding (wire format 5): each tensor coded against the newest one the receiver
+    # acknowledged. auto = on with the arith coder: predicted from it for video sources (scene,
+    # camera, file, url; README, rate_stream.json), and for an image folder's stills only its range
+    # coder state and a compact header (lossless, no skip or hold: codec.json).
     temporal: Literal["auto", "on", "off"] = "auto"
     # Temporal: a channel keeps the reference's quantization step while its own step is within
     # [1 - param_hold, 1 + param_hold / 4] of it (unchanged features give unchanged symbols).
@@ -296,12 +298,22 @@ VIDEO_SOURCES = ("scene", "camera", "file", "url")
 
 
 def temporal_enabled(cfg: Config) -> bool:
-    """Whether the edge codes tensors temporally: ``codec.temporal`` on, or auto for a video source
-    (not an image folder) with the arith coder and no key-frame interval."""
+    """Whether the edge codes tensors against acknowledged references: ``codec.temporal`` on, or
+    auto with the arith coder and no key-frame interval (every source: an image folder's stills
+    are coded with the reference's coder state, wire format 5, ``docs/wire.md``)."""
     c = cfg.codec
     if c.temporal == "auto":
-        return cfg.source.kind in VIDEO_SOURCES and c.coder == "arith" and not c.keyframe_interval
+        return c.coder == "arith" and not c.keyframe_interval
     return c.temporal == "on"
+
+
+def video_tools(cfg: Config) -> bool:
+    """Whether the temporal tools made for video run (lossy skip, parameter and mask hold, rates
+    per second): temporal coding of a video source, or ``codec.temporal = on``. Stills from an
+    image folder are coded losslessly against the reference, each with its own quantization."""
+    if not temporal_enabled(cfg):
+        return False
+    return cfg.codec.temporal == "on" or cfg.source.kind in VIDEO_SOURCES
 
 
 # Hand-written: msgspec's constraints are per field; these span keys and sections and look at files

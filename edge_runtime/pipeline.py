@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Encoder, Frame, Tensor
-from edge_runtime.config import Config, temporal_enabled
+from edge_runtime.config import Config, temporal_enabled, video_tools
 from edge_runtime.delivery import DeliveryPolicy, ResendWindow, new_epoch
 from edge_runtime.errors import ConfigError
 from edge_runtime.framing import fit
@@ -90,13 +90,14 @@ class EdgePipeline:
         self.input_hw = tuple(bundle.input.size)
         self.reducer = Reducer(cfg.reduce, image_hw=self.input_hw, feature_hw=tuple(bundle.split_shape[1:]))
         kw = {"level": cfg.codec.level} if cfg.codec.coder == "zstd" else {}
-        self.temporal = temporal_enabled(cfg)
+        self.temporal = temporal_enabled(cfg)  # coded against acknowledged references
+        self.video = video_tools(cfg)  # lossy skip, parameter / mask hold, rates per second
         self.encoder = Encoder(
             bundle.model_id_bytes,
             coder=cfg.codec.coder,
             keyframe_interval=cfg.codec.keyframe_interval,
             temporal=self.temporal,
-            skip_l1=cfg.codec.temporal_skip if self.temporal else 0,
+            skip_l1=cfg.codec.temporal_skip if self.video else 0,
             **kw,
         )
         self._plain: Encoder | None = None  # zstd, while the range coder compiles (see _encoder_now)
@@ -104,7 +105,7 @@ class EdgePipeline:
         self.rate: RateController | None = None
         if cfg.rate.enabled:
             self.rate = RateController(
-                cfg.rate, keep=cfg.reduce.value, bits=cfg.quantize.bits, per_second=self.temporal
+                cfg.rate, keep=cfg.reduce.value, bits=cfg.quantize.bits, per_second=self.video
             )
         self.stream_id = cfg.runtime.stream_id or default_stream_id()
         self.epoch = new_epoch()  # new at every start: (stream, epoch, seq) names a frame
@@ -151,7 +152,8 @@ class EdgePipeline:
             keep_ratio, bits = self.rate.keep, self.rate.bits
         had_ref = self.temporal and self.encoder.reference(self.stream_id) is not None
         msg, tensor, kept = self._code(frame, seq, base, img, x, b, imp, keep_ratio, bits, front, front_s, st)
-        cut = had_ref and tensor is not None and not self.encoder.last_predicted
+        # a scene cut: coded alone, or with the reference's coder state only (nothing predicted)
+        cut = had_ref and tensor is not None and (not self.encoder.last_predicted or self.encoder.last_carry)
         if cut and self.rate is not None and self.reducer.domain == "feature" and kept < 1.0:
             # the first frame after a cut: at most rate.cut_ceiling bytes (lower its keep ratio)
             for _ in range(3):
@@ -172,7 +174,7 @@ class EdgePipeline:
         """mask -> reduce -> quantize -> encode at ``keep_ratio``: (message, tensor, kept fraction)."""
         t2 = time.perf_counter()
         prev, hold = None, 0.0
-        if self.temporal and self.cfg.codec.mask_hold > 0:
+        if self.video and self.cfg.codec.mask_hold > 0:
             ref = self.encoder.reference(self.stream_id)
             prev, hold = (None if ref is None else ref.keep), self.cfg.codec.mask_hold
         keep = self.reducer.keep_mask(imp.map, keep_ratio, prev=prev, hold=hold)
@@ -205,7 +207,7 @@ class EdgePipeline:
                 clip_percentile=self._clip,
                 mask=wire_keep,
             )
-            if self.temporal:
+            if self.video:
                 q, scale, offset = self._hold(feats, q, scale, offset, wire_keep, bits)
             tensor = Tensor(q, scale, offset, bits, wire_keep)
             st["quantize"] += time.perf_counter() - q0

@@ -59,6 +59,11 @@ __all__ = ["FULL", "N_STATE", "new_state", "encode_predicted", "decode_predicted
 
 FULL = 31
 _V_PRED, _V_PMASK, _V_NBSKIP, _V_PVAL, _V_POS = 1, 2, 4, 8, 16
+_V_CHAN, _V_TRIM = 32, 64
+V5 = FULL | _V_CHAN | _V_TRIM  # format version 5: per-channel intra contexts, trimmed stream
+CARRY = V5 & ~_V_PRED  # version 5, layout CARRY: no symbol prediction, only the carried state
+_ALL = 127
+_GROUPS = 8  # channel groups of the per-channel contexts: channel c uses group min(c, 7)
 
 
 @jit
@@ -70,7 +75,8 @@ def _bit(enc, st, buf, pf, ps, i, bit):
 
 
 # context sets, in the order they sit in a probability state (2 x N_STATE: fast, slow estimates)
-_SIZES = (64, 9, 27, 4 * 8, 4 * 9 * 8, _N_ZCTX, _N_CTX * 8, _N_CTX * 9 * 8)
+_SIZES = (64, 9, 27, 4 * 8, 4 * 9 * 8, _N_ZCTX, _N_CTX * 8, _N_CTX * 9 * 8,
+          _GROUPS * _N_ZCTX * 3, _GROUPS * _N_CTX * 8)  # fmt: skip
 _OFF = tuple(int(sum(_SIZES[:i])) for i in range(len(_SIZES) + 1))
 N_STATE = _OFF[-1]
 
@@ -86,10 +92,16 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
     success, -1 bad start, -2 invariant broken, -3 length mismatch)."""
     C, H, W = sym.shape
     n = buf.shape[0]
+    G = _N_ZCTX if variant & _V_CHAN else 0
+    trim = (variant & _V_TRIM) != 0
     st = np.zeros(5, np.int64)
     st[1] = 0xFFFFFFFF
     if enc:
         st[3] = 1
+    elif trim:  # no leading zero byte; bytes past the end read as zeros (the encoder cut them)
+        for i in range(4):
+            st[0] = (st[0] << 8) | (np.int64(buf[i]) if i < n else 0)
+        st[2] = 4
     else:
         if n < 5 or buf[0] != 0:
             return -1
@@ -105,6 +117,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
     zpf, zps = P[0, o[5] : o[6]], P[1, o[5] : o[6]]
     kpf, kps = P[0, o[6] : o[7]], P[1, o[6] : o[7]]
     npf, nps = P[0, o[7] : o[8]], P[1, o[7] : o[8]]
+    if variant & _V_CHAN:  # the intra zero flag and Exp-Golomb prefix, per channel group
+        zpf, zps = P[0, o[8] : o[9]], P[1, o[8] : o[9]]
+        kpf, kps = P[0, o[9] : o[10]], P[1, o[9] : o[10]]
     use_pred = (variant & _V_PRED) != 0
     if code_mask:
         for h in range(H):
@@ -118,7 +133,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                 b = _bit(enc, st, buf, mpf, mps, ctx, 1 if keep[h, w] else 0)
                 if not enc:
                     keep[h, w] = b == 1
-            if not enc and (st[0] >= st[1] or st[2] > n):
+            if not enc and (st[0] >= st[1] or (st[2] > n and not trim)):
                 return -2
     pos = np.zeros((H, W), np.int64)  # 0: not predicted, 1: unchanged, 2: changed
     if use_pred and variant & _V_POS:
@@ -135,7 +150,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                 ctx = (pos[h, w - 1] if w > 0 else 0) * 3 + (pos[h - 1, w] if h > 0 else 0)
                 b = _bit(enc, st, buf, ppf, pps, ctx, same)
                 pos[h, w] = 1 if b == 1 else 2
-            if not enc and (st[0] >= st[1] or st[2] > n):
+            if not enc and (st[0] >= st[1] or (st[2] > n and not trim)):
                 return -2
     state = np.zeros((H, W), np.int64)  # 0: not predicted, 1: skipped, 2: changed (this channel)
     for c in range(C):
@@ -188,9 +203,12 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                                 return -2
                 else:
                     pr, zctx, act = _predict(sym, keep, c, h, w, last)
-                    z = _bit(enc, st, buf, zpf, zps, zctx, 1 if x == 0 else 0)
+                    g = min(c, _GROUPS - 1) if G else 0
+                    if G:
+                        zctx = zctx * 3 + (0 if c == 0 else 1 if sym[c - 1, h, w] == 0 else 2)
+                    z = _bit(enc, st, buf, zpf, zps, g * _N_ZCTX * 3 + zctx, 1 if x == 0 else 0)
                     if z == 0:
-                        ctx = act * 2 + (0 if pr <= 1 else 1)
+                        ctx = g * _N_CTX + act * 2 + (0 if pr <= 1 else 1)
                         if enc:
                             v = x - 1 if pr <= 1 else _zigzag(x - pr, bits)
                         else:
@@ -204,7 +222,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                             kk += 1
                         if not enc:
                             v = 1 if kk >= 1 else 0
-                        mbase = (ctx * 9 + kk) * 8
+                        mbase = ((ctx - g * _N_CTX) * 9 + kk) * 8
                         for i in range(kk - 1):
                             b = _bit(enc, st, buf, npf, nps, mbase + i, (v >> (kk - 2 - i)) & 1)
                             if not enc:
@@ -221,12 +239,22 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                 if not enc:
                     sym[c, h, w] = x
                 last = x
-            if not enc and (st[0] >= st[1] or st[2] > n):
+            if not enc and (st[0] >= st[1] or (st[2] > n and not trim)):
                 return -2
     if enc:
+        if trim:  # end on the value of [low, low + range) with the most trailing zero bits
+            for k in range(32, -1, -1):
+                v = (st[0] + (np.int64(1) << k) - 1) & ~((np.int64(1) << k) - 1)
+                if v < st[0] + st[1]:
+                    st[0] = v
+                    break
         for _ in range(5):
             _shift_low(st, buf)
         return st[4]
+    if trim:  # every byte read, and the last one not a zero the encoder would have cut
+        if n > st[2] or (n > 0 and buf[n - 1] == 0):
+            return -3
+        return 0
     if st[2] != n:
         return -3
     return 0
@@ -244,8 +272,8 @@ def _check(sym, keep, pred, prev_keep, bits, variant):
         raise TypeError(f"sym must be a uint8 array of rank 3, got {getattr(sym, 'dtype', type(sym))}")
     if not (isinstance(bits, int) and 1 <= bits <= 8):
         raise ValueError(f"bits must be an int in 1..8, got {bits!r}")
-    if not (isinstance(variant, int) and 0 <= variant <= FULL):
-        raise ValueError(f"variant must be an int in 0..{FULL}, got {variant!r}")
+    if not (isinstance(variant, int) and 0 <= variant <= _ALL):
+        raise ValueError(f"variant must be an int in 0..{_ALL}, got {variant!r}")
     C, H, W = sym.shape
     if not isinstance(pred, np.ndarray) or pred.dtype != np.uint8 or pred.shape != sym.shape:
         raise ValueError(f"pred must be uint8 of shape {sym.shape}, got {getattr(pred, 'shape', pred)}")
@@ -292,6 +320,8 @@ def encode_predicted(
     P = _state(state)
     n = _code(True, out, np.ascontiguousarray(sym), keep, np.ascontiguousarray(pred), prev_keep,
               code_mask, bits, variant, P)  # fmt: skip
+    if variant & _V_TRIM:  # the range coder's first byte is always 0; trailing zeros read back as 0
+        return out[1:n].tobytes().rstrip(b"\0"), P
     return out[:n].tobytes(), P
 
 

@@ -27,11 +27,14 @@ from edge_runtime.codec.format import (
     MAGIC,
     MIN_ANY,
     MIN_MESSAGE,
+    Q_CARRY,
     Q_KNOWN,
     Q_KNOWN_V3,
+    Q_KNOWN_V5,
     Q_OFFSET_PER_CHANNEL,
     Q_OFFSET_ZERO,
     Q_SAME_AS_REF,
+    Q_SCALE_CODED,
     Q_SCALE_PER_CHANNEL,
     V1_COMMON,
     V1_TENSOR,
@@ -45,9 +48,12 @@ from edge_runtime.codec.format import (
     RefFrame,
     Tensor,
     coder_module,
+    decoded_scales,
+    get_scale_codes,
     get_varint,
     identity_crc,
     predict_symbols,
+    scale_code_base,
     unzigzag,
     unzz64,
 )
@@ -133,7 +139,7 @@ class Decoder:
             raise HeaderError(f"message is {n} bytes, shorter than the minimum {MIN_MESSAGE[version]}")
         (crc,) = CRC.unpack_from(mv, n - 4)
         flags = mv[4]
-        compact = version == 4 and flags & F_PREDICTED
+        compact = version >= 4 and flags & F_PREDICTED
         if compact:  # stream id and epoch: the held stream whose identity completes the CRC
             ident = self._resolve(mv, n, crc)
         elif zlib.crc32(mv[: n - 4]) != crc:
@@ -238,7 +244,12 @@ class Decoder:
         frame the held stream it resolves to; ``None`` when neither can be told."""
         try:
             mv = memoryview(buf)
-            if mv.nbytes >= MIN_MESSAGE[4] and bytes(mv[:3]) == MAGIC and mv[3] == 4 and mv[4] & F_PREDICTED:
+            if (
+                mv.nbytes >= MIN_MESSAGE[4]
+                and bytes(mv[:3]) == MAGIC
+                and mv[3] in (4, 5)
+                and mv[4] & F_PREDICTED
+            ):
                 (crc,) = CRC.unpack_from(mv, mv.nbytes - 4)
                 return self._resolve(mv, mv.nbytes, crc)[0]
         except (ChecksumError, MissingKeyFrameError, TypeError, ValueError):
@@ -313,13 +324,22 @@ class Decoder:
                 raise HeaderError("quantization layout byte runs past the end of the message")
             layout = mv[pos]
             pos += 1
-            known = Q_KNOWN_V3 if mv[3] >= 3 else Q_KNOWN
+            known = Q_KNOWN_V5 if mv[3] >= 5 else Q_KNOWN_V3 if mv[3] >= 3 else Q_KNOWN
             if layout & ~known or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
                 raise HeaderError(f"bad quantization layout byte {layout:#04x}")
+            carry = bool(layout & Q_CARRY)
+            if carry and ref_seq is None:
+                raise HeaderError(f"layout byte {layout:#04x}: 'carry' only on a predicted frame")
+            coded = bool(layout & Q_SCALE_CODED)
+            if coded and (not layout & Q_OFFSET_ZERO or flags & F_QPARAM_F32):
+                raise HeaderError(
+                    f"layout byte {layout:#04x}: coded scales only with zero offsets, not float32"
+                )
             if layout & Q_SAME_AS_REF:
-                if layout != Q_SAME_AS_REF or ref_seq is None or flags & F_QPARAM_F32:
+                if layout & ~Q_CARRY != Q_SAME_AS_REF or ref_seq is None or flags & F_QPARAM_F32:
                     raise HeaderError(
-                        f"layout byte {layout:#04x}: 'same as the reference' only alone, on a predicted frame"
+                        f"layout byte {layout:#04x}: 'same as the reference' only alone (or with "
+                        "'carry'), on a predicted frame"
                     )
                 same_ref = True
             else:
@@ -330,13 +350,15 @@ class Decoder:
             raise HeaderError(f"float tensor with bits field {kind >> 4} (must be 0)")
         elif flags & F_QPARAM_F32:
             raise HeaderError("float32 scale / offset flag on a float tensor")
-        qsize = 4 if flags & F_QPARAM_F32 else 2
+        else:
+            carry = coded = False
+        qsize = 0 if coded else 4 if flags & F_QPARAM_F32 else 2
         plen = end - pos - qsize * (n_s + n_o)
         if plen < 0:
             raise HeaderError(f"scale / offset ({qsize * (n_s + n_o)} B) run past the end of the message")
         return dict(dt=dt, bits=bits, coder=coder, shape=(C, H, W), n_kept=n_kept, dict_id=dict_id,
                     key_seq=key_seq, n_s=n_s, n_o=n_o, plen=plen, qsize=qsize, zero_offset=zero_offset,
-                    ref_seq=ref_seq, same_ref=same_ref), pos  # fmt: skip
+                    ref_seq=ref_seq, same_ref=same_ref, carry=carry, coded=coded), pos  # fmt: skip
 
     def _decode_tensor(self, mv, pos, end, flags, key, seq, version):
         lim = self.limits
@@ -410,7 +432,11 @@ class Decoder:
                 f"!= {end - pos} bytes left in message"
             )
         qdt = "<f4" if qs == 4 else "<f2"
-        scale = np.frombuffer(mv, qdt, n_s, pos).astype(np.float32)
+        if h.get("coded"):  # version 5: varint scale codes, against the reference's where predicted
+            codes, after = get_scale_codes(mv, pos, end, n_s, scale_code_base(ref, n_s, bits), bits)
+            scale, qbytes = decoded_scales(codes, bits), after - pos
+        else:
+            scale = np.frombuffer(mv, qdt, n_s, pos).astype(np.float32)
         if h.get("same_ref"):
             scale, offset = ref.scale, ref.offset
         elif h["zero_offset"]:
@@ -424,7 +450,7 @@ class Decoder:
         pstate = None
         if version >= 3 and dt == DT_U8 and coder == CODERS["arith"]:
             syms, keep, pstate = self._decode_predicted(
-                payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset
+                payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset, version, h.get("carry")
             )
             key_seq = 0 if ref is None else ref.seq
         else:
@@ -446,15 +472,16 @@ class Decoder:
             return Tensor(data=data, scale=scale, offset=offset, bits=bits, keep=keep), key_seq
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
 
-    def _decode_predicted(self, payload, ref, shape, bits, has_mask, n_kept, scale, offset):
+    def _decode_predicted(self, payload, ref, shape, bits, has_mask, n_kept, scale, offset, version, carry):
         from edge_runtime.kernels import tcoder
 
+        variant = tcoder.CARRY if carry else tcoder.V5 if version >= 5 else tcoder.FULL
         if len(payload) > tcoder.max_predicted_size(shape, bits):
             raise PayloadError(f"arith payload of {len(payload)} bytes is longer than any coding of {shape}")
         pred = None if ref is None else predict_symbols(ref, scale, offset, bits)
         try:
             syms, keep, state = tcoder.decode_predicted(
-                payload, shape, bits, has_mask, pred, None if ref is None else ref.keep,
+                payload, shape, bits, has_mask, pred, None if ref is None else ref.keep, variant,
                 state=None if ref is None or ref.state is None else ref.state.astype(np.int64),
             )  # fmt: skip
         except tcoder.CoderError as e:
@@ -554,8 +581,8 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         if mv[3] == 1:
             pos = V1_COMMON.size
             sid_len = mv[5]
-        elif mv[3] in (2, 3, 4):
-            if mv[3] == 4 and mv[4] & F_PREDICTED:
+        elif mv[3] in (2, 3, 4, 5):
+            if mv[3] >= 4 and mv[4] & F_PREDICTED:
                 return None  # no stream id on the wire: Decoder.stream_id_of resolves it
             end = n - CRC.size
             pos = V3P_PREFIX.size if mv[3] == 3 and mv[4] & F_PREDICTED else V2_PREFIX.size
@@ -590,13 +617,13 @@ def message_layout(buf, channels: int | None = None) -> dict[str, int]:
         pos = V1_COMMON.size + mv[5]
         seq = 0
     else:
-        pos = (V4P_PREFIX.size if version == 4 else V3P_PREFIX.size) if compact else V2_PREFIX.size
+        pos = (V4P_PREFIX.size if version >= 4 else V3P_PREFIX.size) if compact else V2_PREFIX.size
         seq, pos = get_varint(mv, pos, end, "seq")
         for name in ("window", "source index"):
             _, pos = get_varint(mv, pos, end, name)
         if flags & F_SOURCE_TIME:
             _, pos = get_varint(mv, pos, end, "source time")
-        if not (compact and version == 4):
+        if not (compact and version >= 4):
             pos += 1 + mv[pos]
     if not flags & F_TENSOR:
         return {"header": pos, "params": 0, "payload": 0, "crc": CRC.size}
@@ -617,11 +644,18 @@ def message_layout(buf, channels: int | None = None) -> dict[str, int]:
             c = channels or 1
             n_s = c if layout & Q_SCALE_PER_CHANNEL else 1
             n_o = 0 if layout & Q_OFFSET_ZERO else c if layout & Q_OFFSET_PER_CHANNEL else 1
-            params = qsize * (n_s + n_o)
+            params = _varints_len(mv, pos, end, n_s) if layout & Q_SCALE_CODED else qsize * (n_s + n_o)
         return {"header": pos, "params": params, "payload": end - pos - params, "crc": CRC.size}
     if version == 1:
         h, pos = dec._tensor_header_v1(mv, pos, end, flags)
     else:
         h, pos = dec._tensor_header_v2(mv, pos, end, flags, seq)
-    params = h["qsize"] * (h["n_s"] + h["n_o"])
+    params = _varints_len(mv, pos, end, h["n_s"]) if h.get("coded") else h["qsize"] * (h["n_s"] + h["n_o"])
     return {"header": pos, "params": params, "payload": end - pos - params, "crc": CRC.size}
+
+
+def _varints_len(mv, pos: int, end: int, n: int) -> int:
+    start = pos
+    for _ in range(n):
+        _, pos = get_varint(mv, pos, end, "scale code")
+    return pos - start

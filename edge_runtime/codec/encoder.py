@@ -23,9 +23,11 @@ from edge_runtime.codec.format import (
     I64_MAX,
     I64_MIN,
     MAGIC,
+    Q_CARRY,
     Q_OFFSET_PER_CHANNEL,
     Q_OFFSET_ZERO,
     Q_SAME_AS_REF,
+    Q_SCALE_CODED,
     Q_SCALE_PER_CHANNEL,
     REF_WINDOW,
     U64_MAX,
@@ -39,10 +41,14 @@ from edge_runtime.codec.format import (
     RefFrame,
     Tensor,
     coder_module,
+    decoded_scales,
     fits_float16,
     identity_crc,
     predict_symbols,
+    put_scale_codes,
     put_varint,
+    scale_code_base,
+    scale_codes,
     serialize_values,
     stream_tag,
     zigzag,
@@ -88,7 +94,7 @@ class Encoder:
         skip_l1: int = 0,
     ) -> None:
         if version is None:
-            version = 4 if temporal else VERSION
+            version = 5 if temporal else VERSION
         if not isinstance(model_id, bytes) or len(model_id) != 8:
             raise ValueError(f"model_id must be 8 bytes (sha256 prefix), got {model_id!r}")
         if coder not in CODERS:
@@ -97,11 +103,11 @@ class Encoder:
             raise ValueError(f"level / dictionary / dict_id apply to coder 'zstd' only, not {coder!r}")
         if not isinstance(keyframe_interval, int) or keyframe_interval < 0:
             raise ValueError(f"keyframe_interval must be an int >= 0, got {keyframe_interval!r}")
-        if version not in (1, 2, 3, 4):
-            raise ValueError(f"version must be 1, 2, 3 or 4, got {version!r}")
+        if version not in (1, 2, 3, 4, 5):
+            raise ValueError(f"version must be 1, 2, 3, 4 or 5, got {version!r}")
         if temporal and (version < 3 or coder != "arith" or keyframe_interval):
             raise ValueError(
-                "temporal coding needs format version 3 or 4 and coder 'arith', and replaces "
+                "temporal coding needs format version 3, 4 or 5 and coder 'arith', and replaces "
                 f"keyframe_interval (got version {version}, coder {coder!r}, interval {keyframe_interval})"
             )
         if not isinstance(skip_l1, int) or not 0 <= skip_l1 <= 255 or (skip_l1 and not temporal):
@@ -137,6 +143,7 @@ class Encoder:
         self.state = EncoderState()
         self.last_keyframe = False  # whether the last encoded message was a key frame
         self.last_predicted = False  # whether it was coded against a reference (temporal)
+        self.last_carry = False  # ... with the reference's coder state only (version 5 CARRY)
         self.last_ref_seq: int | None = None
         self.last_frame: Frame | None = None  # the last frame coded against a reference (temporal)
         self._alone = False  # encode_alone in progress: no reference, nothing noted as sent
@@ -167,28 +174,22 @@ class Encoder:
         """``frame`` coded without a reference (temporal mode), to resend a predicted frame to a
         receiver that may no longer hold its reference (a reconnect). It is not noted as sent, so it
         never becomes a reference, and the ``last_*`` attributes of the last :meth:`encode` stay."""
-        saved = (
-            self.last_keyframe,
-            self.last_predicted,
-            self.last_ref_seq,
-            self.last_frame,
-            self._capture_ns,
-        )
+        names = ("last_keyframe", "last_predicted", "last_carry", "last_ref_seq", "last_frame", "_capture_ns")
+        saved = [getattr(self, n) for n in names]
         self._alone = True
         try:
             return self.encode(frame)
         finally:
             self._alone = False
-            self.last_keyframe, self.last_predicted, self.last_ref_seq, self.last_frame, self._capture_ns = (
-                saved
-            )
+            for n, v in zip(names, saved, strict=True):
+                setattr(self, n, v)
 
     def encode(self, frame: Frame) -> bytes:
         """Serialize ``frame``; raises ``ValueError`` / ``TypeError`` naming a bad field."""
         sid = self._check_frame(frame)
         flags = 0
         tbytes = b""
-        self.last_keyframe = self.last_predicted = False
+        self.last_keyframe = self.last_predicted = self.last_carry = False
         self.last_ref_seq = self.last_frame = None
         t = frame.tensor
         self._capture_ns = frame.capture_time_ns
@@ -210,9 +211,9 @@ class Encoder:
                 tbytes = tbytes[1:]
             elif flags & F_TENSOR:
                 tbytes = tbytes[1:]
-            compact = bool(flags & F_PREDICTED) and self.version == 4
+            compact = bool(flags & F_PREDICTED) and self.version >= 4
             if compact:  # stream id and epoch implied by the reference's stream (and in the CRC)
-                head = bytearray(V4P_PREFIX.pack(MAGIC, 4, flags, stream_tag(frame.epoch)))
+                head = bytearray(V4P_PREFIX.pack(MAGIC, self.version, flags, stream_tag(frame.epoch)))
             elif flags & F_PREDICTED:  # model id and capture time relative to the reference
                 head = bytearray(V3P_PREFIX.pack(MAGIC, 3, flags, frame.epoch))
             else:
@@ -322,9 +323,10 @@ class Encoder:
                 flags |= F_KEYFRAME
                 self.state.set_key(stream_id, seq, data, bits)
 
-        ref_d, same_q = 0, False
+        ref_d, same_q, carry = 0, False, False
+        self._codes = None
         if self.coder == "arith" and self.version >= 3 and code == DT_U8:
-            payload, ref_d, same_q = self._temporal(stream_id, seq, data, keep, bits, scale, offset)
+            payload, ref_d, same_q, carry = self._temporal(stream_id, seq, data, keep, bits, scale, offset)
             if ref_d:
                 flags |= F_PREDICTED
         elif self.coder == "arith":
@@ -339,33 +341,46 @@ class Encoder:
             )  # fmt: skip
             return flags, b"".join([th, scale.tobytes(), offset.tobytes(), payload])
         return flags, self._v2_tensor(
-            code, bits, (C, H, W), flags, n_kept, seq, key_seq, scale, offset, payload, ref_d, same_q
+            code, bits, (C, H, W), flags, n_kept, seq, key_seq, scale, offset, payload, ref_d, same_q, carry
         )
 
-    @staticmethod
-    def _wire_params(scale: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """scale / offset as a decoder reads them back (float16-rounded when they fit)."""
+    def _wire_params(self, scale, offset, bits, ref):
+        """(scale, offset as a decoder reads them back, version-5 scale codes or None): float16-rounded
+        when they fit, or in version 5 coded (``format.scale_codes``) where that is shorter."""
         zero = not offset.any()
+        codes = scale_codes(scale, bits) if self.version >= 5 and zero else None
+        if codes is not None:
+            probe = bytearray()
+            put_scale_codes(probe, codes, scale_code_base(ref, scale.size, bits))
+            if len(probe) < 2 * codes.size:
+                return decoded_scales(codes, bits), np.zeros(1, np.float32), codes
         params = scale if zero else np.concatenate([scale, offset])
         dt = "<f2" if fits_float16(params) else "<f4"
         s = scale.astype(dt).astype(np.float32)
         o = np.zeros(1, np.float32) if zero else offset.astype(dt).astype(np.float32)
-        return s, o
+        return s, o, None
 
-    def _temporal(self, sid, seq, data, keep, bits, scale, offset):
-        """Version 3: (payload, reference distance or 0, scale / offset same as the reference's)."""
-        from edge_runtime.kernels import tcoder
-
-        ws, wo = self._wire_params(scale, offset)
-        intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None)
-        payload, ref_d, same = intra, 0, False
-        ref = self.state.reference(sid) if self.temporal and not self._alone else None
-        if (
+    def _usable(self, ref, seq, data, bits):
+        return (
             ref is not None
             and ref.bits == bits
             and ref.q.shape == data.shape
             and 0 < seq - ref.seq <= REF_WINDOW
-        ):
+        )
+
+    def _temporal(self, sid, seq, data, keep, bits, scale, offset):
+        """Versions 3 to 5: (payload, reference distance or 0, scale / offset same as the
+        reference's, carry layout, scale codes or None)."""
+        from edge_runtime.kernels import tcoder
+
+        ref = self.state.reference(sid) if self.temporal and not self._alone else None
+        ref = ref if self._usable(ref, seq, data, bits) else None
+        v5 = self.version >= 5
+        ws, wo, codes = self._wire_params(scale, offset, bits, ref)
+        alone = tcoder.V5 if v5 else tcoder.FULL
+        intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None, alone)
+        payload, ref_d, same, carry = intra, 0, False, False
+        if ref is not None:
             same = ref.same_params(ws, wo)
             pred = predict_symbols(ref, ws, wo, bits)
             sent = data
@@ -374,28 +389,38 @@ class Encoder:
                 d = np.abs(data.astype(np.int16) - pred).sum(axis=0)
                 near = (d <= self.skip_l1) if both is None else (d <= self.skip_l1) & both
                 sent = np.where(near[None], pred, data).astype(np.uint8)
+            state = ref.state.astype(np.int64) if self._carry else None
+            variant = (tcoder.V5 if v5 else tcoder.FULL) if self._variant is None else self._variant
             p, st = tcoder.encode_predicted(
-                np.ascontiguousarray(sent), keep, bits, pred, ref.keep,
-                tcoder.FULL if self._variant is None else self._variant,
-                state=ref.state.astype(np.int64) if self._carry else None,
-            )  # fmt: skip
+                np.ascontiguousarray(sent), keep, bits, pred, ref.keep, variant, state=state
+            )
+            if v5:  # the carried state alone (a still after a still: nothing to predict from)
+                c, cst = tcoder.encode_predicted(
+                    np.ascontiguousarray(data), keep, bits, pred, ref.keep, tcoder.CARRY, state=state
+                )
+                if len(c) < len(p):
+                    p, st, sent, carry = c, cst, data, True
             saved = 2 * (ws.size + (wo.size if offset.any() else 0)) if same else 0
+            # a version-4 / 5 predicted frame has a compact header: no stream id, model id or shape
+            saved += (len(sid) + 8) if self.version >= 4 else 0
             if len(p) - saved < len(intra):  # else a scene cut: the frame alone is cheaper
                 payload, ref_d, data, pstate = p, seq - ref.seq, sent, st
                 self.last_ref_seq = ref.seq
                 self._ref_capture = ref.capture_ns
             else:
-                same = False
-        self.last_predicted = bool(ref_d)
+                same = carry = False
+        self.last_predicted, self.last_carry = bool(ref_d), carry
         if self.temporal and not self._alone:
             k = None if keep is None else keep.copy()
             self.state.note_sent(
                 sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate.astype(np.uint16), self._capture_ns)
             )
-        return payload, ref_d, same
+        self._codes = codes
+        self._code_base = scale_code_base(ref, scale.size, bits) if ref_d and codes is not None else None
+        return payload, ref_d, same, carry
 
     def _v2_tensor(
-        self, code, bits, shape, flags, n_kept, seq, key_seq, scale, offset, payload, ref_d=0, same_q=False
+        self, code, bits, shape, flags, n_kept, seq, key_seq, scale, offset, payload, ref_d, same_q, carry
     ) -> bytes:
         """Version-2 tensor section, prefixed by one marker byte for :meth:`encode` (F_QPARAM_F32 or 0)."""
         h = bytearray()
@@ -420,10 +445,12 @@ class Encoder:
             )
             params = scale if zero_offset else np.concatenate([scale, offset])
             if same_q:
-                h.append(Q_SAME_AS_REF)
+                h.append(Q_SAME_AS_REF | (Q_CARRY if carry else 0))
                 return bytes([0]) + bytes(h) + payload
-            h.append(layout)
-            if fits_float16(params):
+            h.append(layout | (Q_CARRY if carry else 0) | (Q_SCALE_CODED if self._codes is not None else 0))
+            if self._codes is not None:
+                put_scale_codes(h, self._codes, self._code_base)
+            elif fits_float16(params):
                 h += params.astype("<f2").tobytes()
             else:
                 marker = F_QPARAM_F32

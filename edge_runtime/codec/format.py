@@ -45,8 +45,8 @@ __all__ = [
 ]
 
 MAGIC = b"ERW"
-VERSION = 2  # what encoders write by default (4 with temporal coding on)
-VERSIONS = (1, 2, 3, 4)  # what decoders read
+VERSION = 2  # what encoders write by default (5 with temporal coding on)
+VERSIONS = (1, 2, 3, 4, 5)  # what decoders read
 
 # flags (byte 4), both versions
 F_TENSOR = 0x01
@@ -58,7 +58,7 @@ F_SOURCE_TIME = 0x10  # the source's own timestamp (video position) follows the 
 F_QPARAM_F32 = 0x20  # scale / offset as float32 (a value outside float16's normal range)
 # version 3 only
 F_PREDICTED = 0x40  # the tensor is coded against a reference frame the receiver decoded (temporal)
-F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F, 3: 0x7F, 4: 0x7F}
+F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F, 3: 0x7F, 4: 0x7F, 5: 0x7F}
 
 # dtype codes
 DT_U8 = 1
@@ -86,6 +86,7 @@ MIN_MESSAGE = {
     2: V2_PREFIX.size + 4 + CRC.size,
     3: V3P_PREFIX.size + 4 + CRC.size,  # a predicted frame; others need the version-2 minimum
     4: V4P_PREFIX.size + 4 + CRC.size,  # likewise
+    5: V4P_PREFIX.size + 4 + CRC.size,  # likewise (version 5 has version 4's prefixes)
 }
 MIN_ANY = min(MIN_MESSAGE.values())
 
@@ -97,6 +98,9 @@ Q_OFFSET_ZERO = 0x04  # no offset values: every offset is 0 (ReLU features)
 Q_KNOWN = 0x07
 Q_SAME_AS_REF = 0x08  # version 3, predicted frames: no values follow, the reference's scale / offset
 Q_KNOWN_V3 = 0x0F
+Q_CARRY = 0x10  # version 5, predicted frames: no symbol prediction, only the reference's coder state
+Q_SCALE_CODED = 0x20  # version 5: scales as coarse float16 codes in varints (coded_scales)
+Q_KNOWN_V5 = 0x3F
 
 #: A version-3 decoder keeps at least this many decoded frames per stream (the highest seqs) as
 #: references; an encoder predicts only from a frame at most this many seqs back.
@@ -107,6 +111,7 @@ REF_WINDOW = 8
 #: ``QPARAM_REL_ERROR * (|offset| + (2**bits - 1) * |scale|)`` (tests/codec/test_codec_v2.py).
 QPARAM_REL_ERROR = 2.0**-11
 F16_MIN_NORMAL = 2.0**-14
+F16_MAX_BITS = 0x7BFF  # float16's largest finite value (65504)
 F16_MAX = 65504.0
 
 U64_MAX = (1 << 64) - 1
@@ -353,6 +358,82 @@ def fits_float16(a: np.ndarray) -> bool:
     """Every value is 0 or inside float16's normal range, where rounding keeps QPARAM_REL_ERROR."""
     m = np.abs(a.astype(np.float64))
     return bool(np.all((m == 0) | ((m >= F16_MIN_NORMAL) & (m <= F16_MAX))))
+
+
+def scale_mantissa_bits(bits: int) -> int:
+    """Significant mantissa bits a version-5 coded scale keeps at ``bits``-bit quantization."""
+    return min(10, bits + 4)
+
+
+def scale_code_error(bits: int) -> float:
+    """Bound on the relative error of a coded scale against the float32 one (docs/wire.md)."""
+    m = scale_mantissa_bits(bits)
+    return QPARAM_REL_ERROR + (2.0 ** -(m + 1) if m < 10 else 0.0)
+
+
+def scale_codes(scale: np.ndarray, bits: int) -> np.ndarray | None:
+    """Version 5's coded scales (``Q_SCALE_CODED``): each scale's float16 bit pattern (round to
+    nearest) rounded to ``scale_mantissa_bits(bits)`` mantissa bits, as an int64 code; the bit
+    pattern is monotonic in the value, so this is a logarithmic quantizer computed with integer
+    operations only (bit-exact on every machine). None when a scale is not a positive float16
+    normal, or a rounded one would not be finite."""
+    a = np.asarray(scale, np.float32)
+    if not (np.all(a >= F16_MIN_NORMAL) and np.all(a <= F16_MAX)):
+        return None
+    shift = 10 - scale_mantissa_bits(bits)
+    b = a.astype("<f2").view("<u2").astype(np.int64)
+    codes = (b + ((1 << shift) >> 1)) >> shift
+    if np.any(codes << shift > F16_MAX_BITS):
+        return None
+    return codes
+
+
+def decoded_scales(codes: np.ndarray, bits: int) -> np.ndarray:
+    """The float32 scales :func:`scale_codes` codes stand for (exact: a float16 bit pattern)."""
+    shift = 10 - scale_mantissa_bits(bits)
+    return (np.asarray(codes, np.int64) << shift).astype("<u2").view("<f2").astype(np.float32)
+
+
+def scale_code_base(ref: RefFrame | None, C: int, bits: int) -> np.ndarray | None:
+    """What a frame's ``C`` (1 or the channel count) scale codes are sent relative to: the first
+    ``C`` of the reference's scales per channel, as codes (a predicted frame), or None (a frame alone: the first code as is, each next one against the one before)."""
+    if ref is None:
+        return None
+    r = np.broadcast_to(ref.scale.astype(np.float32), (ref.q.shape[0],))[:C]
+    b = r.astype("<f2").view("<u2").astype(np.int64)
+    shift = 10 - scale_mantissa_bits(bits)
+    return (b + ((1 << shift) >> 1)) >> shift
+
+
+def put_scale_codes(buf: bytearray, codes: np.ndarray, base: np.ndarray | None) -> None:
+    prev = None
+    for i, c in enumerate(codes.tolist()):
+        if base is not None:
+            put_varint(buf, zz64(c - int(base[i])))
+        elif prev is None:
+            put_varint(buf, c)
+        else:
+            put_varint(buf, zz64(c - prev))
+        prev = c
+
+
+def get_scale_codes(
+    mv, pos: int, end: int, n: int, base: np.ndarray | None, bits: int
+) -> tuple[np.ndarray, int]:
+    """Read ``n`` scale codes written by :func:`put_scale_codes`; each must stand for a positive
+    finite float16 normal."""
+    shift = 10 - scale_mantissa_bits(bits)
+    out = np.zeros(n, np.int64)
+    for i in range(n):
+        v, pos = get_varint(mv, pos, end, "scale code", 1 << 20)
+        if base is not None:
+            v = int(base[i]) + unzz64(v)
+        elif i:
+            v = int(out[i - 1]) + unzz64(v)
+        if not 0x0400 <= v << shift <= F16_MAX_BITS or v < 0:
+            raise HeaderError(f"scale code {v} does not stand for a positive finite float16")
+        out[i] = v
+    return out, pos
 
 
 def coder_module():

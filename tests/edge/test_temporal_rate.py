@@ -6,17 +6,22 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime import datasets
-from edge_runtime.config import RateConfig, config_from_dict, temporal_enabled
+from edge_runtime.config import RateConfig, config_from_dict, temporal_enabled, video_tools
 from edge_runtime.pipeline import EdgePipeline
 from edge_runtime.ratecontrol import RateController
 from edge_runtime.sources import Captured
 
 
-def test_auto_is_on_for_video_sources_and_off_for_stills(tmp_path):
+def test_auto_is_on_for_every_source_and_the_video_tools_only_for_video(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
-    for kind, uri, on in (("scene", "", True), ("camera", "0", True), ("folder", str(tmp_path), False)):
+    for kind, uri, video in (("scene", "", True), ("camera", "0", True), ("folder", str(tmp_path), False)):
         cfg = config_from_dict({"source": {"kind": kind, "uri": uri}}, env={})
-        assert temporal_enabled(cfg) is on, kind
+        assert temporal_enabled(cfg), kind
+        assert video_tools(cfg) is video, kind
+    on = config_from_dict(
+        {"source": {"kind": "folder", "uri": str(tmp_path)}, "codec": {"temporal": "on"}}, env={}
+    )
+    assert video_tools(on)  # asked for: every tool, stills or not
     assert not temporal_enabled(config_from_dict({"codec": {"coder": "zstd"}}, env={}))
     assert not temporal_enabled(config_from_dict({"codec": {"temporal": "off"}}, env={}))
 
