@@ -368,7 +368,9 @@ def run_stills(count: int) -> dict:
     dec = Decoder(model_ids=[bundle.model_id_bytes])
     msg, sent, pay, carried = (np.zeros(count) for _ in range(4))
     for s0 in range(0, count, 50):
-        images = datasets.load(datasets.DEFAULT_TASK, "test", min(50, count - s0), size=bundle.input.size[0], start=s0).images
+        images = datasets.load(
+            datasets.DEFAULT_TASK, "test", min(50, count - s0), size=bundle.input.size[0], start=s0
+        ).images
         for j, img in enumerate(images):
             i = s0 + j
             m = pipe.process(Captured(img, i, 1_700_000_000_000_000_000 + 33_333_333 * i), i).message
@@ -388,8 +390,13 @@ def run_stills(count: int) -> dict:
         "stills_sent_order0_bytes_mean": float(sent.mean() / 8),
         "stills_carry_fraction": float(carried.mean()),
         "stills_maps": count,
-        "stills_configuration": {**default_cell(), "source": "folder", "temporal_on": temporal_enabled(cfg),
-                                 "video_tools": video_tools(cfg), "wire_version": 5},  # fmt: skip
+        "stills_configuration": {
+            **default_cell(),
+            "source": "folder",
+            "temporal_on": temporal_enabled(cfg),
+            "video_tools": video_tools(cfg),
+            "wire_version": 5,
+        },  # fmt: skip
     }
 
 
@@ -481,15 +488,17 @@ def summarize(rows: list[dict]) -> dict:
                       "message_bytes_mean": r["message_bytes_mean"]}  # fmt: skip
     return {
         **default,
-        "headline": "whole_message_bits_vs_order0 (goal <= 1.0) on the shipped default configuration; "
-        "bits_per_order0_entropy: whole-message ratio of the best coder against the older baseline "
+        "headline": "goal: whole message <= 1.0 x the order-0 baseline on the shipped default "
+        "configuration, which codes with temporal coding on (codec.temporal = auto): stills_* for an image "
+        "folder, stream_* for a video source; goal_met holds when both 95% upper bounds are <= 1.0. "
+        "whole_message_bits_vs_order0 is the same cell with each message coded alone (codec.temporal = off, "
+        "wire version 2); bits_per_order0_entropy: whole-message ratio of the best coder against the older baseline "
         "(all C*H*W symbols, masked zeros included), mean over every "
         "scored map of the grid (all cells weigh the same); payload_bits_per_order0_entropy is the "
         "payload-only figure of the same coder",
         "best_coder": best,
         "bits_per_order0_entropy": b["bits_per_order0_entropy"],
         "payload_bits_per_order0_entropy": b["payload_bits_per_order0_entropy"],
-        "goal_met": b["bits_per_order0_entropy"] <= 1.0,
         "bits_per_order0_entropy_worst": b["bits_per_order0_entropy_max"],
         "fraction_at_or_below_1": b["fraction_at_or_below_1"],
         "best_payload_coder": best_pay,
@@ -539,6 +548,9 @@ def main(argv=None) -> int:
     if not args.synthetic:
         summary.update(run_stills(args.count))
         summary.update(run_stream(args.stream_frames or (60 if args.quick else 600)))
+        summary["goal_met"] = all(
+            summary[f"{k}_whole_message_bits_vs_order0_ci95"][1] <= 1.0 for k in ("stills", "stream")
+        )
         params["elapsed_s"] = time.time() - t0
     out = args.out or (
         Path(__file__).parent / "results" / ("codec_synthetic.json" if args.synthetic else "codec.json")
