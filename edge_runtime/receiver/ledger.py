@@ -53,18 +53,17 @@ class Ledger:
     counted lost when the edge's base passed it, that arrives after all, is taken off ``lost``.
     """
 
-    def __init__(self, *, max_keys: int = 1024, max_ahead: int = 1024, decoded_acks: bool = True) -> None:
+    def __init__(self, *, max_keys: int = 1024, max_ahead: int = 1024) -> None:
         self.max_keys = max_keys
-        self.decoded_acks = decoded_acks  # version-2 acks: the highest seq answered (temporal coding)
         self.max_ahead = max_ahead
         self._st: collections.OrderedDict[tuple[str, int], StreamLedger] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.preloaded = 0
 
     def _decoded(self, st: StreamLedger) -> int | None:
-        """The highest seq answered: an edge coding temporally predicts from it (this process decoded
-        it and holds it as a reference)."""
-        return st.high if self.decoded_acks and st.high >= 0 else None
+        """The highest seq answered (version-2 acks): an edge coding temporally predicts from it (the
+        process that decodes the stream decoded it and holds it as a reference)."""
+        return st.high if st.high >= 0 else None
 
     def _get(self, key: tuple[str, int]) -> StreamLedger:
         st = self._st.get(key)

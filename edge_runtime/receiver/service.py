@@ -42,6 +42,7 @@ import shutil
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -188,15 +189,15 @@ class Receiver:
         self._metrics_server = None
         self._lock = threading.Lock()
         self.started = False
-        # ~2048 recent seqs each: 8x the default window. With workers one stream's frames are decoded
-        # by several processes, so no frame is a safe temporal reference: version-1 acks (no
-        # "decoded" field) keep temporal edges on frames coded alone (docs/receiver.md)
-        self.ledger = Ledger(max_keys=max_streams, decoded_acks=workers <= 1)
+        # ~2048 recent seqs each: 8x the default window. With workers a temporal stream is pinned to
+        # one worker (_proxy), so the frame an ack names as decoded is held where the next one decodes
+        self.ledger = Ledger(max_keys=max_streams)
         self.allow: AllowList | None = None
         self.identity = Identity(None, max_streams=max_streams)
         self._server_keys: tuple[bytes, bytes] | None = None
         self._routes: dict[str, bytes] = {}  # worker mode: stream -> ROUTER identity, for acks
         self.acks_sent = 0
+        self._next_worker = -1  # worker mode: where the last spread message went
 
     # -- lifecycle -----------------------------------------------------
 
@@ -488,12 +489,14 @@ class Receiver:
     def _start_workers(self, front: zmq.Socket) -> None:
         self._ipc_dir = tempfile.mkdtemp(prefix="edge-rx-")
         os.chmod(self._ipc_dir, 0o700)  # only this user can talk to the workers
-        ep_in = f"ipc://{self._ipc_dir}/in"
         ep_out = f"ipc://{self._ipc_dir}/out"
-        back = self._ctx.socket(zmq.PUSH)
-        back.setsockopt(zmq.LINGER, 0)
-        back.setsockopt(zmq.SNDHWM, 2 * self.max_batch)  # a busy worker's queue fills, PUSH skips it
-        back.bind(ep_in)
+        back = []  # one input per worker, so the proxy chooses which worker decodes a message
+        for i in range(self.workers):
+            b = self._ctx.socket(zmq.PUSH)
+            b.setsockopt(zmq.LINGER, 0)
+            b.setsockopt(zmq.SNDHWM, 2 * self.max_batch)  # a busy worker's queue fills, the proxy skips it
+            b.bind(f"ipc://{self._ipc_dir}/in-{i + 1}")
+            back.append(b)
         results = self._ctx.socket(zmq.PULL)
         results.setsockopt(zmq.LINGER, 0)
         results.bind(ep_out)
@@ -512,7 +515,7 @@ class Receiver:
             "max_batch": self.max_batch,
             "max_wait_s": self.max_wait_ms / 1e3,
             "parts": 1 if self.socket_type == "pull" else 2,
-            "in": ep_in,
+            "in": f"ipc://{self._ipc_dir}/in-{{index}}",
             "out": ep_out,
             "max_streams": self.max_streams,
             "recv_timeout_ms": self.timeouts.recv_timeout_ms,
@@ -544,9 +547,13 @@ class Receiver:
         self._spawn(self._proxy, front, back, ctrl_peer)
         self._spawn(self._collect, results)
 
-    def _proxy(self, front: zmq.Socket, back: zmq.Socket, ctrl: zmq.Socket) -> None:
+    def _proxy(self, front: zmq.Socket, back: list[zmq.Socket], ctrl: zmq.Socket) -> None:
         """Forward public messages to the workers (identity checked here, where the key is known),
-        and acknowledgements from the collector back out of the public socket."""
+        and acknowledgements from the collector back out of the public socket.
+
+        A message of wire version 3 or later (a temporal edge: it may be predicted from an earlier
+        frame of its stream) goes to the worker its stream id hashes to, so that worker holds every
+        reference; older versions are spread over the workers, a busy one skipped."""
         acks = self._ctx.socket(zmq.PULL)
         acks.bind(self._ack_ep)
         poller = zmq.Poller()
@@ -582,7 +589,7 @@ class Receiver:
                             if len(self._routes) > 4 * self.max_streams:
                                 self._routes.clear()
                             self._routes[sid] = parts[0]
-                        back.send_multipart(parts)
+                        self._forward(back, parts, sid)
                 if self.allow is not None:
                     self.allow.refresh()
         except zmq.ZMQError as e:
@@ -590,9 +597,24 @@ class Receiver:
                 log.exception("receiver proxy failed")
         finally:
             front.close(0)
-            back.close(0)
+            for b in back:
+                b.close(0)
             ctrl.close(0)
             acks.close(0)
+
+    def _forward(self, back: list[zmq.Socket], parts: list[bytes], sid: str | None) -> None:
+        msg = parts[-1]
+        if len(msg) > 3 and msg[3] >= 3:  # temporal: pinned (crc32, not hash(): the same across runs)
+            back[zlib.crc32((sid or "").encode()) % len(back)].send_multipart(parts)
+            return
+        self._next_worker = (self._next_worker + 1) % len(back)
+        for k in range(len(back)):
+            try:
+                back[(self._next_worker + k) % len(back)].send_multipart(parts, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                continue
+        back[self._next_worker].send_multipart(parts)  # every worker busy: wait for this one
 
     def _collect(self, results: zmq.Socket) -> None:
         ack_push = self._ctx.socket(zmq.PUSH)
@@ -743,7 +765,7 @@ def _worker_main(spec: dict, index: int, stop) -> None:
     )  # fmt: skip
     for b in bundles:
         b.session("back")
-    inp.connect(spec["in"])
+    inp.connect(spec["in"].format(index=index))
     out.send(json.dumps({"ready": index, "pid": os.getpid()}).encode())
     poller = zmq.Poller()
     poller.register(inp, zmq.POLLIN)

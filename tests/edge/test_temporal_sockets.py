@@ -41,6 +41,24 @@ def test_temporal_edge_to_receiver_every_frame_delivered_and_cheaper(bundle):
     assert on.bytes < 0.8 * off.bytes, (on.bytes, off.bytes)
 
 
+def test_temporal_edges_behind_receiver_workers_are_predicted(bundle):
+    """--workers: each temporal stream is decoded by one worker, so its acks name decoded frames
+    and its frames are predicted from them; a stream coded alone is still spread over the workers."""
+    got = []
+    with Receiver([bundle.path], socket_type="router", workers=2, threads=1, callback=got.append) as rx:
+        on, pipe = _run(bundle, rx.endpoint, "on")
+        off, _ = _run(bundle, rx.endpoint, "off")
+        rx.wait(frames=2 * N, duration=60)
+        rejected = rx.stats.totals()["rejected"]
+    for s in (on, off):
+        assert s.delivered == N and s.dropped == {} and s.accounted(), s.as_dict()
+    assert not rejected, rejected
+    assert len({r.worker for r in got if r.stream_id == "t-on"}) == 1
+    assert len({r.worker for r in got if r.stream_id == "t-off"}) == 2
+    assert pipe.encoder.reference(pipe.stream_id) is not None
+    assert on.bytes < 0.8 * off.bytes, (on.bytes, off.bytes)
+
+
 def test_temporal_edge_without_acknowledgements_codes_alone(bundle, free_port):
     """PUSH / live: no acks, so no reference is ever trusted; every frame decodes on its own."""
     import zmq
