@@ -570,6 +570,19 @@ class Decoder:
         return data
 
 
+def peek_epoch_tag(buf) -> int | None:
+    """The 16-bit tag of the epoch (``epoch & 0xFFFF``) a version-3+ message names: every temporal
+    message carries it, the compact predicted frames of version 4+ as their stream's only name;
+    ``None`` for older versions or an unreadable header. No check beyond bounds."""
+    mv = memoryview(buf)
+    if mv.nbytes < 5 or bytes(mv[:3]) != MAGIC or mv[3] not in VERSIONS or mv[3] < 3:
+        return None
+    prefix, field = (V4P_PREFIX if mv[3] >= 4 else V3P_PREFIX, 3) if mv[4] & F_PREDICTED else (V2_PREFIX, 4)
+    if mv.nbytes < prefix.size:
+        return None
+    return prefix.unpack_from(mv, 0)[field] & 0xFFFF
+
+
 def peek_stream_id(buf, max_len: int = 64) -> str | None:
     """The stream id named in a message's header (either version), best effort and without any
     check beyond bounds, for accounting a message that did not decode; ``None`` when unreadable."""

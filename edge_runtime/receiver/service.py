@@ -42,13 +42,13 @@ import shutil
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import zmq
 
 from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.codec.decoder import peek_epoch_tag
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import MetricsServer
 from edge_runtime.receiver.cluster import ClusterConfig
@@ -552,8 +552,8 @@ class Receiver:
         and acknowledgements from the collector back out of the public socket.
 
         A message of wire version 3 or later (a temporal edge: it may be predicted from an earlier
-        frame of its stream) goes to the worker its stream id hashes to, so that worker holds every
-        reference; older versions are spread over the workers, a busy one skipped."""
+        frame of its stream) goes to the worker its epoch's 16-bit tag picks (tag mod workers), so
+        that worker holds every reference of the stream; older versions are spread over the workers, a busy one skipped."""
         acks = self._ctx.socket(zmq.PULL)
         acks.bind(self._ack_ep)
         poller = zmq.Poller()
@@ -589,7 +589,7 @@ class Receiver:
                             if len(self._routes) > 4 * self.max_streams:
                                 self._routes.clear()
                             self._routes[sid] = parts[0]
-                        self._forward(back, parts, sid)
+                        self._forward(back, parts)
                 if self.allow is not None:
                     self.allow.refresh()
         except zmq.ZMQError as e:
@@ -602,10 +602,10 @@ class Receiver:
             ctrl.close(0)
             acks.close(0)
 
-    def _forward(self, back: list[zmq.Socket], parts: list[bytes], sid: str | None) -> None:
-        msg = parts[-1]
-        if len(msg) > 3 and msg[3] >= 3:  # temporal: pinned (crc32, not hash(): the same across runs)
-            back[zlib.crc32((sid or "").encode()) % len(back)].send_multipart(parts)
+    def _forward(self, back: list[zmq.Socket], parts: list[bytes]) -> None:
+        tag = peek_epoch_tag(parts[-1])
+        if tag is not None:  # temporal: pinned by its epoch (a compact predicted frame names no stream)
+            back[tag % len(back)].send_multipart(parts)
             return
         self._next_worker = (self._next_worker + 1) % len(back)
         for k in range(len(back)):

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.harness.codec import MID
 from edge_runtime.codec import Decoder, Encoder, Frame, Tensor
-from edge_runtime.codec.decoder import message_layout
+from edge_runtime.codec.decoder import message_layout, peek_epoch_tag, peek_stream_id
 from edge_runtime.codec.format import (
     Q_CARRY,
     Q_SCALE_CODED,
@@ -65,6 +65,21 @@ def test_stills_are_coded_with_the_carried_state_and_cost_less_than_alone():
         alone_sizes.append(len(alone.encode(_frame(i, q, s, k))))
     assert carried >= 30  # nothing to predict: the carried state is what pays
     assert sum(sizes[1:]) < 0.85 * sum(alone_sizes[1:])
+
+
+def test_every_temporal_message_names_its_epoch_tag_and_older_versions_none():
+    """What a receiver with workers pins a temporal stream by: the compact predicted frame (no
+    stream id on the wire) and the frame coded alone give the same tag."""
+    enc, alone = Encoder(MID, coder="arith", temporal=True), Encoder(MID, coder="arith")
+    tags, compact = [], 0
+    for i, (q, s, k) in enumerate(_stills(4)):
+        m = enc.encode(_frame(i, q, s, k))
+        compact += peek_stream_id(m) is None  # no stream id on the wire
+        tags.append(peek_epoch_tag(m))
+        enc.acknowledge("edge-box-01", decoded=100 + i)
+        assert peek_epoch_tag(alone.encode(_frame(i, q, s, k))) is None  # version 2
+    assert tags == [0xCDEF] * 4 and compact == 3  # the first frame alone, then compact ones
+    assert peek_epoch_tag(b"ERA") is None and peek_epoch_tag(b"XYZ\x05\x00\x00\x00") is None
 
 
 def test_a_still_after_a_lost_ack_is_coded_alone_and_decodes():
