@@ -308,7 +308,11 @@ class FrameFeed:
                 delay = self._next_read - time.monotonic()
                 if delay > 0 and not self._wait(delay):
                     return None
-                self._next_read = max(self._next_read + self.period, time.monotonic())
+                # the schedule starts at the first read: from 0, the first two frames came back
+                # to back and a consumer waiting in get() lost the first one as "stale" (seen in
+                # CI: test_latest_mode_is_paced_at_the_files_frame_rate)
+                now = time.monotonic()
+                self._next_read = max((self._next_read or now) + self.period, now)
             try:
                 frame = self.source.read()
             except SourceError as e:
