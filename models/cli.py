@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 __all__ = [
@@ -327,9 +328,10 @@ def cmd_train(args) -> int:
         augment=args.augment,
         precision=args.precision,
     )
+    t0 = time.perf_counter()
     train_data, test_data = _data(args)
     print(f"training {args.arch} on {len(train_data)} images, validating on {len(test_data)}")
-    path = train(cfg, train_data, test_data, args.out)
+    path = train(cfg, train_data, test_data, args.out, data_seconds=time.perf_counter() - t0)
     print(f"checkpoint: {path}")
     if args.export:
         return _export(path, args.export, None, None)

@@ -148,8 +148,13 @@ def train(
     out_dir: str | Path,
     *,
     progress: bool = True,
+    data_seconds: float = 0.0,
 ) -> Path:
-    """Train ``cfg.arch`` and write ``out_dir/checkpoint.pt`` (after every epoch); returns its path."""
+    """Train ``cfg.arch`` and write ``out_dir/checkpoint.pt`` (after every epoch); returns its path.
+
+    ``data_seconds``: how long making the data took before; each epoch's record has ``seconds``
+    (training so far) and ``wall_seconds`` (with the data: the recipe's wall time so far).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -208,7 +213,10 @@ def train(
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
         metrics = evaluate(model, test_data)
-        metrics.update(epoch=epoch + 1, seconds=round(time.perf_counter() - start, 1))
+        seconds = time.perf_counter() - start
+        metrics.update(
+            epoch=epoch + 1, seconds=round(seconds, 1), wall_seconds=round(data_seconds + seconds, 1)
+        )
         history.append(metrics)
         log.info("epoch %d: %s", epoch + 1, metrics)
         if progress:
