@@ -33,7 +33,7 @@ _OFFLINE = {"train", "export", "split", "finetune", "correct", "retrain"}
 QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch", "numba", "matplotlib", "PIL", "urllib3", "filelock")
 
 #: Top-level modules of the runtime requirements (setup.py's RUNTIME).
-_RUNTIME = {"numpy", "numba", "llvmlite", "onnxruntime", "zstandard", "cv2", "zmq", "prometheus_client"}
+_RUNTIME = {"numpy", "numba", "llvmlite", "onnxruntime", "zstandard", "cv2", "zmq", "prometheus_client", "pycocotools"}
 
 #: Top-level modules of the ``train`` extra: an ImportError of one of them means "install it".
 _TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "onnx_ir", "onnx2torch", "tqdm", "flask", "werkzeug"}
