@@ -53,26 +53,39 @@ def test_detections_over_real_sockets_in_frame_pixels(detect_bundle, frames, tmp
     assert not any(o.empty for o in outs[:-1])  # every frame of the stream holds 2-3 objects
     geometry = FrameGeometry({"cam0": FRAME_HW})
     got: list[Result] = []
+    probe_cfg = config_from_dict({"runtime": {"stream_id": "probe"}, "codec": {"temporal": "off"}}, env={})
+    probe_pipe = EdgePipeline(b, probe_cfg)
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.SUBSCRIBE, b"cam0")
+    sub.setsockopt(zmq.SUBSCRIBE, b"probe")
     published = []
     try:
         with Receiver([b], socket_type="pull", jsonl=tmp_path / "r.jsonl", pub="tcp://127.0.0.1:0",
                       geometry=geometry, callback=got.append) as rx:  # fmt: skip
             sub.connect(rx.pub_endpoint)
-            time.sleep(0.3)  # a SUB misses what is published before its connection is up
             with Sender(rx.endpoint) as s:
+                # PUB drops until the subscription arrives: probe (another stream) until it does
+                for i in range(100):
+                    s.send([probe_pipe.process(frames[-1], i).message])
+                    if sub.poll(100) and sub.recv_multipart()[0] == b"probe":
+                        break
+                else:
+                    raise AssertionError("no probe result reached the subscriber in 100 tries")
                 s.send(msgs)
-                totals = rx.wait(frames=len(msgs), duration=30)
-            deadline = time.monotonic() + 5
-            while len(published) < len(msgs) and time.monotonic() < deadline:
-                if sub.poll(100):
-                    published.append(sub.recv_multipart())
+                deadline = time.monotonic() + 30
+                while len(published) < len(msgs) and time.monotonic() < deadline:
+                    if sub.poll(100):
+                        part = sub.recv_multipart()
+                        if part[0] == b"cam0":
+                            published.append(part)
+                rx.wait(frames=len(msgs) + i + 1, duration=30)  # every probe and frame accounted for
+            totals = rx.stats.snapshot()["cam0"]
     finally:
-        sub.close()
+        sub.close(0)
         ctx.term()
+    got = [r for r in got if r.stream_id == "cam0"]
     assert totals["results"] == len(msgs) and totals["empty"] == sum(o.empty for o in outs)
     by_seq = {r.seq: r for r in got}
     dec = Decoder(model_ids=[b.model_id_bytes])
@@ -95,6 +108,7 @@ def test_detections_over_real_sockets_in_frame_pixels(detect_bundle, frames, tmp
         assert back.detections == r.detections and back.to_dict() == r.to_dict()
     assert n_boxes > 0
     lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    lines = [ln for ln in lines if ln["stream"] == "cam0"]
     assert len(lines) == len(msgs)
     assert {"stream", "seq", "index", "detections", "coords", "frame_size"} <= set(lines[0])
     assert [ln for ln in lines if ln["detections"] is None][0]["seq"] == len(msgs) - 1
