@@ -172,7 +172,9 @@ def main(argv=None) -> int:
         f"data: {len(train_decoy)} training scenes, {len(test)} test scenes ({time.perf_counter() - t_start:.0f} s)"
     )
 
-    cfg = TrainConfig(epochs=args.epochs, threads=args.threads, bottleneck=8)
+    # map_weight 0: the networks learn from the labels alone; the item masks reach the decoy model
+    # only as the simulated person's corrections (L_map of the default recipe would be all of them)
+    cfg = TrainConfig(epochs=args.epochs, threads=args.threads, bottleneck=8, map_weight=0.0)
     params = {"num_train": args.num_train, "epochs": args.epochs, "seed": 1, "bottleneck": 8}
     decoy_model, decoy_ckpt = _model(
         work, "decoy", cfg, train_decoy, test, params | {"decoy": "label", "decoy_prob": args.decoy_prob}

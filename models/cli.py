@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 __all__ = [
@@ -43,9 +44,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--arch", default="abn-s", help="registered model name: abn-s, plain-s (default: %(default)s)"
     )
-    _add_data_args(p, num_train=24000)
+    _add_data_args(p, num_train=100000)
     p.add_argument("--size", type=int, default=128, help="input size in pixels")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
+    p.add_argument("--epochs", type=int, default=8, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=64, help="images per step")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     p.add_argument("--bottleneck", type=int, default=8, help="channels of the split tensor")
@@ -56,6 +57,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="channels of the three feature-extractor stages, as A,B,C (default: 24,48,64)",
     )
     p.add_argument("--synthesis", choices=["mul", "residual"], default="mul", help="ABN: M*f or (1+M)*f")
+    _add_map_weight(p, "ABN: weight of L_map, the attention map against the built-in scenes' item masks "
+                    "(0: the labels alone; ImageFolder data has no masks)")  # fmt: skip
     p.add_argument(
         "--label-smoothing",
         type=float,
@@ -64,9 +67,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--augment",
-        action="store_true",
-        help="also shift and recolour the scenes each epoch (slower to learn: it lost on validation "
-        "within the 30-minute budget; the default only mirrors them)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shift and recolour the scenes each epoch besides mirroring them; --no-augment only mirrors "
+        "(default: augment; with L_map it won on validation, in domain and on a harsher camera)",
     )
     p.add_argument(
         "--precision",
@@ -88,6 +92,10 @@ def _widths(text: str) -> tuple[int, int, int]:
             f"expected three positive channel counts like 24,48,64, got {text!r}"
         )
     return widths  # type: ignore[return-value]
+
+
+def _add_map_weight(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--map-weight", type=float, default=1.0, help=f"{text} (default: %(default)s)")
 
 
 def _add_data_args(p: argparse.ArgumentParser, *, num_train: int) -> None:
@@ -328,13 +336,15 @@ def cmd_train(args) -> int:
         synthesis=args.synthesis,
         threads=args.threads,
         widths=tuple(args.widths),
+        map_weight=args.map_weight,
         label_smoothing=args.label_smoothing,
         augment=args.augment,
         precision=args.precision,
     )
+    t0 = time.perf_counter()
     train_data, test_data = _data(args)
     print(f"training {args.arch} on {len(train_data)} images, validating on {len(test_data)}")
-    path = train(cfg, train_data, test_data, args.out)
+    path = train(cfg, train_data, test_data, args.out, data_seconds=time.perf_counter() - t0)
     print(f"checkpoint: {path}")
     if args.export:
         return _export(path, args.export, None, None)
@@ -468,6 +478,10 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p-float", type=float, default=0.1, help="probability of no quantization")
     p.add_argument("--train-bottleneck", action="store_true", help="also train the split's 1x1 bottleneck")
     p.add_argument("--distill", type=float, default=1.0, help="weight of KL to the original model")
+    _add_map_weight(
+        p,
+        "ABN checkpoints (not --onnx): weight of L_map on the attention branch, against the built-in scenes' item masks",
+    )
     p.add_argument("--name", help="model name in the manifest (default: the architecture)")
 
 
@@ -561,7 +575,9 @@ def cmd_finetune(args) -> int:
     from edge_runtime.models.finetune import FinetuneConfig, finetune
 
     model, ckpt = _load_checkpoint(args.checkpoint)
-    cfg = FinetuneConfig(**_masked_quant_options(args), train_bottleneck=args.train_bottleneck)
+    cfg = FinetuneConfig(
+        **_masked_quant_options(args), train_bottleneck=args.train_bottleneck, map_weight=args.map_weight
+    )
     size = ckpt["input"]["size"]
     args.size = int(size if isinstance(size, int) else size[0])  # fine-tune at the model's input size
     args.decoy = None

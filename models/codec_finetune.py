@@ -98,9 +98,10 @@ def model_from_bundle(bundle_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     bundle_dir = Path(bundle_dir)
     man = _manifest(bundle_dir)
     tr = man.get("training", {})
-    kwargs = {"num_classes": len(man["classes"])}
+    kwargs = dict(man.get("model_config", {}))  # bundles exported before it existed: what training recorded
+    kwargs["num_classes"] = len(man["classes"])
     for k in ("bottleneck", "synthesis"):
-        if k in tr:
+        if k in tr and k not in kwargs:
             kwargs[k] = tr[k]
     model = fuse_batchnorm(build_model(man["arch"], **kwargs))
     state = {}

@@ -401,6 +401,13 @@ def export_bundle(
                 "graphs": graphs,
                 "importance": importance,
                 "metrics": metrics or {},
+                # the architecture's hyper-parameters, so the network can be rebuilt from the
+                # bundle's weights (models.codec_finetune.model_from_bundle)
+                **(
+                    {"model_config": dict(model.config)}
+                    if isinstance(getattr(model, "config", None), dict)
+                    else {}
+                ),
                 **(extra or {}),
             },
         )

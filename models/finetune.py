@@ -20,8 +20,9 @@ The front stages stay frozen (the edge box's graph and its importance maps do no
 their outputs are computed once and cached; ``train_bottleneck`` also trains the 1 x 1 channel
 bottleneck at the split (BottleFit / Entropic Student style), else the split tensor itself is
 cached and only the back half (attention and perception branches) trains. The loss is the ABN's
-``L_att + L_per`` plus, with weight ``distill``, KL to the original model's logits on the
-unmasked float features (keeps the unreduced accuracy).
+``L_att + L_per`` (plus ``map_weight * L_map`` where the data has item masks, as in training)
+plus, with weight ``distill``, KL to the original model's logits on the unmasked float features
+(keeps the unreduced accuracy).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from edge_runtime.models.data import ArrayDataset, to_tensor
-from edge_runtime.models.train import _save, evaluate, logits_of
+from edge_runtime.models.train import _save, evaluate, logits_of, map_loss
 
 __all__ = [
     "MaskedQuantConfig",
@@ -77,6 +78,9 @@ class MaskedQuantConfig:
 class FinetuneConfig(MaskedQuantConfig):
     map_mix: tuple[float, float, float] = (0.6, 0.2, 0.2)  # abn, fused, random
     train_bottleneck: bool = False
+    # L_map on the attention branch, as in training (models.train.TrainConfig.map_weight), so that
+    # M keeps pointing at the item while the branch learns masked, quantized inputs
+    map_weight: float = 1.0
     extra: dict = field(default_factory=dict)
 
 
@@ -208,6 +212,7 @@ def finetune(
         p.requires_grad_(False)
     cached, fused = _front_cache(model, train_data, cfg.train_bottleneck)
     labels = torch.from_numpy(train_data.labels)
+    masks = torch.from_numpy(train_data.masks) if cfg.map_weight and train_data.masks is not None else None
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -238,8 +243,10 @@ def finetune(
                 f_teacher = teacher.features.bottleneck(x) if cfg.train_bottleneck else x
                 t_logits = logits_of(teacher.back(f_teacher))
             g = degrade(model, f, fused[idx], cfg, gen)
-            att_logits, logits, _ = model.back(g)
+            att_logits, logits, m = model.back(g)
             loss = F.cross_entropy(att_logits, y) + F.cross_entropy(logits, y)
+            if masks is not None:
+                loss = loss + cfg.map_weight * map_loss(m, masks[idx])
             if cfg.distill:
                 loss = loss + cfg.distill * F.kl_div(
                     F.log_softmax(logits, 1),

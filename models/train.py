@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
 from edge_runtime.models.networks import build_model
 
-__all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of"]
+__all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of", "map_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     arch: str = "abn-s"
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -38,7 +39,12 @@ class TrainConfig:
     threads: int = 0  # 0: leave torch's default
     widths: tuple[int, int, int] = (24, 48, 64)
     label_smoothing: float = 0.1
-    augment: bool = False  # shifts and colour (gain, contrast, channel order) besides the flips
+    augment: bool = True  # shifts and colour (gain, contrast, channel order) besides the flips
+    # Weight of L_map, the ABN map M against the share of each map cell the item covers (the
+    # built-in scenes' masks; ImageFolder data has none and trains without it). On validation
+    # (3000 fashion scenes, the same 8-minute budget): 83.5% with weight 1 against 71.8% without;
+    # the network learns where the item is long before it learns from the labels alone.
+    map_weight: float = 1.0
     precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the CPU has native bf16 matrix units)
 
 
@@ -48,46 +54,68 @@ def _use_bf16(precision: str) -> bool:
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     if precision == "auto":
-        cpu = getattr(torch.backends, "cpu", None)
-        capability = cpu.get_cpu_capability() if cpu is not None else ""
+        # torch's capability string says "AVX512" on CPUs that also have AVX512_BF16 (this
+        # 2-core EPYC), which left auto on float32: 391 images/s against 518 with bf16 (abn-s,
+        # batch 64, 2 threads); the instruction-set probes below see the bf16 units
         amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return amx or capability == "AVX512_BF16"
+        avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return amx or avx512_bf16
     return precision == "bf16"
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 8) -> torch.Tensor:
+def augment(
+    images: np.ndarray, rng: np.random.Generator, shift: int = 8, masks: np.ndarray | None = None
+) -> tuple[torch.Tensor, np.ndarray | None]:
     """A training batch from uint8 scenes: random flip, shift (reflect-padded) and colour (per-image
-    channel gains, contrast, brightness, a random channel order on half the images), normalised.
+    channel gains, contrast, brightness, a random channel order on half the images), normalised
+    (channels-last strides); and ``masks`` flipped and shifted the same way.
 
     Cached scenes are reused across epochs; this keeps them from repeating exactly, and the colour
     changes keep the network from tying classes to the colours of the few training backgrounds.
+    On validation (2000 fashion scenes, the default recipe otherwise): 87.4% against 86.3%, and
+    84.5% against 82.2% on scenes of the camera-variation test's harsher camera.
     """
     n, h, w, _ = images.shape
-    padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="reflect")
     dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
     flip = rng.random(n) < 0.5
-    out = np.empty_like(images)
-    for i in range(n):
-        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-        out[i] = crop[:, ::-1] if flip[i] else crop
     perm = np.where(
         rng.random(n)[:, None] < 0.5, rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3)
     )
-    out = np.take_along_axis(out, perm[:, None, None, :], axis=3)
-    x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
-    gain = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 3, 1, 1))).float()
+    out = np.empty_like(images)
+    out_masks = None if masks is None else np.empty_like(masks)
+    for i in range(n):
+        # the window at (dy, dx) of the image reflect-padded by `shift` (NumPy's "reflect" is
+        # OpenCV's BORDER_REFLECT_101), mirrored if flipped: one integer warp per image, the same
+        # pixels as padding the whole batch and slicing, in a third of the time (38 -> 22 ms a batch)
+        tx, ty = shift - dx[i], shift - dy[i]
+        t = np.float32([[-1, 0, w - 1 - tx], [0, 1, ty]] if flip[i] else [[1, 0, tx], [0, 1, ty]])
+        img = images[i] if (perm[i] == (0, 1, 2)).all() else np.ascontiguousarray(images[i][..., perm[i]])
+        out[i] = cv2.warpAffine(img, t, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+        if masks is not None:
+            m8 = cv2.warpAffine(masks[i].view(np.uint8), t, (w, h), flags=cv2.INTER_NEAREST,
+                                borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+            out_masks[i] = m8.view(bool)
+    # colour, element by element in channels-last order (in place: 3.3 ms against 6.7 ms a batch)
+    x = torch.from_numpy(out).float().div_(255.0)
+    gain = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 3, 1, 1))).float().view(n, 1, 1, 3)
     contrast = torch.from_numpy(rng.uniform(0.7, 1.3, (n, 1, 1, 1))).float()
     bright = torch.from_numpy(rng.uniform(-0.1, 0.1, (n, 1, 1, 1))).float()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x * gain - mean) * contrast + mean + bright).clamp_(0.0, 1.0)
-    m = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - m) / s
+    x.mul_(gain).sub_(mean).mul_(contrast).add_(mean).add_(bright).clamp_(0.0, 1.0)
+    x.sub_(torch.tensor(MEAN, dtype=torch.float32)).div_(torch.tensor(STD, dtype=torch.float32))
+    return x.permute(0, 3, 1, 2), out_masks
 
 
 def logits_of(outputs) -> torch.Tensor:
     """The logits the product uses: the perception branch for ABN, the only head otherwise."""
     return outputs[1] if len(outputs) == 3 else outputs[0]
+
+
+def map_loss(m: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """L_map: binary cross-entropy of the ABN map M (N, 1, h, w) against the share of each map
+    cell that the item's mask (N, H, W) covers."""
+    target = F.adaptive_avg_pool2d(masks[:, None].float(), m.shape[-2:])
+    return F.binary_cross_entropy(m.float().clamp(1e-6, 1 - 1e-6), target)
 
 
 def _loss(outputs, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -125,8 +153,13 @@ def train(
     out_dir: str | Path,
     *,
     progress: bool = True,
+    data_seconds: float = 0.0,
 ) -> Path:
-    """Train ``cfg.arch`` and write ``out_dir/checkpoint.pt`` (after every epoch); returns its path."""
+    """Train ``cfg.arch`` and write ``out_dir/checkpoint.pt`` (after every epoch); returns its path.
+
+    ``data_seconds``: how long making the data took before; each epoch's record has ``seconds``
+    (training so far) and ``wall_seconds`` (with the data: the recipe's wall time so far).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -146,6 +179,12 @@ def train(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
     )
     path = out_dir / "checkpoint.pt"
+    map_weight = cfg.map_weight if hasattr(model, "attention") and train_data.masks is not None else 0.0
+    if cfg.map_weight and not map_weight:
+        log.info(
+            "training without L_map: %s",
+            "the data has no masks" if hasattr(model, "attention") else "no ABN map",
+        )
     start = time.perf_counter()
     history = []
     for epoch in range(cfg.epochs):
@@ -156,16 +195,22 @@ def train(
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             images = train_data.images[idx]
+            masks = train_data.masks[idx] if map_weight else None
             if cfg.augment:
-                x = augment(images, rng)
+                x, masks = augment(images, rng, masks=masks)
             else:
                 flip = rng.random(len(idx)) < 0.5
                 images[flip] = images[flip, :, ::-1]
+                if masks is not None:
+                    masks[flip] = masks[flip, :, ::-1]
                 x = to_tensor(images)
             x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(train_data.labels[idx])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = _loss(model(x), y, cfg.label_smoothing)
+                outputs = model(x)
+                loss = _loss(outputs, y, cfg.label_smoothing)
+            if masks is not None:  # ABN: + map_weight * L_map, in float32 (BCE is not autocast-safe)
+                loss = loss + map_weight * map_loss(outputs[2], torch.from_numpy(np.ascontiguousarray(masks)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -173,7 +218,10 @@ def train(
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
         metrics = evaluate(model, test_data)
-        metrics.update(epoch=epoch + 1, seconds=round(time.perf_counter() - start, 1))
+        seconds = time.perf_counter() - start
+        metrics.update(
+            epoch=epoch + 1, seconds=round(seconds, 1), wall_seconds=round(data_seconds + seconds, 1)
+        )
         history.append(metrics)
         log.info("epoch %d: %s", epoch + 1, metrics)
         if progress:

@@ -59,12 +59,41 @@ def test_augment_keeps_shape_and_range():
     from edge_runtime.models.train import augment
 
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    x = augment(images, np.random.default_rng(1), shift=4)
-    assert tuple(x.shape) == (5, 3, 32, 32)
+    x, no_masks = augment(images, np.random.default_rng(1), shift=4)
+    assert tuple(x.shape) == (5, 3, 32, 32) and no_masks is None
     lo, hi = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
     assert float(x.min()) >= lo - 1e-6 and float(x.max()) <= hi + 1e-6
-    y = augment(images, np.random.default_rng(1), shift=4)
+    y, _ = augment(images, np.random.default_rng(1), shift=4)
     assert bool((x == y).all())  # seeded
+
+
+def test_augment_moves_the_masks_with_the_images():
+    from edge_runtime.models.train import augment
+
+    # one bright square per image, its mask exactly there: after the flip and shift the mask must
+    # still cover the bright pixels (the colour change scales them, it never moves them)
+    images = np.zeros((6, 32, 32, 3), np.uint8)
+    masks = np.zeros((6, 32, 32), bool)
+    for i in range(6):
+        images[i, 4 + i : 12 + i, 2 + 2 * i : 9 + 2 * i] = 255
+        masks[i, 4 + i : 12 + i, 2 + 2 * i : 9 + 2 * i] = True
+    x, m = augment(images, np.random.default_rng(3), shift=4, masks=masks)
+    assert m.shape == masks.shape and m.sum() > 0
+    brightest = x.numpy().mean(axis=1) > x.numpy().mean(axis=1).mean(axis=(1, 2), keepdims=True)
+    assert np.array_equal(brightest, m)
+
+
+def test_map_loss_is_lowest_where_the_map_matches_the_mask():
+    import torch
+
+    from edge_runtime.models.train import map_loss
+
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, 8:24, 8:24] = True
+    right = torch.zeros(2, 1, 4, 4)
+    right[:, :, 1:3, 1:3] = 1.0
+    wrong = 1.0 - right
+    assert float(map_loss(right, masks)) < 1e-4 < float(map_loss(wrong, masks))
 
 
 @pytest.mark.slow
