@@ -103,7 +103,15 @@ def _add_data_args(p: argparse.ArgumentParser, *, num_train: int) -> None:
     from edge_runtime.datasets import DEFAULT_TASK, TASKS
 
     p.add_argument("--data", help="ImageFolder tree (root/<class>/<image>) instead of the built-in scenes")
-    p.add_argument("--task", choices=TASKS, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
+    from edge_runtime.datasets import DETECT_TASKS
+
+    p.add_argument(
+        "--task",
+        choices=TASKS + DETECT_TASKS + ("detect",),
+        default=DEFAULT_TASK,
+        help="built-in task; a detection task (detect = fashion-detect) trains the detector, train only "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--num-train", type=int, default=num_train, help="built-in scenes to train on (default: %(default)s)"
     )
@@ -312,6 +320,10 @@ def _scenes(count: int, seed: int, size: int, decoy, desc: str, progress: bool):
 
 
 def cmd_train(args) -> int:
+    from edge_runtime.models.detect_cli import cmd_train_detect, detect_task_of
+
+    if detect_task_of(args.task) is not None:  # the detector (models/detect*.py)
+        return cmd_train_detect(args)
     from edge_runtime.models.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -340,6 +352,10 @@ def cmd_train(args) -> int:
 
 
 def _export(checkpoint, out, name, variants) -> int:
+    from edge_runtime.models.detect_cli import export_detector, is_detector_checkpoint
+
+    if is_detector_checkpoint(checkpoint):
+        return export_detector(checkpoint, out, name, variants)
     from tqdm import tqdm
 
     from edge_runtime.bundle import GRAD_VARIANTS
