@@ -42,7 +42,7 @@ from edge_runtime.bundle import GRAD_VARIANTS, Bundle, load_bundle  # noqa: E402
 from edge_runtime.codec import Decoder  # noqa: E402
 from edge_runtime.config import config_from_dict  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
-from edge_runtime.importance import PROVIDERS, make_provider  # noqa: E402
+from edge_runtime.importance import PROVIDERS, make_provider, resolve_provider  # noqa: E402
 from edge_runtime.pipeline import EdgePipeline  # noqa: E402
 from edge_runtime.sources import Captured  # noqa: E402
 
@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     print(f"providers: {providers}\ngradient parity: {parity}", flush=True)
 
     default = config_from_dict({}, env={})
-    dprov = default.importance.provider
+    dprov = resolve_provider(after_b, default.importance.provider)
     fs_val, fs_test = FrameSet(after_b, val), FrameSet(after_b, test)
     grid = [("none", None, bits) for bits in UNMASKED_BITS]
     masked_providers = [

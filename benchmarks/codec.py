@@ -407,9 +407,12 @@ def default_cell() -> dict:
     """The shipped default configuration (edge_runtime.config defaults), not numbers typed here."""
     from edge_runtime.config import Config
 
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.importance import resolve_provider
+
     c = Config()
-    return {"map": c.importance.provider, "keep_ratio": c.reduce.value, "bits": c.quantize.bits,
-            "coder": c.codec.coder}  # fmt: skip
+    return {"map": resolve_provider(load_bundle(), c.importance.provider), "keep_ratio": c.reduce.value,
+            "bits": c.quantize.bits, "coder": c.codec.coder}  # fmt: skip
 
 
 def _pooled_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
@@ -529,11 +532,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        args.keeps, args.bits, args.repeat = [0.3, 1.0], sorted({default_cell()["bits"], 8}), 3
+        args.keeps, args.bits, args.repeat = sorted({default_cell()["keep_ratio"], 1.0}), sorted({default_cell()["bits"], 8}), 3
         args.maps, args.dict_images = [default_cell()["map"]], 16
         args.count = args.count or 20
     else:
-        args.keeps, args.bits, args.repeat = [0.1, 0.3, 0.5, 1.0], [2, 4, 6, 8], 5
+        d = default_cell()  # the shipped default's cell is always in the grid
+        args.keeps = sorted({0.1, 0.3, 0.5, d["keep_ratio"], 1.0})
+        args.bits, args.repeat = sorted({2, 4, 6, 8, d["bits"]}), 5
         args.maps, args.dict_images = ["abn", "fused"], 64
         args.count = args.count or 200
     if args.synthetic:

@@ -35,6 +35,7 @@ from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import load_bundle  # noqa: E402
 from edge_runtime.codec import Decoder  # noqa: E402
 from edge_runtime.config import Config, config_from_dict  # noqa: E402
+from edge_runtime.importance import resolve_provider  # noqa: E402
 from edge_runtime.pipeline import STAGES, EdgeLoop, EdgePipeline  # noqa: E402
 from edge_runtime.sender import Sender  # noqa: E402
 from edge_runtime.sources import FrameFeed, SceneSource  # noqa: E402
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         # the shipped default configuration; every other mode beside it, labelled
         "outside_onnx_share": dflt["outside_onnx_share"],
         "default_mode": {
-            "provider": shipped.importance.provider,
+            "provider": resolve_provider(bundle, shipped.importance.provider),
             "keep": shipped.reduce.value,
             "bits": shipped.quantize.bits,
             "coder": shipped.codec.coder,

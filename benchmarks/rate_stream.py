@@ -54,6 +54,7 @@ from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import Bundle, load_bundle  # noqa: E402
 from edge_runtime.codec import Decoder  # noqa: E402
 from edge_runtime.config import Config, config_from_dict  # noqa: E402
+from edge_runtime.importance import resolve_provider  # noqa: E402
 from edge_runtime.pipeline import EdgePipeline  # noqa: E402
 from edge_runtime.sources import Captured  # noqa: E402
 
@@ -563,7 +564,7 @@ def _main(argv=None) -> int:
             for c in VIDEO
         },
         "edge": {
-            "provider": defaults.importance.provider,
+            "provider": resolve_provider(b, defaults.importance.provider),
             "coder": defaults.codec.coder,
             "sweep": {
                 "keep": sorted({s.params["keep"] for s in edge}),

@@ -54,6 +54,7 @@ from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import load_bundle, write_manifest  # noqa: E402
 from edge_runtime.codec import Decoder, Encoder, Frame  # noqa: E402
 from edge_runtime.config import Config, config_from_dict  # noqa: E402
+from edge_runtime.importance import resolve_provider  # noqa: E402
 from edge_runtime.pipeline import EdgePipeline  # noqa: E402
 from edge_runtime.receiver import Receiver  # noqa: E402
 from edge_runtime.receiver.cluster import ClusterConfig  # noqa: E402
@@ -392,7 +393,7 @@ def cluster_benchmark(base, args) -> tuple[dict, dict, dict]:
 def _default_config() -> dict:
     c = Config()
     return {
-        "provider": c.importance.provider,
+        "provider": resolve_provider(load_bundle(), c.importance.provider),
         "keep": c.reduce.value,
         "bits": c.quantize.bits,
         "coder": c.codec.coder,

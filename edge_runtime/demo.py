@@ -140,6 +140,7 @@ def _bundle_for_task(args) -> str | None:
 
 def _serve(args, cfg, overrides: list[str], t_start: float) -> int:
     from edge_runtime.bundle import load_bundle
+    from edge_runtime.importance import resolve_provider
     from edge_runtime.pipeline import EdgeLoop, EdgePipeline
     from edge_runtime.receiver import Receiver
     from edge_runtime.sender import Sender
@@ -205,7 +206,7 @@ def _serve(args, cfg, overrides: list[str], t_start: float) -> int:
             pipeline.process = process_and_remember
             report = functools.partial(_report_detect, bundle) if detect else _report
             print(
-                f"demo: {bundle.model_name} ({bundle.model_id[:12]}) | importance {cfg.importance.provider}, "
+                f"demo: {bundle.model_name} ({bundle.model_id[:12]}) | importance {resolve_provider(bundle, cfg.importance.provider)}, "
                 f"{cfg.reduce.domain} {cfg.reduce.mode}, {cfg.quantize.bits} bits, coder {cfg.codec.coder} | "
                 f"receiver {rx.endpoint}",
                 flush=True,

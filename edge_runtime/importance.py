@@ -340,16 +340,33 @@ class TemporalReuse(Provider):
         return warp_map(m, np.stack([fx, fy], -1))
 
 
+def resolve_provider(bundle: Bundle, name: str) -> str:
+    """The provider ``name`` stands for on ``bundle``: ``auto`` (the default) is the ABN map where
+    the bundle has an attention branch (chosen on validation for the default bundle,
+    ``rate_accuracy.json``), else the fused layer attention; any other name is itself."""
+    if name != "auto":
+        return name
+    if "abn" in bundle.importance or bundle.has_graph("attention"):
+        return "abn"
+    if "fused" in bundle.importance:
+        return "fused"
+    raise BundleError(
+        f"importance.provider = auto: bundle {bundle.path} has neither an ABN attention branch nor "
+        f"fused attention; name a provider it offers: {sorted(bundle.importance)} or 'none'"
+    )
+
+
 def make_provider(bundle: Bundle, cfg: ImportanceConfig) -> Provider:
-    """The provider ``cfg.provider`` names, wrapped in :class:`TemporalReuse` when
-    ``cfg.reuse_interval`` > 1."""
-    factory = PROVIDERS.get(cfg.provider)
+    """The provider ``cfg.provider`` names (``auto``: :func:`resolve_provider`), wrapped in
+    :class:`TemporalReuse` when ``cfg.reuse_interval`` > 1."""
+    name = resolve_provider(bundle, cfg.provider)
+    factory = PROVIDERS.get(name)
     if factory is None:
         raise ConfigError(
-            f"importance.provider: unknown provider {cfg.provider!r}; choose from {sorted(PROVIDERS)}"
+            f"importance.provider: unknown provider {name!r}; choose from {['auto', *sorted(PROVIDERS)]}"
         )
     inner = factory(bundle, cfg)
-    if cfg.reuse_interval <= 1 or cfg.provider == "none":
+    if cfg.reuse_interval <= 1 or name == "none":
         return inner
     return TemporalReuse(
         inner,

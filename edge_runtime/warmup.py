@@ -68,7 +68,9 @@ def steps_for(cfg: Config, *, receiver: bool = False) -> list[str]:
 def graphs_for(cfg: Config, bundle) -> set[str]:
     """The bundle's graphs the pipeline runs with ``cfg``: front, back and the provider's."""
     graphs = {"front", "back"}
-    spec = bundle.importance.get(cfg.importance.provider)
+    from edge_runtime.importance import resolve_provider
+
+    spec = bundle.importance.get(resolve_provider(bundle, cfg.importance.provider))
     if spec is not None:
         graphs.add(spec["graph"])
     return graphs

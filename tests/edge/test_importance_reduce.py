@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.config import ImportanceConfig, ReduceConfig
-from edge_runtime.errors import ConfigError
-from edge_runtime.importance import PROVIDERS, MotionEstimator, TemporalReuse, make_provider
+from edge_runtime.errors import BundleError, ConfigError
+from edge_runtime.importance import PROVIDERS, MotionEstimator, TemporalReuse, make_provider, resolve_provider
 from edge_runtime.photos import PhotoStream
 from edge_runtime.reduce import Reducer
 
@@ -41,6 +41,29 @@ def test_each_provider_gives_a_map_that_points_at_the_object(bundle, name):
         on, off = on + m[mask].mean(), off + m[~mask].mean()
     # more importance on the object than off it, averaged over the frames
     assert on > off
+
+
+def test_auto_provider_is_abn_where_the_bundle_has_an_attention_branch_else_fused(bundle, tmp_path):
+    import json
+    import shutil
+
+    from edge_runtime.bundle import DETECT_BUNDLE, load_bundle, write_manifest
+
+    assert ImportanceConfig().provider == "auto"  # the shipped default
+    assert resolve_provider(bundle, "auto") == "abn"
+    assert make_provider(bundle, ImportanceConfig()).name == "abn"
+    assert resolve_provider(bundle, "fused") == "fused"  # a named provider is itself
+    detector = load_bundle(DETECT_BUNDLE)
+    assert not detector.has_graph("attention")
+    assert resolve_provider(detector, "auto") == "fused"
+    # a bundle that offers only gradient graphs: auto cannot choose, and says what the bundle has
+    only_grad = tmp_path / "b"
+    shutil.copytree(DETECT_BUNDLE, only_grad)
+    manifest = json.loads((only_grad / "manifest.json").read_text())
+    manifest["importance"].pop("fused")
+    write_manifest(only_grad, manifest)
+    with pytest.raises(BundleError, match="grad_extsel"):
+        resolve_provider(load_bundle(only_grad), "auto")
 
 
 def test_gradient_target_and_none(bundle):
