@@ -405,9 +405,8 @@ def run_stills(count: int) -> dict:
 
 def default_cell() -> dict:
     """The shipped default configuration (edge_runtime.config defaults), not numbers typed here."""
-    from edge_runtime.config import Config
-
     from edge_runtime.bundle import load_bundle
+    from edge_runtime.config import Config
     from edge_runtime.importance import resolve_provider
 
     c = Config()
@@ -532,7 +531,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        args.keeps, args.bits, args.repeat = sorted({default_cell()["keep_ratio"], 1.0}), sorted({default_cell()["bits"], 8}), 3
+        args.keeps, args.bits, args.repeat = (
+            sorted({default_cell()["keep_ratio"], 1.0}),
+            sorted({default_cell()["bits"], 8}),
+            3,
+        )
         args.maps, args.dict_images = [default_cell()["map"]], 16
         args.count = args.count or 20
     else:
