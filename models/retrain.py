@@ -59,7 +59,8 @@ class RetrainConfig:
     sample appears per epoch (teacher maps are few). ``perception_map``: the map the perception
     branch sees while training, the network's ``own`` M (default) or the ``teacher`` map where
     there is one. ``losses``: terms among :data:`LOSSES` (default the method's, ``att per map``;
-    ``rrr`` weighs ``rrr_weight``). ``steps``: optimiser steps in all (default: ``epochs`` passes
+    ``rrr`` weighs ``rrr_weight``, on at most ``rrr_max`` of a batch's samples with a teacher map,
+    drawn at random: its double backward pass costs about five plain steps). ``steps``: optimiser steps in all (default: ``epochs`` passes
     over the selected set), so that runs over sets of different sizes get the same budget.
     ``bn_stats``: let BatchNorm layers of the trained parts update their statistics
     (off by default: with few, small batches the statistics drift from what the weights learn,
@@ -73,6 +74,7 @@ class RetrainConfig:
     losses: tuple[str, ...] = DEFAULT_LOSSES
     gamma: float = 1.0
     rrr_weight: float = 1.0
+    rrr_max: int | None = None
     epochs: int = 3
     steps: int | None = None
     batch_size: int = 32
@@ -101,6 +103,10 @@ class RetrainConfig:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
         if self.rrr_weight < 0:
             raise ValueError(f"rrr_weight must be >= 0, got {self.rrr_weight}")
+        if self.rrr_max is not None and self.rrr_max < 1:
+            raise ValueError(
+                f"rrr_max must be >= 1 (or None: every sample with a teacher map), got {self.rrr_max}"
+            )
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1 (or None: epochs passes), got {self.steps}")
         if self.epochs < 1 or self.batch_size < 1 or self.teacher_repeat < 1:
@@ -196,14 +202,18 @@ def _set_trainable(model, cfg: RetrainConfig) -> list[torch.nn.Parameter]:
     return params
 
 
-def _rrr_term(model, x: torch.Tensor, t: torch.Tensor, hm: torch.Tensor) -> torch.Tensor:
+def _rrr_term(
+    model, x: torch.Tensor, t: torch.Tensor, hm: torch.Tensor, limit: int | None, rng: np.random.Generator
+) -> torch.Tensor:
     """The RRR penalty (:mod:`models.rrr`) averaged over the samples with a teacher map (only they
-    have an annotation; the double backward pass runs on them alone)."""
+    have an annotation; the double backward pass runs on them alone, at most ``limit`` of them)."""
     from edge_runtime.models.rrr import input_gradient_penalty, irrelevant_region
 
     if not hm.any():
         return x.new_zeros(())
     sub = torch.nonzero(hm)[:, 0]
+    if limit is not None and len(sub) > limit:
+        sub = sub[torch.from_numpy(np.sort(rng.choice(len(sub), limit, replace=False)))]
     outside = irrelevant_region(t[sub], tuple(x.shape[-2:]))
     return input_gradient_penalty(model, x[sub], outside).mean()
 
@@ -277,7 +287,9 @@ def finetune(
                 "map": ((m - t) ** 2).sum(dim=(1, 2, 3))[hm].sum() / max(1, int(hm.sum()))
                 if hm.any()
                 else m.sum() * 0.0,
-                "rrr": _rrr_term(model, x, t, hm) if "rrr" in cfg.losses else m.sum().detach() * 0.0,
+                "rrr": _rrr_term(model, x, t, hm, cfg.rrr_max, rng)
+                if "rrr" in cfg.losses
+                else m.sum().detach() * 0.0,
             }
             weight = {"map": cfg.gamma, "rrr": cfg.rrr_weight}
             loss = sum(weight.get(k, 1.0) * terms[k] for k in cfg.losses)

@@ -58,7 +58,13 @@ def test_finetune_with_rrr_moves_input_gradients_into_the_teacher_region(tiny_mo
     runs = {}
     for weight in (0.0, 1000.0):  # the same steps without the penalty: the control
         cfg = RetrainConfig(
-            losses=("att", "per", "rrr"), rrr_weight=weight, steps=12, batch_size=8, lr=3e-3, flip=False
+            losses=("att", "per", "rrr"),
+            rrr_weight=weight,
+            rrr_max=3,  # of the 4 teacher-mapped samples a batch of 8 holds: the cap is used
+            steps=12,
+            batch_size=8,
+            lr=3e-3,
+            flip=False,
         )
         runs[weight] = finetune(model, data, teachers, cfg, progress=False)
     new, log = runs[1000.0]
@@ -79,3 +85,5 @@ def test_steps_fix_the_budget_whatever_the_set_size(tiny_model, tiny_scenes):
         RetrainConfig(steps=0)
     with pytest.raises(ValueError, match="rrr_weight"):
         RetrainConfig(rrr_weight=-1)
+    with pytest.raises(ValueError, match="rrr_max"):
+        RetrainConfig(rrr_max=0)
