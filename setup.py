@@ -26,6 +26,9 @@ RUNTIME = [
     "pyzmq>=26",
     "prometheus_client>=0.20",  # metrics: counting, exposition, HTTP, multiprocess mode
     "msgspec>=0.23",  # the edge config: typed sections, TOML decoding, checked conversion
+    # COCO mAP of detection bundles (the demo and benchmarks): the reference implementation, a
+    # small C extension needing only numpy (edge_runtime/detection.py)
+    "pycocotools>=2.0.8",
 ]
 TRAIN = [
     # Pinned: an unpinned torch pulls several GB of CUDA packages; 2.13.0 has a CPU build here.

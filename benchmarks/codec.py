@@ -424,15 +424,17 @@ def summarize_default(rows: list[dict]) -> dict:
     hit = [r for r in rows if r["map"] == d["map"] and r["keep_ratio"] == d["keep_ratio"]
            and r["bits"] == d["bits"] and r["coder"] == d["coder"]]  # fmt: skip
     if not hit:
-        return {"default_configuration": d, "whole_message_bits_vs_order0": None,
+        return {"default_configuration": d, "coded_alone_whole_message_bits_vs_order0": None,
                 "note": "the default cell is not in this grid (--synthetic or a custom grid)"}  # fmt: skip
     r = hit[0]
     msg, sent, pay = (np.array(r[k]) for k in ("_msg_bits", "_sent_bits", "_payload_bits"))
     return {
         "default_configuration": d,
-        "whole_message_bits_vs_order0": float(msg.sum() / sent.sum()),
-        "whole_message_bits_vs_order0_ci95": _pooled_ci(msg, sent),
-        "whole_message_bits_vs_order0_mean_of_maps": float((msg / sent).mean()),
+        # each message coded alone (codec.temporal = off, wire version 2); the shipped default's
+        # figure, with temporal coding, is whole_message_bits_vs_order0 (main)
+        "coded_alone_whole_message_bits_vs_order0": float(msg.sum() / sent.sum()),
+        "coded_alone_whole_message_bits_vs_order0_ci95": _pooled_ci(msg, sent),
+        "coded_alone_whole_message_bits_vs_order0_mean_of_maps": float((msg / sent).mean()),
         "payload_bits_vs_order0": float(pay.sum() / sent.sum()),
         "payload_bits_vs_order0_ci95": _pooled_ci(pay, sent),
         "message_bytes_mean": float(msg.mean() / 8),
@@ -490,9 +492,10 @@ def summarize(rows: list[dict]) -> dict:
         **default,
         "headline": "goal: whole message <= 1.0 x the order-0 baseline on the shipped default "
         "configuration, which codes with temporal coding on (codec.temporal = auto): stills_* for an image "
-        "folder, stream_* for a video source; goal_met holds when both 95% upper bounds are <= 1.0. "
-        "whole_message_bits_vs_order0 is the same cell with each message coded alone (codec.temporal = off, "
-        "wire version 2); bits_per_order0_entropy: whole-message ratio of the best coder against the older baseline "
+        "folder, stream_* for a video source; whole_message_bits_vs_order0 is the worse of the two (with "
+        "its interval), and goal_met holds when both 95% upper bounds are <= 1.0. "
+        "coded_alone_whole_message_bits_vs_order0 is the same cell with each message coded alone "
+        "(codec.temporal = off, wire version 2); bits_per_order0_entropy: whole-message ratio of the best coder against the older baseline "
         "(all C*H*W symbols, masked zeros included), mean over every "
         "scored map of the grid (all cells weigh the same); payload_bits_per_order0_entropy is the "
         "payload-only figure of the same coder",
@@ -551,12 +554,17 @@ def main(argv=None) -> int:
         summary["goal_met"] = all(
             summary[f"{k}_whole_message_bits_vs_order0_ci95"][1] <= 1.0 for k in ("stills", "stream")
         )
+        worse = max(("stills", "stream"), key=lambda k: summary[f"{k}_whole_message_bits_vs_order0"])
+        summary["whole_message_bits_vs_order0"] = summary[f"{worse}_whole_message_bits_vs_order0"]
+        summary["whole_message_bits_vs_order0_ci95"] = summary[f"{worse}_whole_message_bits_vs_order0_ci95"]
+        summary["whole_message_bits_vs_order0_source"] = worse
         params["elapsed_s"] = time.time() - t0
     out = args.out or (
         Path(__file__).parent / "results" / ("codec_synthetic.json" if args.synthetic else "codec.json")
     )
     path = write_result("codec", summary, params, rows, out=out)
-    keys = ("whole_message_bits_vs_order0", "whole_message_bits_vs_order0_ci95", "payload_bits_vs_order0",
+    keys = ("whole_message_bits_vs_order0", "whole_message_bits_vs_order0_ci95", "whole_message_bits_vs_order0_source",
+            "coded_alone_whole_message_bits_vs_order0", "payload_bits_vs_order0",
             "header_bytes_mean", "best_coder", "bits_per_order0_entropy", "payload_bits_per_order0_entropy", "goal_met",
             "bits_per_order0_entropy_worst", "fraction_at_or_below_1", "encode_mb_s", "decode_mb_s",
             "stills_whole_message_bits_vs_order0", "stills_whole_message_bits_vs_order0_ci95",

@@ -9,6 +9,10 @@ A bundle is a folder with ONNX graphs and ``manifest.json``::
     grad_<variant>.onnx image, reference -> influence map    (optional)
     manifest.json
 
+A detection bundle (manifest ``task = "detect"``, ``docs/detection.md``) has ``back.onnx``:
+split tensor -> logits (N x P x K), boxes (N x P x 4), a ``detection`` object (box format,
+score threshold, NMS parameters) and gradient graphs whose reference is a list of boxes.
+
 The manifest (format version 1) names the classes, the input spec, the split tensor, each graph with
 its inputs and outputs, the importance maps the bundle can produce, and a sha256 per file. The
 **model id** is the sha256 of the canonical manifest (sorted keys, no ``model_id`` field); its first
@@ -36,18 +40,25 @@ from edge_runtime.errors import BundleError
 __all__ = [
     "FORMAT_VERSION",
     "DEFAULT_BUNDLE",
+    "DETECT_BUNDLE",
     "Bundle",
     "load_bundle",
     "write_manifest",
     "compute_model_id",
     "GRAD_VARIANTS",
+    "TASKS",
 ]
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
+#: The shipped detection bundle (``edge-runtime demo --task detect``)
+DETECT_BUNDLE = Path(__file__).parent / "bundles" / "detect"
 GRAD_VARIANTS = ("plain", "guided", "selective", "extsel")
+#: What a bundle's back half yields: class scores, or boxes (``task`` in the manifest; absent =
+#: classify, so older bundles keep their model id)
+TASKS = ("classify", "detect")
 _REQUIRED_KEYS = ("format_version", "model_name", "model_id", "classes", "input", "split", "graphs", "files")
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -123,6 +134,14 @@ class Bundle:
         self.split_dtype = _DTYPES[split["dtype"]]
         self.graphs: dict[str, dict] = manifest["graphs"]
         self.importance: dict[str, dict] = manifest.get("importance", {})
+        #: ``classify`` or ``detect``: what the back half yields (a bundle property; the edge,
+        #: codec, transport and receiver are shared)
+        self.task: str = manifest.get("task", "classify")
+        self.detection = None
+        if self.task == "detect":
+            from edge_runtime.detection import params_of
+
+            self.detection = params_of(manifest)
         self._sessions: dict[str, Any] = {}
         self._mean = np.asarray(self.input.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / (np.asarray(self.input.std, np.float32).reshape(1, 3, 1, 1) * 255.0)
@@ -192,6 +211,19 @@ class Bundle:
         """Front half on a preprocessed batch: all outputs of ``front.onnx``."""
         return self.run("front", {self.input.name: x})
 
+    def detect(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Back half of a detection bundle: (logits N x P x K, boxes N x P x 4 in input pixels)."""
+        if self.task != "detect":
+            raise BundleError(f"bundle {self.path} is a {self.task} bundle; it yields no boxes")
+        spec = self.graphs["back"]
+        logits, boxes = self.session("back").run(spec["outputs"][:2], {spec["inputs"][0]: features})
+        return logits, boxes
+
+    def reference_shape(self, graph: str) -> tuple[int, ...]:
+        """Shape of a gradient graph's ``reference`` input at batch 1."""
+        spec = self.importance.get(graph, {})
+        return (1, *spec.get("reference_shape", [self.num_classes]))
+
     def back(self, features: np.ndarray) -> np.ndarray:
         """Back half: logits (the back graph's first output) for a batch of split tensors."""
         spec = self.graphs["back"]
@@ -213,7 +245,7 @@ class Bundle:
                 elif inp == self.split_name:
                     feeds[inp] = feats
                 elif inp == "reference":
-                    feeds[inp] = np.zeros((1, self.num_classes), np.float32)
+                    feeds[inp] = np.zeros(self.reference_shape(name), np.float32)
                 elif inp == "abn_map":
                     feeds[inp] = np.ones((1, 1, *self.split_shape[1:]), np.float32)
             if len(feeds) == len(spec["inputs"]):
@@ -245,6 +277,8 @@ def _check_manifest(path: Path, manifest: Any) -> None:
         raise BundleError(f"{path}: input size must be [height, width] of positive ints, got {size!r}")
     if not manifest["classes"]:
         raise BundleError(f"{path}: manifest lists no classes")
+    if manifest.get("task", "classify") not in TASKS:
+        raise BundleError(f"{path}: manifest task must be one of {list(TASKS)}, got {manifest.get('task')!r}")
     expected = compute_model_id(manifest)
     if manifest["model_id"] != expected:
         raise BundleError(

@@ -33,7 +33,17 @@ _OFFLINE = {"train", "export", "split", "finetune", "correct", "retrain"}
 QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch", "numba", "matplotlib", "PIL", "urllib3", "filelock")
 
 #: Top-level modules of the runtime requirements (setup.py's RUNTIME).
-_RUNTIME = {"numpy", "numba", "llvmlite", "onnxruntime", "zstandard", "cv2", "zmq", "prometheus_client"}
+_RUNTIME = {
+    "numpy",
+    "numba",
+    "llvmlite",
+    "onnxruntime",
+    "zstandard",
+    "cv2",
+    "zmq",
+    "prometheus_client",
+    "pycocotools",
+}
 
 #: Top-level modules of the ``train`` extra: an ImportError of one of them means "install it".
 _TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "onnx_ir", "onnx2torch", "tqdm", "flask", "werkzeug"}
@@ -203,6 +213,13 @@ def _cmd_info(args) -> int:
     print(f"classes     {len(b.classes)}: {', '.join(b.classes)}")
     print(f"input       {b.input.name} {b.input.layout} {b.input.color} {b.input.size[0]}x{b.input.size[1]}")
     print(f"split       {b.split_name} {list(b.split_shape)} {m['split']['dtype']}")
+    print(f"task        {b.task}")
+    if b.detection is not None:
+        d = b.detection
+        print(
+            f"detection   boxes {d.box_format} (input pixels), score > {d.score_threshold}, NMS per class at "
+            f"IoU {d.nms_iou}, top {d.pre_nms_top_k} before NMS, at most {d.max_detections} per frame"
+        )
     for name, g in sorted(b.graphs.items()):
         print(f"graph       {name:<15} {g['file']:<22} {g['inputs']} -> {g['outputs']}")
     print(f"importance  {', '.join(sorted(b.importance)) or 'none'}")

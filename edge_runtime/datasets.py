@@ -21,6 +21,13 @@ Tasks:
 - ``shapes-synthetic``: the original procedural scenes on drawn backgrounds (kept for the decoy
   experiment and older results).
 
+Detection tasks (:mod:`edge_runtime.detect_scenes`: zero to several objects per frame, each
+with its class and box), with the same item and background splits as the classification tasks:
+
+- ``fashion-detect``: Fashion-MNIST items; ``shapes-detect``: the procedural shapes;
+  :func:`load_boxes` hands out frames with boxes, :func:`detection_stream` the moving stream of
+  several tracks (validation and test made of the shipped assets, like the classification stream).
+
 Scene seeds differ by split too (``SPLIT_SEEDS``). For the synthetic shapes the old "held-out"
 frames (seed 2), on which earlier defaults were selected, are the validation split, and the test
 split is a seed nothing was ever tuned on.
@@ -37,8 +44,11 @@ import numpy as np
 
 from edge_runtime.scenes import MovingObjectStream, SceneGenerator
 
-__all__ = ["DECOYS", "DEFAULT_TASK", "SPLITS", "SPLIT_SEEDS", "TASKS", "VARIANTS", "Frames", "load", "stream",
-           "with_decoys"]  # fmt: skip
+__all__ = [
+    "DECOYS", "DEFAULT_TASK", "SPLITS", "SPLIT_SEEDS", "TASKS", "VARIANTS", "Frames", "load", "stream",
+    "with_decoys", "DETECT_TASKS", "DEFAULT_DETECT_TASK", "BoxFrames", "load_boxes", "detection_generator",
+    "detection_stream",
+]  # fmt: skip
 
 SPLITS = ("train", "validation", "test")
 TASKS = ("fashion", "shapes", "shapes-synthetic")
@@ -53,6 +63,12 @@ TEXTURE_MIX = 0.0
 
 #: Decoy patches of the ABN correction experiment (``edge_runtime.photos.DECOYS``).
 DECOYS = ("label", "random")
+
+DETECT_TASKS = ("fashion-detect", "shapes-detect")
+DEFAULT_DETECT_TASK = "fashion-detect"
+#: Scene seeds of the detection tasks by split, and of their moving streams.
+DETECT_SEEDS = {"train": 21, "validation": 22, "test": 24}
+DETECT_STREAM_SEEDS = {"train": 31, "validation": 32, "test": 34}
 
 #: Scene seeds of the procedural shapes by split (disjoint by construction).
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 4}
@@ -203,3 +219,108 @@ def stream(task: str, split: str, *, size: int = 128, segment: int = 60):
         half = (0.0, 0.5) if split == "validation" else (0.5, 1.0)
         return PhotoStream(size, seed=STREAM_SEEDS[split], segment=segment, item_range=half)
     return MovingObjectStream(size, seed=STREAM_SEEDS[split], segment=segment)
+
+
+# --- detection ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoxFrames:
+    """Images (N,H,W,3) uint8 RGB; per image a (n_i,4) float32 array of boxes ``x0, y0, x1, y1``
+    in image pixels and a (n_i,) int64 array of classes; class names."""
+
+    images: np.ndarray
+    boxes: list
+    labels: list
+    classes: tuple[str, ...]
+    task: str
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def objects(self) -> int:
+        return int(sum(len(b) for b in self.boxes))
+
+
+def _check_detect(task: str, split: str) -> None:
+    if task not in DETECT_TASKS:
+        raise ValueError(
+            f"unknown detection task {task!r}; built-in detection tasks are {', '.join(DETECT_TASKS)}"
+        )
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+
+
+def detection_generator(
+    task: str, split: str, *, size: int = 128, variant: str = "in_domain", resize: str = "letterbox"
+):
+    """The scene generator behind :func:`load_boxes` (``sample(i)``, ``batch(start, count)``).
+
+    ``variant``: ``in_domain``, ``unseen_backgrounds`` (test only), ``camera_variation`` or ``4x3``
+    (every frame 4:3, letterboxed), as for the classification tasks."""
+    _check_detect(task, split)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; variants are {', '.join(VARIANTS)}")
+    if variant == "unseen_backgrounds" and split != "test":
+        raise ValueError("unseen backgrounds are a test set only (no training scene may see them)")
+    from edge_runtime.detect_scenes import DetectionScenes
+
+    return DetectionScenes(
+        "fashion" if task == "fashion-detect" else "shapes",
+        split,
+        "unseen" if variant == "unseen_backgrounds" else split,
+        size=size,
+        seed=DETECT_SEEDS[split],
+        camera="strong" if variant == "camera_variation" else "typical",
+        aspect_mix=1.0 if variant == "4x3" else ASPECT_MIX,
+        resize=resize,
+    )
+
+
+def load_boxes(
+    task: str,
+    split: str,
+    count: int,
+    *,
+    size: int = 128,
+    start: int = 0,
+    variant: str = "in_domain",
+    resize: str = "letterbox",
+    progress: bool = False,
+) -> BoxFrames:
+    """Frames ``start .. start+count-1`` of detection task ``task``'s ``split``, with boxes
+    (deterministic). Raises :class:`edge_runtime.photos.DataMissingError` naming the Debian package
+    to install when the data are missing."""
+    if count < 0 or start < 0:
+        raise ValueError(f"count and start must be >= 0, got count={count}, start={start}")
+    gen = detection_generator(task, split, size=size, variant=variant, resize=resize)
+    images, boxes, labels = gen.batch(start, count, progress=progress)
+    return BoxFrames(images, boxes, labels, tuple(gen.class_names), task, split)
+
+
+def detection_stream(
+    task: str = DEFAULT_DETECT_TASK,
+    split: str = "test",
+    *,
+    frame_hw: tuple[int, int] = (144, 192),
+    segment: int = 90,
+    seed: int | None = None,
+):
+    """The moving stream of several tracks of ``task`` for ``split`` (deterministic; disjoint
+    seeds by split). Validation and test are made of what ships in ``edge_runtime/assets`` (no apt
+    needed: disjoint halves of the shipped test items over the shipped photographs); the train
+    stream uses training items over training backgrounds (the Debian packages). ``seed`` replaces
+    the split's seed (the demo's ``source.seed``)."""
+    _check_detect(task, split)
+    from edge_runtime.detect_scenes import DetectionStream
+
+    objects = "fashion" if task == "fashion-detect" else "shapes"
+    seed = DETECT_STREAM_SEEDS[split] if seed is None else seed
+    if split == "train":
+        return DetectionStream(
+            frame_hw, seed, segment=segment, objects=objects, item_split="train", background="train"
+        )
+    half = (0.0, 0.5) if split == "validation" else (0.5, 1.0)
+    return DetectionStream(frame_hw, seed, segment=segment, objects=objects, item_range=half)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["RESIZE_MODES", "fit"]
+__all__ = ["RESIZE_MODES", "fit", "fit_geometry", "fit_boxes", "unfit_boxes"]
 
 RESIZE_MODES = ("letterbox", "crop", "stretch")
 _PAD = 128  # mid grey: the value the network's normalisation maps to 0
@@ -59,6 +59,47 @@ def fit(
             )
     out = np.ascontiguousarray(out)
     return out if mask is None else (out, np.ascontiguousarray(m.astype(bool)))
+
+
+def fit_geometry(frame_hw: tuple[int, int], size: int | tuple[int, int], mode: str = "letterbox"):
+    """How :func:`fit` maps a frame of ``frame_hw`` (height, width) to ``size``: per-axis scales and
+    offsets ``(sx, sy, ox, oy)`` with ``x_input = x_frame * sx + ox`` (pixel edges, not centres),
+    exactly the arithmetic of :func:`fit` (its rounding of the scaled size included)."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
+    h, w = (size, size) if isinstance(size, int) else size
+    ih, iw = (int(v) for v in frame_hw)
+    if ih < 1 or iw < 1:
+        raise ValueError(f"frame size must be positive, got {frame_hw}")
+    if (ih, iw) == (h, w) or mode == "stretch":
+        return w / iw, h / ih, 0.0, 0.0
+    if mode == "crop":
+        s = max(h / ih, w / iw)
+        sh, sw = max(h, round(ih * s)), max(w, round(iw * s))
+        return sw / iw, sh / ih, -float((sw - w) // 2), -float((sh - h) // 2)
+    s = min(h / ih, w / iw)
+    sh, sw = min(h, round(ih * s)), min(w, round(iw * s))
+    return sw / iw, sh / ih, float((w - sw) // 2), float((h - sh) // 2)
+
+
+def fit_boxes(boxes: np.ndarray, frame_hw, size, mode: str = "letterbox") -> np.ndarray:
+    """Boxes ``(n, 4)`` ``x0, y0, x1, y1`` in frame pixels -> in the input :func:`fit` makes, clipped
+    to it (a box cut off by ``crop`` shrinks; one wholly outside becomes empty: x1 <= x0)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    sx, sy, ox, oy = fit_geometry(frame_hw, size, mode)
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    out = b * np.float32([sx, sy, sx, sy]) + np.float32([ox, oy, ox, oy])
+    return np.clip(out, 0, np.float32([w, h, w, h])).astype(np.float32)
+
+
+def unfit_boxes(boxes: np.ndarray, frame_hw, size, mode: str = "letterbox") -> np.ndarray:
+    """The inverse of :func:`fit_boxes`: boxes in model-input pixels -> frame pixels, clipped to
+    the frame (a box on a letterbox's grey bar is cut to the picture)."""
+    sx, sy, ox, oy = fit_geometry(frame_hw, size, mode)
+    ih, iw = (int(v) for v in frame_hw)
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    out = (b - np.float32([ox, oy, ox, oy])) / np.float32([sx, sy, sx, sy])
+    return np.clip(out, 0, np.float32([iw, ih, iw, ih])).astype(np.float32)
 
 
 # OpenCV, not kernels.resize_bilinear / warp_flow: benchmarks/bench_kernels.py timed both at every

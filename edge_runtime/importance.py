@@ -68,13 +68,15 @@ FrontFn = Callable[[], dict[str, np.ndarray]]
 class ImportanceResult:
     """``map``: 2-D float32 (None: keep everything); ``reused``: carried from an earlier frame;
     ``onnx_s``: seconds spent in ONNX sessions for it; ``motion_px``: estimated scene motion
-    since the key frame (input pixels, 0 when fresh)."""
+    since the key frame (input pixels, 0 when fresh); ``empty``: a detection bundle found nothing
+    in the frame (the edge sends the empty message)."""
 
     map: np.ndarray | None
     reused: bool = False
     onnx_s: float = 0.0
     motion_s: float = 0.0
     motion_px: float = 0.0
+    empty: bool = False
 
 
 class Provider:
@@ -132,17 +134,31 @@ class GradientProvider(Provider):
             raise ConfigError(
                 f"importance.target: class {cfg.target} does not exist; the model has {k} classes"
             )
-        self.reference = np.zeros((1, k), np.float32)
+        self.detect = bundle.task == "detect"
+        if self.detect and cfg.target >= 0:
+            raise ConfigError(
+                f"importance.target = {cfg.target}: a detection bundle's gradient graphs take a list of "
+                "reference boxes, not a class; leave importance.target at -1 (the own detections)"
+            )
+        self.reference = np.zeros(bundle.reference_shape(name), np.float32)
         if cfg.target >= 0:
             self.reference[0, cfg.target] = 1.0
         self.last_logits: np.ndarray | None = None
+        self.last_boxes: np.ndarray | None = None
 
     def compute(self, x: np.ndarray, front: FrontFn) -> ImportanceResult:
         t0 = time.perf_counter()
         outs = self.bundle.run(self.graph, {self.bundle.input.name: x, "reference": self.reference})
         dt = time.perf_counter() - t0
         self.last_logits = outs.get("logits")
-        return ImportanceResult(np.ascontiguousarray(outs[self.output][0, 0], np.float32), onnx_s=dt)
+        empty = False
+        if self.detect:  # nothing above the score threshold: nothing detected, the empty message
+            self.last_boxes = outs.get("boxes")
+            z = float(self.last_logits.max())
+            empty = 1.0 / (1.0 + np.exp(-z)) <= self.bundle.detection.score_threshold
+        return ImportanceResult(
+            np.ascontiguousarray(outs[self.output][0, 0], np.float32), onnx_s=dt, empty=empty
+        )
 
 
 @register_provider("fused")
@@ -156,9 +172,19 @@ class FusedProvider(Provider):
         spec = bundle.importance.get("fused", {"graph": "front", "output": "fused_attention"})
         self.output = spec["output"]
         _check_graph(bundle, "front", self.output, name)
+        # a detection bundle's front graph also says whether the frame holds any object
+        self.presence = spec.get("presence")
+        self.presence_threshold = 0.0
+        if self.presence is not None:
+            _check_graph(bundle, "front", self.presence, name)
+            self.presence_threshold = bundle.detection.score_threshold
+            obj = (bundle.manifest.get("detection") or {}).get("objectness") or {}
+            self.presence_threshold = float(obj.get("threshold", self.presence_threshold))
 
     def compute(self, x: np.ndarray, front: FrontFn) -> ImportanceResult:
-        return ImportanceResult(np.ascontiguousarray(front()[self.output][0, 0], np.float32))
+        out = front()
+        empty = self.presence is not None and float(out[self.presence].max()) <= self.presence_threshold
+        return ImportanceResult(np.ascontiguousarray(out[self.output][0, 0], np.float32), empty=empty)
 
 
 @register_provider("abn")
@@ -258,6 +284,7 @@ class TemporalReuse(Provider):
         self.scale = input_size / motion_size
         self._key_small: np.ndarray | None = None
         self._key_map: np.ndarray | None = None
+        self._key_empty = False
         self._age = 0
         self.fresh = 0
         self.reused = 0
@@ -280,13 +307,15 @@ class TemporalReuse(Provider):
                 self._age += 1
                 self.reused += 1
                 return ImportanceResult(
-                    warped, reused=True, motion_s=motion_s + time.perf_counter() - t0, motion_px=mag
-                )
+                    warped, reused=True, motion_s=motion_s + time.perf_counter() - t0, motion_px=mag,
+                    empty=self._key_empty,
+                )  # fmt: skip
             self.early += 1
             motion_s += time.perf_counter() - t0
         res = self.inner.compute(x, front)
         self.fresh += 1
         self._key_small, self._key_map, self._age = small, res.map, 1
+        self._key_empty = res.empty
         res.motion_s = motion_s
         return res
 

@@ -177,7 +177,10 @@ class EdgePipeline:
         if self.video and self.cfg.codec.mask_hold > 0:
             ref = self.encoder.reference(self.stream_id)
             prev, hold = (None if ref is None else ref.keep), self.cfg.codec.mask_hold
-        keep = self.reducer.keep_mask(imp.map, keep_ratio, prev=prev, hold=hold)
+        if imp.empty:  # a detection bundle found nothing in the frame: the empty message
+            keep = np.zeros(self.reducer.shape, bool)
+        else:
+            keep = self.reducer.keep_mask(imp.map, keep_ratio, prev=prev, hold=hold)
         t3 = time.perf_counter()
         st["mask"] += t3 - t2
         kept = 1.0 if keep is None else float(np.count_nonzero(keep)) / keep.size

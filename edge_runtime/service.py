@@ -89,7 +89,7 @@ def run(args) -> int:
     registry = Registry()
     metrics = EdgeMetrics(registry)
     server = registry.serve(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.enabled else None
-    feed = FrameFeed.from_config(cfg.source, size=bundle.input.size[0])
+    feed = FrameFeed.from_config(cfg.source, size=bundle.input.size[0], task=bundle.task)
     # Kernels compile in a child process while frames flow (the NumPy twins and zstd until they are
     # ready): no frame waits, and goes stale, behind a compilation.
     warmup = BackgroundWarmup(cfg).start() if cfg.runtime.warmup else None

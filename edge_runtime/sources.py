@@ -24,6 +24,7 @@ the frame still waiting when the feed closed).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -45,6 +46,7 @@ __all__ = [
     "FolderSource",
     "FrameFeed",
     "open_source",
+    "DetectionSceneSource",
     "IMAGE_SUFFIXES",
 ]
 
@@ -64,6 +66,7 @@ class Captured:
     time_ns: int  # capture time, ns since the Unix epoch
     label: int | None = None  # ground truth, where the source knows it (scene stream)
     source_time_us: int | None = None  # the source's own timestamp (video position), if known
+    truth: tuple | None = None  # detection scene stream: (boxes (n,4) frame pixels, classes (n,))
 
 
 class Source:
@@ -117,6 +120,25 @@ class SceneSource(Source):
     def read(self) -> Captured:
         scene = self.stream.frame(self._index)
         return self._next(scene.image, scene.label)
+
+
+class DetectionSceneSource(Source):
+    """The built-in detection stream: several tracks of Fashion-MNIST items moving over real
+    background photographs (:class:`~edge_runtime.detect_scenes.DetectionStream`, made of the
+    shipped assets), 4:3 frames of ``frame_hw``; each frame carries its boxes (``truth``)."""
+
+    name = "scene"
+
+    def __init__(self, seed: int = 0, segment: int = 90, frame_hw: tuple[int, int] = (144, 192)) -> None:
+        super().__init__()
+        from edge_runtime.detect_scenes import DetectionStream
+
+        self.stream = DetectionStream(frame_hw, seed, segment=segment)
+
+    def read(self) -> Captured:
+        scene = self.stream.frame(self._index)
+        c = self._next(scene.image, scene.label)
+        return dataclasses.replace(c, truth=(scene.boxes, scene.labels))
 
 
 class OpenCVSource(Source):
@@ -219,8 +241,11 @@ class FolderSource(Source):
         return None
 
 
-def open_source(cfg: SourceConfig, *, size: int = 128) -> Source:
-    """The (unopened) source a config names; ``size``: the scene stream's frame side."""
+def open_source(cfg: SourceConfig, *, size: int = 128, task: str = "classify") -> Source:
+    """The (unopened) source a config names; ``size``: the scene stream's frame side; ``task``: the
+    bundle's (a detection bundle's scene stream has several objects per frame, with boxes)."""
+    if cfg.kind == "scene" and task == "detect":
+        return DetectionSceneSource(seed=cfg.seed, segment=cfg.segment)
     if cfg.kind == "scene":
         return SceneSource(size=size, seed=cfg.seed, segment=cfg.segment)
     if cfg.kind == "folder":
@@ -267,9 +292,9 @@ class FrameFeed:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, cfg: SourceConfig, *, size: int = 128) -> FrameFeed:
+    def from_config(cls, cfg: SourceConfig, *, size: int = 128, task: str = "classify") -> FrameFeed:
         fps = cfg.fps
-        source = open_source(cfg, size=size)
+        source = open_source(cfg, size=size, task=task)
         if cfg.kind == "scene" and cfg.mode == "latest" and fps == 0:
             fps = SCENE_DEFAULT_FPS
         if cfg.kind == "file" and cfg.mode == "latest" and fps == 0:

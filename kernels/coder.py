@@ -52,7 +52,7 @@ class CoderError(ValueError):
 # ---------------------------------------------------------------- encoder primitives
 
 
-@jit
+@jit(inline=True)
 def _shift_low(st, out):
     # st: [low, range, cache, cache_size, pos]
     low = st[0]
@@ -71,7 +71,7 @@ def _shift_low(st, out):
     st[0] = (low & 0x00FFFFFF) << 8
 
 
-@jit
+@jit(inline=True)
 def _enc_bit(st, out, pf, ps, i, bit):
     p = (np.int64(pf[i]) + np.int64(ps[i])) >> 1
     bound = (st[1] >> _PROB_BITS) * p
@@ -89,7 +89,7 @@ def _enc_bit(st, out, pf, ps, i, bit):
         _shift_low(st, out)
 
 
-@jit
+@jit(inline=True)
 def _bit_length(v):
     k = 0
     while v > 0:
@@ -98,7 +98,7 @@ def _bit_length(v):
     return k
 
 
-@jit
+@jit(inline=True)
 def _neighbour_state(sym, keep, c, h, w, dh, dw):
     """-1 if the neighbour at (h + dh, w + dw) is outside or masked, else its value."""
     hh = h + dh
@@ -108,7 +108,7 @@ def _neighbour_state(sym, keep, c, h, w, dh, dw):
     return np.int64(sym[c, hh, ww])
 
 
-@jit
+@jit(inline=True)
 def _predict(sym, keep, c, h, w, last):
     """(prediction, zero-flag context, magnitude context) of (c, h, w) from kept causal neighbours."""
     a = _neighbour_state(sym, keep, c, h, w, 0, -1)
@@ -126,7 +126,7 @@ def _predict(sym, keep, c, h, w, last):
     return pred, sa * 3 + sb, act
 
 
-@jit
+@jit(inline=True)
 def _zigzag(d, bits):
     """Map a difference to [0, 2**bits): wrap to a signed value mod 2**bits, then zigzag."""
     m = (1 << bits) - 1
@@ -136,13 +136,13 @@ def _zigzag(d, bits):
     return 2 * d if d >= 0 else -2 * d - 1
 
 
-@jit
+@jit(inline=True)
 def _unzigzag(z, pred, bits):
     d = (z >> 1) if (z & 1) == 0 else -((z + 1) >> 1)
     return (pred + d) & ((1 << bits) - 1)
 
 
-@jit
+@jit(inline=True)
 def _mask_ctx(keep, h, w, width):
     ctx = 0
     if w > 0 and keep[h, w - 1]:
@@ -211,7 +211,7 @@ def _encode(sym, keep, code_mask, bits, out):
 # ---------------------------------------------------------------- decoder
 
 
-@jit
+@jit(inline=True)
 def _dec_bit(st, buf, pf, ps, i):
     # st: [code, range, pos]
     p = (np.int64(pf[i]) + np.int64(ps[i])) >> 1

@@ -66,7 +66,7 @@ _ALL = 127
 _GROUPS = 8  # channel groups of the per-channel contexts: channel c uses group min(c, 7)
 
 
-@jit
+@jit(inline=True)
 def _bit(enc, st, buf, pf, ps, i, bit):
     if enc:
         _enc_bit(st, buf, pf, ps, i, bit)

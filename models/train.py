@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ class TrainConfig:
     threads: int = 0  # 0: leave torch's default
     widths: tuple[int, int, int] = (24, 48, 64)
     label_smoothing: float = 0.1
-    augment: bool = False  # shifts and colour (gain, contrast, channel order) besides the flips
+    augment: bool = True  # shifts and colour (gain, contrast, channel order) besides the flips
     # Weight of L_map, the ABN map M against the share of each map cell the item covers (the
     # built-in scenes' masks; ImageFolder data has none and trains without it). On validation
     # (3000 fashion scenes, the same 8-minute budget): 83.5% with weight 1 against 71.8% without;
@@ -66,39 +67,43 @@ def augment(
     images: np.ndarray, rng: np.random.Generator, shift: int = 8, masks: np.ndarray | None = None
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """A training batch from uint8 scenes: random flip, shift (reflect-padded) and colour (per-image
-    channel gains, contrast, brightness, a random channel order on half the images), normalised;
-    and ``masks`` flipped and shifted the same way.
+    channel gains, contrast, brightness, a random channel order on half the images), normalised
+    (channels-last strides); and ``masks`` flipped and shifted the same way.
 
     Cached scenes are reused across epochs; this keeps them from repeating exactly, and the colour
     changes keep the network from tying classes to the colours of the few training backgrounds.
+    On validation (2000 fashion scenes, the default recipe otherwise): 87.4% against 86.3%, and
+    84.5% against 82.2% on scenes of the camera-variation test's harsher camera.
     """
     n, h, w, _ = images.shape
-    pad = ((0, 0), (shift, shift), (shift, shift))
-    padded = np.pad(images, (*pad, (0, 0)), mode="reflect")
-    padded_masks = None if masks is None else np.pad(masks, pad, mode="reflect")
     dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
     flip = rng.random(n) < 0.5
-    out = np.empty_like(images)
-    out_masks = None if masks is None else np.empty_like(masks)
-    for i in range(n):
-        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-        out[i] = crop[:, ::-1] if flip[i] else crop
-        if padded_masks is not None:
-            crop = padded_masks[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-            out_masks[i] = crop[:, ::-1] if flip[i] else crop
     perm = np.where(
         rng.random(n)[:, None] < 0.5, rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3)
     )
-    out = np.take_along_axis(out, perm[:, None, None, :], axis=3)
-    x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
-    gain = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 3, 1, 1))).float()
+    out = np.empty_like(images)
+    out_masks = None if masks is None else np.empty_like(masks)
+    for i in range(n):
+        # the window at (dy, dx) of the image reflect-padded by `shift` (NumPy's "reflect" is
+        # OpenCV's BORDER_REFLECT_101), mirrored if flipped: one integer warp per image, the same
+        # pixels as padding the whole batch and slicing, in a third of the time (38 -> 22 ms a batch)
+        tx, ty = shift - dx[i], shift - dy[i]
+        t = np.float32([[-1, 0, w - 1 - tx], [0, 1, ty]] if flip[i] else [[1, 0, tx], [0, 1, ty]])
+        img = images[i] if (perm[i] == (0, 1, 2)).all() else np.ascontiguousarray(images[i][..., perm[i]])
+        out[i] = cv2.warpAffine(img, t, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+        if masks is not None:
+            m8 = cv2.warpAffine(masks[i].view(np.uint8), t, (w, h), flags=cv2.INTER_NEAREST,
+                                borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+            out_masks[i] = m8.view(bool)
+    # colour, element by element in channels-last order (in place: 3.3 ms against 6.7 ms a batch)
+    x = torch.from_numpy(out).float().div_(255.0)
+    gain = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 3, 1, 1))).float().view(n, 1, 1, 3)
     contrast = torch.from_numpy(rng.uniform(0.7, 1.3, (n, 1, 1, 1))).float()
     bright = torch.from_numpy(rng.uniform(-0.1, 0.1, (n, 1, 1, 1))).float()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x * gain - mean) * contrast + mean + bright).clamp_(0.0, 1.0)
-    m = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - m) / s, out_masks
+    x.mul_(gain).sub_(mean).mul_(contrast).add_(mean).add_(bright).clamp_(0.0, 1.0)
+    x.sub_(torch.tensor(MEAN, dtype=torch.float32)).div_(torch.tensor(STD, dtype=torch.float32))
+    return x.permute(0, 3, 1, 2), out_masks
 
 
 def logits_of(outputs) -> torch.Tensor:
@@ -148,8 +153,13 @@ def train(
     out_dir: str | Path,
     *,
     progress: bool = True,
+    data_seconds: float = 0.0,
 ) -> Path:
-    """Train ``cfg.arch`` and write ``out_dir/checkpoint.pt`` (after every epoch); returns its path."""
+    """Train ``cfg.arch`` and write ``out_dir/checkpoint.pt`` (after every epoch); returns its path.
+
+    ``data_seconds``: how long making the data took before; each epoch's record has ``seconds``
+    (training so far) and ``wall_seconds`` (with the data: the recipe's wall time so far).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -208,7 +218,10 @@ def train(
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
         metrics = evaluate(model, test_data)
-        metrics.update(epoch=epoch + 1, seconds=round(time.perf_counter() - start, 1))
+        seconds = time.perf_counter() - start
+        metrics.update(
+            epoch=epoch + 1, seconds=round(seconds, 1), wall_seconds=round(data_seconds + seconds, 1)
+        )
         history.append(metrics)
         log.info("epoch %d: %s", epoch + 1, metrics)
         if progress:

@@ -17,6 +17,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from edge_runtime.detection import FrameGeometry
 from edge_runtime.errors import ConfigError
 from edge_runtime.receiver.cluster import ClusterConfig
 from edge_runtime.receiver.service import SOCKET_TYPES, Receiver
@@ -47,12 +48,14 @@ DEFAULTS: dict[str, object] = {
     "status_interval_s": 10.0,
     "ray": None,
     "cluster": None,  # the [cluster] table, checked by ClusterConfig
+    "frame_size": [],  # detection bundles: [STREAM=]WxH, the camera frame size (boxes in frame pixels)
+    "resize": "letterbox",  # how the edges fit frames to the model input (their source.resize)
 }
 _TYPES = {
     "bind": str, "socket": str, "bundle": list, "keys_secret": str, "allow_dir": str, "workers": int,
     "threads": int, "max_batch": int, "max_wait_ms": (int, float), "jsonl": str, "jsonl_max_mb": (int, float),
     "jsonl_backups": int, "pub": str, "metrics_host": str, "metrics_port": int, "duration": (int, float),
-    "frames": int, "status_interval_s": (int, float),
+    "frames": int, "status_interval_s": (int, float), "frame_size": list, "resize": str,
 }  # fmt: skip
 
 
@@ -93,6 +96,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--pub", help="publish results on a ZeroMQ PUB socket bound here (topic = stream id)")
     a("--metrics-host", help=f"metrics endpoint address (default {DEFAULTS['metrics_host']})")
     a("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free port)")
+    a(
+        "--frame-size",
+        action="append",
+        metavar="[STREAM=]WxH",
+        help="detection bundles: the camera frame size of STREAM (without STREAM=: of every stream), so "
+        "that boxes are in frame pixels with the letterbox undone; repeat per stream (default: boxes in "
+        "model-input pixels)",
+    )
+    a(
+        "--resize",
+        choices=["letterbox", "crop", "stretch"],
+        help="how the edges fit frames to the model input, their source.resize (default letterbox)",
+    )
     a("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM)")
     a("--frames", type=int, help="stop after this many messages were accounted for")
     a(
@@ -184,6 +200,7 @@ def build_receiver(conf: dict) -> Receiver:
         metrics_host=conf["metrics_host"],
         metrics_port=conf["metrics_port"],
         cluster=cluster_config(conf),
+        geometry=FrameGeometry.parse(conf["frame_size"], conf["resize"]),
     )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from edge_runtime.bundle import Bundle
 from edge_runtime.codec import Decoder, Frame, Limits
 from edge_runtime.codec.decoder import peek_stream_id as _peek
+from edge_runtime.detection import FrameGeometry, postprocess
 from edge_runtime.errors import ConfigError, DecodeError
 from edge_runtime.receiver.identity import Identity
 from edge_runtime.receiver.ledger import Ledger
@@ -54,8 +55,29 @@ class Result:
     index: int = 0  # the frame's index in its source (video frame number)
     source_time_us: int | None = None  # the source's timestamp (video position), if known
     base: int = 0  # the edge's window base when it sent the frame (for the ledger of a parent)
+    # detection bundles: ``detections`` = dicts {class, label, score, box [x0, y0, x1, y1]} (None:
+    # an empty message, nothing sent), boxes in frame pixels when the stream's frame size is known
+    # (``coords`` "frame", the letterbox undone), else in model-input pixels ("input")
+    task: str = "classify"
+    detections: tuple | None = None
+    coords: str | None = None
+    frame_size: tuple[int, int] | None = None  # (height, width) the boxes refer to
+
+    @property
+    def empty(self) -> bool:
+        """The frame was an empty message (no tensor: nothing important / nothing detected)."""
+        return self.cls is None and self.detections is None
 
     def to_dict(self) -> dict:
+        if self.task == "detect":
+            return self._base_dict() | {
+                "detections": None if self.detections is None else list(self.detections),
+                "coords": self.coords,
+                "frame_size": None if self.frame_size is None else list(self.frame_size),
+            }
+        return self._base_dict()
+
+    def _base_dict(self) -> dict:
         return {
             "stream": self.stream_id,
             "epoch": self.epoch,
@@ -78,6 +100,9 @@ class Result:
             d["stream"], d["seq"], d["capture_ns"], d["latency_ms"], d["model"], d["class"],
             d["label"], d["scores"], d.get("batch", 0), d.get("worker", 0), d.get("epoch", 0),
             d.get("index", 0), d.get("source_time_us"), d.get("base", 0),
+            "detect" if "detections" in d else "classify",
+            None if d.get("detections") is None else tuple(d["detections"]), d.get("coords"),
+            None if d.get("frame_size") is None else tuple(d["frame_size"]),
         )  # fmt: skip
 
 
@@ -190,6 +215,9 @@ class Engine:
         ``None``: the back half runs here. A :class:`~edge_runtime.receiver.cluster.RayBackend`
         (cluster mode): each batch is one request to it, and :meth:`collect` emits the results of
         finished requests in arrival order per stream (a frame waits for its stream's older ones).
+    geometry:
+        Detection bundles: the camera frame size per stream (:class:`FrameGeometry`), so that
+        boxes are given in frame pixels with the letterbox undone.
     """
 
     def __init__(
@@ -205,8 +233,10 @@ class Engine:
         ledger: Ledger | None = None,
         identity: Identity | None = None,
         backend=None,
+        geometry: FrameGeometry | None = None,
     ) -> None:
         self.ledger = ledger
+        self.geometry = geometry or FrameGeometry()
         self.backend = backend
         self._order: dict[str, collections.deque[_Slot]] = {}  # remote back half: per stream
         self.identity = identity
@@ -350,7 +380,10 @@ class Engine:
             return
         t0 = time.perf_counter()
         try:
-            logits = bundle.back(np.stack(inputs))
+            if bundle.task == "detect":
+                logits, boxes = bundle.detect(np.stack(inputs))
+            else:
+                logits = bundle.back(np.stack(inputs))
         except Exception as e:  # onnxruntime raises its own types; account every frame, keep serving
             self._rlog.log(logging.ERROR, "inference", "back half of %s failed on a batch of %d: %s",
                            bundle.model_name, len(frames), e)  # fmt: skip
@@ -361,6 +394,10 @@ class Engine:
             return
         self.back_s += time.perf_counter() - t0
         self.batches += 1
+        if bundle.task == "detect":  # NMS here, at the receiver, per frame
+            for f, lo, bo in zip(frames, logits, boxes, strict=True):
+                self._emit_result(f, bundle, None, len(frames), postprocess(lo, bo, bundle.detection))
+            return
         scores = softmax(logits.astype(np.float64))
         for f, s in zip(frames, scores, strict=True):
             self._emit_result(f, bundle, s, len(frames))
@@ -412,8 +449,13 @@ class Engine:
             self._drain(sid)
         return len(done)
 
-    def _emit_result(self, frame: Frame, bundle: Bundle, scores: np.ndarray | None, batch: int) -> None:
+    def _emit_result(
+        self, frame: Frame, bundle: Bundle, scores: np.ndarray | None, batch: int, detections=None
+    ) -> None:
         latency_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        if bundle.task == "detect":
+            self._emit_detections(frame, bundle, detections, batch, latency_ms)
+            return
         if scores is None:
             cls = label = sc = None
         else:
@@ -424,4 +466,19 @@ class Engine:
             Result(frame.stream_id, frame.seq, frame.capture_time_ns, latency_ms, bundle.model_id[:16],
                    cls, label, sc, batch, self.worker, frame.epoch, frame.source_index,
                    frame.source_time_us, frame.window_base)
+        )  # fmt: skip
+
+    def _emit_detections(self, frame: Frame, bundle: Bundle, dets, batch: int, latency_ms: float) -> None:
+        """A detection result: boxes mapped to the stream's frame pixels where its size is known."""
+        hw = self.geometry.frame_hw(frame.stream_id)
+        coords, size = ("frame", hw) if hw is not None else ("input", tuple(bundle.input.size))
+        out = None
+        if dets is not None:
+            out = tuple(
+                self.geometry.to_frame(dets, frame.stream_id, tuple(bundle.input.size), bundle.classes)
+            )
+        self.emit(
+            Result(frame.stream_id, frame.seq, frame.capture_time_ns, latency_ms, bundle.model_id[:16],
+                   None, None, None, batch, self.worker, frame.epoch, frame.source_index,
+                   frame.source_time_us, frame.window_base, "detect", out, coords, size)
         )  # fmt: skip

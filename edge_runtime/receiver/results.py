@@ -245,7 +245,7 @@ class Stats:
                 return
             st.decoded += 1
             st.results += 1
-            if ev.cls is None:
+            if ev.empty:
                 st.empty += 1
             st.note(ev.epoch, ev.seq)
             st.last_latency_ms = ev.latency_ms

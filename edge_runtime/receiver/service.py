@@ -49,6 +49,7 @@ import zmq
 
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.codec.decoder import peek_epoch_tag
+from edge_runtime.detection import FrameGeometry
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import MetricsServer
 from edge_runtime.receiver.cluster import ClusterConfig
@@ -129,6 +130,7 @@ class Receiver:
         timeouts: SocketTimeouts | None = None,
         max_streams: int = 1024,
         cluster: ClusterConfig | None = None,
+        geometry: FrameGeometry | None = None,
     ) -> None:
         if socket_type not in SOCKET_TYPES:
             raise ConfigError(f"socket type must be one of {sorted(SOCKET_TYPES)}, got {socket_type!r}")
@@ -164,6 +166,7 @@ class Receiver:
         self.timeouts = timeouts or SocketTimeouts()
         self.max_streams = max_streams
         self.cluster = cluster
+        self.geometry = geometry or FrameGeometry()
         self._backend = None
         self.stats = Stats(max_streams)
         self.endpoint: str | None = None
@@ -256,20 +259,26 @@ class Receiver:
             ]
         self.max_message_bytes = limits_for(bundles, self.max_streams).max_message_bytes
         if self.cluster is not None:
+            detect = [str(b.path) for b in bundles if b.task == "detect"]
+            if detect:
+                raise ConfigError(
+                    f"cluster mode (--ray) serves classification bundles only; {detect[0]} is a detection "
+                    "bundle: serve it in-process or with --workers"
+                )
             self._start_cluster(bundles)
         front = self._public_socket()
         if self._backend is not None:
             self._engine = Engine(
                 bundles, self._on_event, max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1e3,
                 parts=1 if self.socket_type == "pull" else 2, max_streams=self.max_streams,
-                ledger=self.ledger, identity=self.identity, backend=self._backend,
+                ledger=self.ledger, identity=self.identity, backend=self._backend, geometry=self.geometry,
             )  # fmt: skip
             self._spawn(self._cluster_loop, front)
         elif self.workers <= 1:
             self._engine = Engine(
                 bundles, self._on_event, max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1e3,
                 parts=1 if self.socket_type == "pull" else 2, max_streams=self.max_streams,
-                ledger=self.ledger, identity=self.identity,
+                ledger=self.ledger, identity=self.identity, geometry=self.geometry,
             )  # fmt: skip
             for b in bundles:
                 b.session("back")  # load now: the first frame pays no start-up cost
@@ -519,6 +528,7 @@ class Receiver:
             "out": ep_out,
             "max_streams": self.max_streams,
             "recv_timeout_ms": self.timeouts.recv_timeout_ms,
+            "geometry": self.geometry.to_spec(),
         }
         mpctx = mp.get_context("spawn")  # no fork: ZeroMQ contexts and ORT threads do not survive it
         self._worker_stop = mpctx.Event()
@@ -761,7 +771,7 @@ def _worker_main(spec: dict, index: int, stop) -> None:
 
     eng = Engine(
         bundles, emit, max_batch=spec["max_batch"], max_wait_s=spec["max_wait_s"], parts=spec["parts"],
-        max_streams=spec["max_streams"], worker=index,
+        max_streams=spec["max_streams"], worker=index, geometry=FrameGeometry.from_spec(spec.get("geometry")),
     )  # fmt: skip
     for b in bundles:
         b.session("back")

@@ -47,7 +47,9 @@ def test_default_bundle_classifies_held_out_scenes(default_bundle):
     feats = b.front(x)[b.split_name]
     assert feats.shape == (300, *b.split_shape)
     acc = float((b.back(feats).argmax(1) == labels).mean())
-    assert acc >= 0.55, f"default bundle top-1 on fresh scenes is {acc:.3f} (chance 0.1)"
+    # 84.5% on 2000 validation scenes when it was exported (benchmarks/results/training.json); 300
+    # scenes: a 95% interval of about +-4 points, so 0.75 flags a broken bundle, not noise
+    assert acc >= 0.75, f"default bundle top-1 on fresh scenes is {acc:.3f} (chance 0.1)"
 
 
 def test_missing_graph_file_is_named(bundle_copy):
