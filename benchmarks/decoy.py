@@ -16,7 +16,11 @@ task (``edge_runtime.datasets``, task ``fashion``):
   with ``map_weight=0``, i.e. from the labels alone, as a user with their own image folder trains:
   L_map of the default recipe is the item mask on every training image, which is what the
   corrections give here on a share of them only. The decoy model trains on the decoy scenes, the
-  reference on the same scenes without the patch.
+  reference on the same scenes without the patch. Also without the default recipe's shift and
+  colour augmentation (``--augment`` puts it back): it swaps the colour channels of half the
+  images, and the patch's hue *is* the shortcut (``DECOY_COLOURS``, ten hues 36 degrees apart),
+  so it would teach the decoy on some scenes and a wrong hue-to-class code on others; the base
+  models and the short runs only mirror the scenes, as the recipe did before augmentation won.
 * **corrections**: the simulated person draws the item's ground-truth mask (``map_from_mask``, the
   editor's mask import; ``tests/abn/test_editor.py`` drives the editor's strokes to the same maps)
   on a share of the training images: misrecognized ones first, then those whose map maximum misses
@@ -35,18 +39,31 @@ task (``edge_runtime.datasets``, task ``fashion``):
 
 Intervals: 95% percentile bootstrap over test frames (paired: the same frames for every model) and,
 for retrained models, over seeds as well. Checkpoints and per-run results are kept in ``--work``
-and reused when their parameters match, so an interrupted run resumes.
+and reused when their parameters match, so an interrupted run resumes (``--stage base`` /
+``select`` stop after the base models / the choice of settings).
 
-    python benchmarks/decoy.py                 # the full experiment (hours on 2 cores)
-    python benchmarks/decoy.py --quick         # a smoke run (minutes)
+    python benchmarks/decoy.py                 # the full experiment (about 2.5 hours on 2 cores)
+    python benchmarks/decoy.py --quick         # a smoke run on tiny sizes (minutes, 1 thread)
 
-Writes ``benchmarks/results/decoy.json``, ``decoy.png`` (the curve, ours and RRR, with intervals)
-and ``decoy_maps.png`` (test scenes: the map before, corrected, after retraining).
+Cost of the full run, estimated from the measured default recipe and not yet measured as a whole
+(wall minutes with 2 threads on this 2-core machine, nothing else running; about twice that in
+CPU minutes): scenes 5 (the 100 000 training scenes once, then their decoy copy), the four
+short strength runs 6, the two base models 50 (the default recipe took 28 minutes without
+augmentation, scene generation included), recording the training maps 2, the choice of settings
+(4 runs per method at 5%) 12, the curve (6 shares x 3 seeds x 2 methods, 400 steps each) about
+65: a map-loss run takes about a minute, an RRR run two to three (its double backward pass). In
+all about 2.5 hours, 280 CPU minutes; ``stage_seconds`` in the JSON records what it took.
+
+Writes ``benchmarks/results/decoy.json`` (``--quick``: ``runs/decoy-quick/decoy.json``; ``--out``
+chooses), and beside it ``decoy.png`` (the curve, ours and RRR, with intervals) and
+``decoy_maps.png`` (test scenes: the map before, corrected, after retraining).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import logging
 import sys
@@ -62,7 +79,7 @@ from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
 
 SHARES = (0.01, 0.02, 0.05, 0.10, 0.25, 1.0)
 HEADLINE_SHARE = 0.05  # gap_recovered: the largest share <= 5%
-CANDIDATE_PROBS = (0.75, 0.85, 0.93, 0.98)
+CANDIDATE_PROBS = (0.75, 0.85, 0.93)
 TARGET_RATIO = 0.65
 SHORT = {"num_train": 20000, "epochs": 2}
 STEPS = 400
@@ -80,6 +97,35 @@ PARTS = {"frozen": ("attention", "perception"), "all": ("features", "attention",
 SCALES = (1.0, 10.0)
 SELECTION_SPLIT = "validation"
 N_RESAMPLES = 2000
+# The full experiment and the smoke run (--quick): sizes an option does not set.
+FULL = {
+    "num_train": 100000,
+    "epochs": 8,
+    "num_val": 5000,
+    "num_test": 5000,
+    "short_train": SHORT["num_train"],
+    "short_epochs": SHORT["epochs"],
+    "candidates": list(CANDIDATE_PROBS),
+    "shares": list(SHARES),
+    "seeds": 3,
+    "steps": STEPS,
+    "threads": 2,
+    "work": "runs/decoy",
+}
+QUICK = {
+    "num_train": 600,
+    "epochs": 1,
+    "num_val": 200,
+    "num_test": 200,
+    "short_train": 300,
+    "short_epochs": 1,
+    "candidates": [0.5, 0.97],
+    "shares": [0.02, 0.25],
+    "seeds": 1,
+    "steps": 10,
+    "threads": 1,
+    "work": "runs/decoy-quick",
+}
 
 
 # --------------------------------------------------------------------------- data
@@ -127,6 +173,19 @@ def decoy_train_frames(plain, prob: float, work: Path, chunk: int = 5000):
 # --------------------------------------------------------------------------- training
 
 
+def _digest(obj) -> str:
+    """A short name for a set of parameters (cache keys of runs that depend on them)."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def base_config(args, epochs: int):
+    """The default recipe as the decoy experiment trains it: labels alone (``map_weight=0``), the
+    colour augmentation only with ``--augment`` (the module docstring says why)."""
+    from edge_runtime.models.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, map_weight=0.0, augment=args.augment, threads=args.threads)
+
+
 def _trained(work: Path, name: str, cfg, train_ds, val_ds, params: dict):
     """Train, or reuse ``work/name/checkpoint.pt`` when it was trained with the same parameters."""
     from edge_runtime.models.train import load_checkpoint, train
@@ -154,12 +213,12 @@ def _correct(model, data, batch: int = 250) -> np.ndarray:
 
 def choose_strength(args, train_plain, val_dec, work: Path) -> dict:
     """``p`` from short runs scored on the validation split (never on test)."""
-    from edge_runtime.models.train import TrainConfig
+    from edge_runtime.datasets import with_decoys
 
     if val_dec.split != SELECTION_SPLIT:
         raise ValueError(f"the decoy strength is chosen on {SELECTION_SPLIT}, not on {val_dec.split}")
     n, epochs = args.short_train, args.short_epochs
-    cfg = TrainConfig(epochs=epochs, map_weight=0.0, threads=args.threads)
+    cfg = base_config(args, epochs)
     short = _slice(train_plain, 0, n)
     val = _dataset(val_dec)
     params = {"num_train": n, "task": "fashion"}
@@ -167,8 +226,6 @@ def choose_strength(args, train_plain, val_dec, work: Path) -> dict:
     ref_top1 = float(_correct(ref, val).mean())
     runs = {}
     for p in args.candidates:
-        from edge_runtime.datasets import with_decoys
-
         dec = with_decoys(short, "label", p)
         model, _ = _trained(
             work, f"short-decoy-{p:g}", cfg, _dataset(dec, False), val, params | {"decoy": "label", "p": p}
@@ -179,7 +236,7 @@ def choose_strength(args, train_plain, val_dec, work: Path) -> dict:
     chosen = min(runs.values(), key=lambda r: abs(r["ratio_to_decoy_free"] - TARGET_RATIO))
     return {
         "rule": f"p whose decoy model's validation top-1 is closest to {TARGET_RATIO} x the decoy-free "
-        f"model's, short runs ({n} scenes x {epochs} epochs, map_weight 0)",
+        f"model's, short runs ({n} scenes x {epochs} epochs, map_weight 0, augment {args.augment})",
         "decoy_free_val_top1": ref_top1,
         "candidates": runs,
         "chosen": chosen["p"],
@@ -249,53 +306,71 @@ def _retrain_config(method: str, setting: dict, seed: int, steps: int):
 
 def retrain_run(ctx: dict, method: str, setting: dict, share: float, seed: int, splits) -> dict:
     """Retrain the decoy model with ``share`` of the training maps corrected; per-frame results on
-    ``splits`` (names of ``ctx``'s evaluation sets). Cached in ``ctx['work']/retrain``."""
+    ``splits`` (names of ``ctx``'s evaluation sets).
+
+    Cached in ``ctx['retrain_dir']`` (named after the base model and the retraining constants):
+    the retrained weights (``.pt``), the per-split predictions and maps (``.npz``) and the record
+    (``.json``, written last). A later call that asks for another split loads the weights and
+    records that split only, so the run chosen on validation is not trained again for test.
+    """
     import torch
 
     from edge_runtime.models.retrain import finetune, record, select_samples
 
-    key = f"{method}-{'-'.join(f'{k}{v:g}' if isinstance(v, float) else f'{k}{v}' for k, v in sorted(setting.items()))}-share{share:g}-seed{seed}"
-    path = ctx["work"] / "retrain" / f"{key}.npz"
-    meta_path = path.with_suffix(".json")
-    if meta_path.is_file() and all(f"{s}_pred" in np.load(path).files for s in splits):
-        return json.loads(meta_path.read_text()) | _arrays(np.load(path), ctx, splits)
-    cfg = _retrain_config(method, setting, seed, ctx["steps"])
-    order = correction_order(ctx["groups"], seed)
-    n_teach = int(round(share * len(order)))
-    chosen = order[:n_teach]
-    teachers = {int(i): ctx["gt_train"][i] for i in chosen}
-    index, why = select_samples(ctx["rec_train"], cfg, np.sort(chosen))
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    model, log = finetune(ctx["decoy_model"], ctx["train"], teachers, cfg, index=index, progress=False)
-    seconds = time.perf_counter() - t0
-    arrays = {}
-    for s in splits:
+    name = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(setting.items()))
+    key = f"{method}-{name}-share{share:g}-seed{seed}"
+    folder = ctx["retrain_dir"]
+    path, meta_path, state_path = (folder / f"{key}{ext}" for ext in (".npz", ".json", ".pt"))
+    done = meta_path.is_file() and path.is_file() and state_path.is_file()
+    stored = dict(np.load(path)) if done else {}
+    meta = json.loads(meta_path.read_text()) if done else {}
+    missing = [s for s in splits if f"{s}_pred" not in stored]
+    if not missing:
+        return meta | _arrays(stored, ctx, splits)
+    if done:
+        model = copy.deepcopy(ctx["decoy_model"])
+        model.load_state_dict(torch.load(state_path, weights_only=True))
+        model.eval()
+    else:
+        cfg = _retrain_config(method, setting, seed, ctx["steps"])
+        order = correction_order(ctx["groups"], seed)
+        n_teach = int(round(share * len(order)))
+        chosen = order[:n_teach]
+        teachers = {int(i): ctx["gt_train"][i] for i in chosen}
+        index, why = select_samples(ctx["rec_train"], cfg, np.sort(chosen))
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        model, log = finetune(ctx["decoy_model"], ctx["train"], teachers, cfg, index=index, progress=False)
+        seconds = time.perf_counter() - t0
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), state_path)
+        meta = {
+            "method": method,
+            "setting": setting,
+            "share": share,
+            "seed": seed,
+            "teacher_maps": n_teach,
+            "selection": why,
+            "seconds": round(seconds, 1),
+            "final_losses": log["history"][-1],
+        }
+    for s in missing:
         rec = record(model, ctx[s])
-        arrays[f"{s}_pred"] = rec["per_pred"].astype(np.int8)
-        arrays[f"{s}_maps"] = rec["maps"].astype(np.float16)
-    arrays = _arrays(arrays, ctx, splits)
-    meta = {
-        "method": method,
-        "setting": setting,
-        "share": share,
-        "seed": seed,
-        "teacher_maps": n_teach,
-        "selection": why,
-        "seconds": round(seconds, 1),
-        "final_losses": log["history"][-1],
-        **{f"{s}_top1": float(arrays[f"{s}_correct"].mean()) for s in splits},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **{k: v for k, v in arrays.items() if not k.endswith("_correct")})
+        stored[f"{s}_pred"] = rec["per_pred"].astype(np.int8)
+        stored[f"{s}_maps"] = rec["maps"].astype(np.float16)
+        meta[f"{s}_top1"] = float(rec["per_correct"].mean())
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{key}.tmp.npz")
+    np.savez_compressed(tmp, **stored)
+    tmp.replace(path)
     meta_path.write_text(json.dumps(meta, indent=1))
     print(
         f"{method} {setting} share {share:g} seed {seed}: "
-        + ", ".join(f"{s} top-1 {meta[f'{s}_top1']:.4f}" for s in splits)
-        + f" ({seconds:.0f} s)",
+        + ", ".join(f"{s} top-1 {meta[f'{s}_top1']:.4f}" for s in missing)
+        + f" (retraining {meta['seconds']:.0f} s)",
         flush=True,
     )
-    return meta | arrays
+    return meta | _arrays(stored, ctx, splits)
 
 
 def _arrays(stored, ctx: dict, splits) -> dict:
@@ -332,10 +407,12 @@ def grids(ctx: dict) -> dict[str, list[dict]]:
     }
 
 
-def choose_settings(ctx: dict) -> dict:
+def choose_settings(ctx: dict, methods=("ours", "rrr")) -> dict:
     """Each method's setting: the best validation top-1 at 5% corrections, seed 0."""
     out = {}
     for method, grid in grids(ctx).items():
+        if method not in methods:
+            continue
         runs = [retrain_run(ctx, method, s, HEADLINE_SHARE, 0, ("val",)) for s in grid]
         best = max(runs, key=lambda r: r["val_top1"])
         out[method] = {
@@ -378,7 +455,10 @@ def gap_interval(retrained: np.ndarray, c_dec: np.ndarray, c_ref: np.ndarray, se
 
 
 def share_interval(hits: np.ndarray, seed: int = 0) -> dict:
+    """Share of ``hits`` and its 95% percentile bootstrap interval (``None`` for no frames)."""
     hits = np.asarray(hits, np.float64)
+    if len(hits) == 0:
+        return {"share": None, "ci95": [None, None], "n": 0}
     rng = np.random.default_rng(seed)
     boot = hits[rng.integers(0, len(hits), (N_RESAMPLES, len(hits)))].mean(1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
@@ -401,19 +481,28 @@ def curve_figure(curves: dict, goal: float = 0.9):
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = {"ours": ("C0", "o", "ABN map loss (ours)"), "rrr": ("C3", "s", "RRR input gradients")}
+    shares = sorted({float(k) for curve in curves.values() for k in curve}) or list(SHARES)
+    empty = True
     for method, curve in curves.items():
         colour, marker, label = styles[method]
         xs = [float(k) for k in curve]
         ys = [np.nan if v["mean"] is None else v["mean"] for v in curve.values()]
         lo = [np.nan if v["ci95"][0] is None else v["ci95"][0] for v in curve.values()]
         hi = [np.nan if v["ci95"][1] is None else v["ci95"][1] for v in curve.values()]
+        empty &= bool(np.all(np.isnan(ys)))
         ax.plot(xs, ys, marker=marker, color=colour, label=label)
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.2)
+    if empty:  # the decoy model is no worse than its reference: nothing to recover, nothing to draw
+        ax.text(0.5, 0.5, "no gap to recover", transform=ax.transAxes, ha="center", color="grey")
+        ax.set_ylim(-0.1, 1.1)
     ax.axhline(goal, color="grey", ls="--", lw=0.8)
-    ax.text(0.011, goal + 0.02, f"goal {goal:g}", color="grey", fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xscale("log")
-    ax.set_xticks(list(SHARES), [f"{100 * s:g}%" for s in SHARES])
+    # explicit limits: with every point missing (nan) the log axis has no data to place ticks on
+    ax.set_xlim(shares[0] / 1.3, shares[-1] * 1.3)
+    ax.text(shares[0] / 1.25, goal + 0.02, f"goal {goal:g}", color="grey", fontsize=8)
+    ax.set_xticks(shares, [f"{100 * s:g}%" for s in shares])
+    ax.minorticks_off()
     ax.set_xlabel("share of training maps corrected (misrecognized first)")
     ax.set_ylabel("share of the accuracy gap recovered (test)")
     ax.set_title("Decoy photographic task: retraining from corrected maps", fontsize=10)
@@ -514,108 +603,172 @@ def without_retraining(ctx: dict) -> dict:
     }
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """Options; sizes left unset take the full experiment's values (``FULL``) or, with
+    ``--quick``, the smoke run's (``QUICK``). Raises ``ValueError`` on values out of range."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run on tiny sizes (minutes, 1 thread)")
+    p.add_argument(
+        "--num-train", type=int, help=f"training scenes (full: {FULL['num_train']}, the default recipe's)"
+    )
+    p.add_argument("--epochs", type=int, help=f"base models' epochs (full: {FULL['epochs']})")
+    p.add_argument("--num-val", type=int, help=f"validation scenes (full: {FULL['num_val']})")
+    p.add_argument("--num-test", type=int, help=f"test scenes (full: {FULL['num_test']})")
+    p.add_argument(
+        "--short-train", type=int, help=f"scenes of the strength runs (full: {FULL['short_train']})"
+    )
+    p.add_argument(
+        "--short-epochs", type=int, help=f"epochs of the strength runs (full: {FULL['short_epochs']})"
+    )
+    p.add_argument(
+        "--candidates", type=float, nargs="+", help=f"decoy strengths p to try (full: {CANDIDATE_PROBS})"
+    )
+    p.add_argument("--decoy-prob", type=float, help="skip the choice of strength and use this p")
+    p.add_argument("--shares", type=float, nargs="+", help=f"shares of maps corrected (full: {SHARES})")
+    p.add_argument("--seeds", type=int, help="retraining seeds per share and method (full: 3)")
+    p.add_argument("--steps", type=int, help=f"retraining optimiser steps of {BATCH} (full: {STEPS})")
+    p.add_argument("--methods", nargs="+", default=["ours", "rrr"], choices=["ours", "rrr"])
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the default recipe's shift and colour augmentation for the base models (default: off; "
+        "its channel swaps re-colour the decoy patch)",
+    )
+    p.add_argument("--stage", choices=["base", "select", "all"], default="all", help="stop after a stage")
+    p.add_argument("--threads", type=int, help="torch threads and scene workers (full: 2, quick: 1)")
+    p.add_argument("--work", help="folder for scenes, checkpoints, runs (runs/decoy, runs/decoy-quick)")
+    p.add_argument("--scenes", default="runs/scenes", help="folder of the scene cache")
+    p.add_argument("--out", help="JSON path (benchmarks/results/decoy.json; --quick: WORK/decoy.json)")
+    args = p.parse_args(argv)
+    for k, v in (QUICK if args.quick else FULL).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.out is None and args.quick:  # a smoke run never replaces the committed results
+        args.out = str(Path(args.work) / "decoy.json")
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the option and its value when a value is out of range."""
+    at_least = {"num_train": 10, "epochs": 1, "num_val": 10, "num_test": 10, "short_train": 10,
+                "short_epochs": 1, "seeds": 1, "steps": 1, "threads": 1}  # fmt: skip
+    for k, low in at_least.items():
+        if getattr(args, k) < low:
+            raise ValueError(f"--{k.replace('_', '-')} must be >= {low}, got {getattr(args, k)}")
+    if args.short_train > args.num_train:
+        raise ValueError(
+            f"--short-train ({args.short_train}) must not exceed --num-train ({args.num_train}): "
+            "the strength runs use the first training scenes"
+        )
+    for p in args.candidates + ([] if args.decoy_prob is None else [args.decoy_prob]):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"a decoy strength must be in [0, 1], got {p} (--candidates / --decoy-prob)")
+    for s in args.shares:
+        if not 0.0 < s <= 1.0:
+            raise ValueError(f"a share of corrected maps must be in (0, 1], got {s} (--shares)")
+    if len(set(args.shares)) != len(args.shares):
+        raise ValueError(f"--shares has repeated values: {args.shares}")
+
+
 def run(argv=None) -> int:
     import torch
 
     from benchmarks.scene_cache import cached_frames
     from edge_runtime.datasets import with_decoys
     from edge_runtime.models.retrain import pointing_game, record
-    from edge_runtime.models.train import TrainConfig
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small smoke run (minutes)")
-    p.add_argument("--num-train", type=int, default=100000, help="the default recipe's training scenes")
-    p.add_argument("--epochs", type=int, default=8, help="the default recipe's epochs")
-    p.add_argument("--num-val", type=int, default=5000)
-    p.add_argument("--num-test", type=int, default=5000)
-    p.add_argument("--short-train", type=int, default=SHORT["num_train"])
-    p.add_argument("--short-epochs", type=int, default=SHORT["epochs"])
-    p.add_argument("--candidates", type=float, nargs="+", default=list(CANDIDATE_PROBS))
-    p.add_argument("--decoy-prob", type=float, help="skip the choice of strength and use this p")
-    p.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
-    p.add_argument("--seeds", type=int, default=3, help="retraining seeds per share and method")
-    p.add_argument("--steps", type=int, default=STEPS, help="retraining optimiser steps (batch 64)")
-    p.add_argument("--methods", nargs="+", default=["ours", "rrr"], choices=["ours", "rrr"])
-    p.add_argument("--stage", choices=["base", "select", "all"], default="all", help="stop after a stage")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--work", default="runs/decoy", help="folder for scenes, checkpoints, runs")
-    p.add_argument("--scenes", default="runs/scenes", help="folder of the scene cache")
-    p.add_argument("--out", help="JSON path (default benchmarks/results/decoy.json)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.num_train, args.epochs, args.num_val, args.num_test = 600, 1, 200, 200
-        args.short_train, args.short_epochs, args.candidates = 300, 1, [0.5, 0.97]
-        args.seeds, args.steps, args.shares = 1, 10, [0.02, 0.25]
-        args.work = f"{args.work}-quick"
+    args = parse_args(argv)
+    args.shares = sorted(args.shares)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    stages: dict[str, float] = {}
 
+    def stage_done(name: str, t0: float) -> float:
+        stages[name] = round(time.perf_counter() - t0, 1)
+        print(f"[{name}: {stages[name]:.0f} s]", flush=True)
+        return time.perf_counter()
+
+    t = t_start
     train_plain = cached_frames("fashion", "train", args.num_train, args.scenes, workers=args.threads)
     val_plain = cached_frames("fashion", "validation", args.num_val, args.scenes, workers=args.threads)
     test_plain = cached_frames("fashion", "test", args.num_test, args.scenes, workers=args.threads)
     val_dec = with_decoys(val_plain, "random")
     test_dec = with_decoys(test_plain, "random")
-    print(f"scenes ready ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    t = stage_done("scenes", t)
 
     # 1. strength, on validation
     strength_path = work / "strength.json"
+    strength_args = [args.short_train, args.short_epochs, args.candidates, args.augment]
     if args.decoy_prob is not None:
         strength = {"chosen": args.decoy_prob, "rule": "given with --decoy-prob"}
-    elif strength_path.is_file() and json.loads(strength_path.read_text()).get("args") == [
-        args.short_train,
-        args.short_epochs,
-        args.candidates,
-    ]:
+    elif strength_path.is_file() and json.loads(strength_path.read_text()).get("args") == strength_args:
         strength = json.loads(strength_path.read_text())
     else:
         strength = choose_strength(args, train_plain, val_dec, work)
-        strength["args"] = [args.short_train, args.short_epochs, args.candidates]
+        strength["args"] = strength_args
         strength_path.write_text(json.dumps(strength, indent=1))
     prob = strength["chosen"]
     print(f"decoy strength p = {prob:g}", flush=True)
+    t = stage_done("strength", t)
 
     # 2. the base models: the default recipe with map_weight 0
-    cfg = TrainConfig(epochs=args.epochs, map_weight=0.0, threads=args.threads)
+    cfg = base_config(args, args.epochs)
     val_ds = _dataset(val_dec)
     train_dec = decoy_train_frames(train_plain, prob, work)
     params = {"num_train": args.num_train, "task": "fashion"}
     ref_model, ref_ckpt = _trained(
         work, "decoy-free", cfg, _dataset(train_plain, False), val_ds, params | {"decoy": None}
     )
-    decoy_model, dec_ckpt = _trained(
-        work, "decoy", cfg, _dataset(train_dec, False), val_ds, params | {"decoy": "label", "p": prob}
-    )
-    test_ds, val_ds_masks = _dataset(test_dec), _dataset(val_dec)
+    dec_params = params | {"decoy": "label", "p": prob}
+    decoy_model, dec_ckpt = _trained(work, "decoy", cfg, _dataset(train_dec, False), val_ds, dec_params)
+    base_tag = _digest(json.loads((work / "decoy" / "params.json").read_text()))
+    test_ds = _dataset(test_dec)
     test_plain_ds = _dataset(test_plain)
     rec_dec_test, rec_ref_test = record(decoy_model, test_ds), record(ref_model, test_ds)
     c_dec, c_ref = rec_dec_test["per_correct"], rec_ref_test["per_correct"]
     ref_plain_top1 = float(_correct(ref_model, test_plain_ds).mean())
     print(
-        f"test top-1: decoy model {c_dec.mean():.4f}, decoy-free {c_ref.mean():.4f} ({ref_plain_top1:.4f} without patches)"
+        f"test top-1: decoy model {c_dec.mean():.4f}, decoy-free {c_ref.mean():.4f} "
+        f"({ref_plain_top1:.4f} without patches)"
     )
+    t = stage_done("base_models", t)
     if args.stage == "base":
+        print("stopped after the base models (--stage base); no JSON written")
         return 0
 
     # 3. corrections and retraining
     train_ds = _dataset(train_dec)
-    rec_path = work / f"rec-train-{prob:g}.npz"
+    rec_path = work / f"rec-train-{base_tag}.npz"
     if rec_path.is_file():
         rec_train = dict(np.load(rec_path))
     else:
         rec_train = record(decoy_model, train_ds)
         np.savez(rec_path, **rec_train)
     map_shape = rec_train["maps"].shape[1:]
-    gt_path = work / f"gt-train-{args.num_train}.npy"
+    gt_path = work / f"gt-train-{args.num_train}-{map_shape[0]}x{map_shape[1]}.npy"
     if not gt_path.is_file():
         np.save(gt_path, teacher_maps(train_ds.masks, map_shape))
+    retraining = {
+        "base_model": base_tag,
+        "steps": args.steps,
+        "batch_size": BATCH,
+        "lr": LR,
+        "include_correct": INCLUDE_CORRECT,
+        "teacher_repeat": TEACHER_REPEAT,
+        "rrr_max_per_step": RRR_MAX,
+        "select": "per",
+    }
     ctx = {
         "work": work,
+        "retrain_dir": work / f"retrain-{_digest(retraining)}",
         "steps": args.steps,
         "train": train_ds,
-        "val": val_ds_masks,
+        "val": val_ds,
         "test": test_ds,
         "decoy_model": decoy_model,
         "rec_train": rec_train,
@@ -625,8 +778,11 @@ def run(argv=None) -> int:
         "groups": correction_groups(rec_train, train_ds.masks),
     }
     ctx["term_scales"] = term_scales(ctx)
-    chosen = choose_settings(ctx)
+    t = stage_done("corrections", t)
+    chosen = choose_settings(ctx, args.methods)
+    t = stage_done("choice_of_settings", t)
     if args.stage == "select":
+        print("stopped after the choice of settings (--stage select); no JSON written")
         return 0
     curves: dict[str, dict] = {m: {} for m in args.methods}
     per_run = []
@@ -643,14 +799,12 @@ def run(argv=None) -> int:
             curves[method][f"{share:g}"] = gap_interval(correct, c_dec, c_ref) | {
                 "top1": round(float(correct.mean()), 4)
             }
+    t = stage_done("curve", t)
 
-    # 4. recognition without retraining; pointing game before / after (ours at 5%)
+    # 4. recognition without retraining; pointing game before / after (ours at the headline share)
     wr = without_retraining(ctx)
-    head = (
-        max(s for s in args.shares if s <= HEADLINE_SHARE + 1e-9)
-        if any(s <= HEADLINE_SHARE + 1e-9 for s in args.shares)
-        else min(args.shares)
-    )
+    below = [s for s in args.shares if s <= HEADLINE_SHARE + 1e-9]
+    head = max(below) if below else min(args.shares)
     after_maps = [r["test_maps"].astype(np.float32) for r in runs["ours"][head]] if "ours" in runs else []
     pointing_before = pointing_game(rec_dec_test["maps"], test_ds.masks)
     pointing_after = (
@@ -659,20 +813,23 @@ def run(argv=None) -> int:
     pointing_ref = pointing_game(rec_ref_test["maps"], test_ds.masks)
 
     # figures
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_json = Path(args.out) if args.out else RESULTS / "decoy.json"
-    curve_png = out_json.with_suffix(".png")
-    maps_png = out_json.with_name(out_json.stem + "_maps.png")
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out_json = Path(args.out) if args.out else RESULTS / "decoy.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    curve_png = out_json.with_suffix(".png")
+    maps_png = out_json.with_name(out_json.stem + "_maps.png")
     fig = curve_figure(curves)
     fig.savefig(curve_png, dpi=110)
     plt.close(fig)
+    figures = [curve_png.name]
     if after_maps:
         after0 = runs["ours"][head][0]
         wrong = np.flatnonzero(~c_dec)
         pick = wrong[:4] if len(wrong) >= 4 else np.arange(4)
-
         _figure(
             maps_png,
             np.asarray(test_ds.images[pick]),
@@ -686,6 +843,8 @@ def run(argv=None) -> int:
             after0["test_pred"][pick].astype(np.int64),
             test_ds.classes,
         )
+        figures.append(maps_png.name)
+    t = stage_done("without_retraining_and_figures", t)
 
     gen = (
         json.loads((RESULTS / "generalisation.json").read_text())
@@ -696,6 +855,7 @@ def run(argv=None) -> int:
     rrr_curve = curves.get("rrr", {})
     headline = ours_curve.get(f"{head:g}", {}).get("mean")
     summary = {
+        "run": "quick smoke run (tiny sizes: the figures mean nothing)" if args.quick else "full",
         "gap_recovered": headline,
         "gap_recovered_at_share": head,
         "gap_recovered_ci95": ours_curve.get(f"{head:g}", {}).get("ci95"),
@@ -728,8 +888,9 @@ def run(argv=None) -> int:
         "pointing_after": None if pointing_after is None else round(pointing_after, 4),
         "pointing_decoy_free_model": round(pointing_ref, 4),
         "decoy_prob": prob,
-        "base_models": "default recipe (abn-s, 8 epochs over the training scenes) with map_weight 0: "
-        "labels alone; the item masks reach the decoy model only as the simulated person's corrections",
+        "base_models": f"default recipe (abn-s, {args.epochs} epochs over {args.num_train} training scenes) "
+        f"with map_weight 0 (labels alone; the item masks reach the decoy model only as the simulated "
+        f"person's corrections), augmentation {'on' if args.augment else 'off (flips only)'}",
         "goal_gap_recovered_0_9_met": headline is not None and headline >= 0.9,
         "goal_decoy_model_40_70_met": bool(0.4 <= c_dec.mean() <= 0.7),
         "goal_decoy_free_within_2pt_met": bool(abs(c_ref.mean() - ref_plain_top1) <= 0.02),
@@ -758,7 +919,8 @@ def run(argv=None) -> int:
         "curves": curves,
         "runs": per_run,
         "without_retraining": {k: v for k, v in wr.items() if k != "fixed_pred"},
-        "figures": [curve_png.name, maps_png.name],
+        "figures": figures,
+        "stage_seconds": stages,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     }
     parameters = {k: v for k, v in vars(args).items()} | {
@@ -767,14 +929,8 @@ def run(argv=None) -> int:
         "validation_scenes": f"datasets 'fashion' validation 0..{args.num_val - 1}, decoy='random'",
         "test_scenes": f"datasets 'fashion' test 0..{args.num_test - 1}, decoy='random'",
         "base_recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-        "retraining": {
-            "steps": args.steps,
-            "batch_size": BATCH,
-            "lr": LR,
-            "include_correct": INCLUDE_CORRECT,
-            "teacher_repeat": TEACHER_REPEAT,
-            "rrr_max_per_step": RRR_MAX,
-            "select": "per",
+        "retraining": retraining
+        | {
             "grid_ours": grids(ctx)["ours"],
             "grid_rrr": grids(ctx)["rrr"],
             "chosen_on": f"{SELECTION_SPLIT}, {HEADLINE_SHARE:g} of the maps corrected, seed 0",
@@ -786,7 +942,7 @@ def run(argv=None) -> int:
     }
     path = write_result("decoy", summary, parameters, results, out=args.out)
     print(json.dumps(summary, indent=2))
-    print(f"wrote {path}, {curve_png} and {maps_png}")
+    print(f"wrote {path} and " + ", ".join(str(out_json.with_name(f)) for f in figures))
     return 0
 
 

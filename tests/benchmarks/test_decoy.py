@@ -63,3 +63,36 @@ def test_curve_figure_has_both_methods_with_bands(tmp_path):
     assert len(ax.collections) == 2  # one interval band per method
     fig.savefig(tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_curve_figure_draws_a_curve_with_no_gap_to_recover(tmp_path):
+    # every point missing (the decoy model no worse than its reference): the log axis once failed
+    curve = {"0.02": {"mean": None, "ci95": [None, None]}, "0.25": {"mean": None, "ci95": [None, None]}}
+    fig = decoy.curve_figure({"ours": curve, "rrr": curve})
+    fig.savefig(tmp_path / "c.png")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["2%", "25%"]
+
+
+def test_quick_run_takes_small_sizes_keeps_given_options_and_never_writes_the_results_file():
+    args = decoy.parse_args(["--quick"])
+    assert (args.num_train, args.threads, args.seeds) == (decoy.QUICK["num_train"], 1, 1)
+    assert args.out == str(decoy.Path(decoy.QUICK["work"]) / "decoy.json")
+    assert decoy.parse_args(["--quick", "--num-train", "900", "--out", "x.json"]).num_train == 900
+    full = decoy.parse_args([])
+    assert full.out is None and full.num_train == 100000 and full.shares == list(decoy.SHARES)
+    assert not full.augment and decoy.parse_args(["--augment"]).augment
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--quick", "--shares", "0", "0.5"], "--shares"),
+        (["--quick", "--candidates", "1.5"], "--candidates"),
+        (["--quick", "--short-train", "5000"], "--short-train"),
+        (["--quick", "--steps", "0"], "--steps"),
+    ],
+)
+def test_bad_options_end_with_an_error_line(argv, words, capsys):
+    assert decoy.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err
