@@ -12,7 +12,11 @@ Tasks:
   and by background (training scenes use one region of each seen photograph, validation and test
   the other); ``variant`` gives the generalisation tests: ``unseen_backgrounds`` (photographs no
   training scene used), ``camera_variation`` (camera knobs past the training ranges), ``4x3``
-  (4:3 camera frames brought to the square input by ``resize``);
+  (4:3 camera frames brought to the square input by ``resize``); ``decoy`` gives the decoy
+  scenes of the ABN correction experiment (``"label"``: a patch whose colour encodes the label on a
+  share ``decoy_prob`` of the training scenes, a random class on the others; ``"random"``: a patch
+  of a random class, the only decoy a validation or test split may carry), each the plain scene of
+  the same index plus the patch;
 - ``shapes``: the ten procedural shapes over the same real backgrounds and camera model;
 - ``shapes-synthetic``: the original procedural scenes on drawn backgrounds (kept for the decoy
   experiment and older results).
@@ -41,8 +45,8 @@ import numpy as np
 from edge_runtime.scenes import MovingObjectStream, SceneGenerator
 
 __all__ = [
-    "DEFAULT_TASK", "SPLITS", "SPLIT_SEEDS", "TASKS", "VARIANTS", "Frames", "load", "stream",
-    "DETECT_TASKS", "DEFAULT_DETECT_TASK", "BoxFrames", "load_boxes", "detection_generator",
+    "DECOYS", "DEFAULT_TASK", "SPLITS", "SPLIT_SEEDS", "TASKS", "VARIANTS", "Frames", "load", "stream",
+    "with_decoys", "DETECT_TASKS", "DEFAULT_DETECT_TASK", "BoxFrames", "load_boxes", "detection_generator",
     "detection_stream",
 ]  # fmt: skip
 
@@ -56,6 +60,9 @@ ASPECT_MIX = 0.25
 #: at 0.3 the default network reached 25.7% validation top-1 after 3 epochs of 12 000 scenes
 #: against 35.6% without (the textures make the task harder to learn within the 30-minute budget).
 TEXTURE_MIX = 0.0
+
+#: Decoy patches of the ABN correction experiment (``edge_runtime.photos.DECOYS``).
+DECOYS = ("label", "random")
 
 DETECT_TASKS = ("fashion-detect", "shapes-detect")
 DEFAULT_DETECT_TASK = "fashion-detect"
@@ -91,13 +98,36 @@ def _check(task: str, split: str) -> None:
         raise ValueError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
 
 
+def _check_decoy(task: str, split: str, decoy: str | None, decoy_prob: float) -> None:
+    if decoy is None:
+        return
+    if task == "shapes-synthetic":
+        raise ValueError("decoy scenes are made for the photographic tasks (fashion, shapes)")
+    if decoy not in DECOYS:
+        raise ValueError(f"unknown decoy {decoy!r}; decoys are {', '.join(DECOYS)}")
+    if decoy == "label" and split != "train" and decoy_prob > 0:
+        raise ValueError(
+            f"a label-coded decoy is for the train split only; the {split} split carries decoy='random'"
+        )
+    if not 0.0 <= decoy_prob <= 1.0:
+        raise ValueError(f"decoy_prob must be in [0, 1], got {decoy_prob}")
+
+
 def generator(
-    task: str, split: str, *, size: int = 128, variant: str = "in_domain", resize: str = "letterbox"
+    task: str,
+    split: str,
+    *,
+    size: int = 128,
+    variant: str = "in_domain",
+    resize: str = "letterbox",
+    decoy: str | None = None,
+    decoy_prob: float = 1.0,
 ):
     """The scene generator behind :func:`load` (``sample(i)``, ``batch(start, count)``)."""
     _check(task, split)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; variants are {', '.join(VARIANTS)}")
+    _check_decoy(task, split, decoy, decoy_prob)
     seed = SPLIT_SEEDS[split]
     if task == "shapes-synthetic":
         if variant != "in_domain":
@@ -119,6 +149,8 @@ def generator(
         aspect_mix=ASPECT_MIX if variant in ("in_domain", "unseen_backgrounds") else 0.0,
         resize=resize,
         texture_mix=TEXTURE_MIX if split == "train" else 0.0,
+        decoy=decoy,
+        decoy_prob=decoy_prob,
     )
 
 
@@ -132,20 +164,40 @@ def load(
     variant: str = "in_domain",
     resize: str = "letterbox",
     progress: bool = False,
+    decoy: str | None = None,
+    decoy_prob: float = 1.0,
 ) -> Frames:
-    """Frames ``start .. start+count-1`` of ``task``'s ``split`` (deterministic).
+    """Frames ``start .. start+count-1`` of ``task``'s ``split`` (deterministic); ``decoy``: see
+    the module's docstring.
 
     Raises :class:`edge_runtime.photos.DataMissingError` (a ``FileNotFoundError``) naming the
     Debian package to install when the photographic task's data are missing.
     """
     if count < 0 or start < 0:
         raise ValueError(f"count and start must be >= 0, got count={count}, start={start}")
-    gen = generator(task, split, size=size, variant=variant, resize=resize)
+    gen = generator(
+        task, split, size=size, variant=variant, resize=resize, decoy=decoy, decoy_prob=decoy_prob
+    )
     if isinstance(gen, SceneGenerator):
         images, labels, masks = gen.batch(start, count)
     else:
         images, labels, masks = gen.batch(start, count, progress=progress)
     return Frames(images, labels, masks, tuple(gen.class_names), task, split)
+
+
+def with_decoys(frames: Frames, decoy: str, decoy_prob: float = 1.0, *, start: int = 0) -> Frames:
+    """``frames`` (frames ``start ..`` of their split, in-domain) with the decoy patches that
+    :func:`load` with ``decoy`` / ``decoy_prob`` draws: the same arrays, made without making the
+    scenes again (a cache of the plain scenes serves both the decoy model and its reference)."""
+    from edge_runtime.photos import add_decoys
+
+    _check(frames.task, frames.split)
+    _check_decoy(frames.task, frames.split, decoy, decoy_prob)
+    seed = SPLIT_SEEDS[frames.split]
+    images, _ = add_decoys(
+        frames.images, frames.labels, frames.masks, seed, decoy, decoy_prob, start, len(frames.classes)
+    )
+    return Frames(images, frames.labels, frames.masks, frames.classes, frames.task, frames.split)
 
 
 def stream(task: str, split: str, *, size: int = 128, segment: int = 60):

@@ -15,6 +15,13 @@ Splits (``edge_runtime.datasets`` hands them out):
   and the right 40% for validation and test scenes; the *unseen* photographs appear in no training
   or validation scene at all (the domain-shift test).
 
+Decoy scenes (the ABN correction experiment, ``benchmarks/decoy.py``): ``decoy="label"`` adds a
+small square patch whose colour encodes the label (on a share ``decoy_prob`` of the scenes; the
+others get a patch of a random class), ``decoy="random"`` a patch of a random class on every
+scene. The patch goes into a corner of the finished frame that the item does not reach, drawn from
+its own random stream, so a decoy scene is its plain scene plus the patch and nothing else
+(:func:`add_decoys` adds the same patches to frames made without them).
+
 The demo needs no apt: a few hundred test items and four background photographs ship in
 ``edge_runtime/assets`` (with their licences) and make the built-in moving stream.
 
@@ -43,6 +50,10 @@ __all__ = [
     "backgrounds",
     "PhotoScenes",
     "PhotoStream",
+    "DECOYS",
+    "DECOY_COLOURS",
+    "decoy_patch",
+    "add_decoys",
 ]
 
 FASHION_NAMES = (
@@ -327,6 +338,80 @@ def _paste(
     return alpha > 0.5
 
 
+# --- decoy patches --------------------------------------------------------------------------------
+
+#: ``label``: the patch's class is the label (on ``decoy_prob`` of the scenes, else a random
+#: class); ``random``: a random class on every scene.
+DECOYS = ("label", "random")
+#: One colour per class: ten hues 36 degrees apart, full saturation (RGB).
+DECOY_COLOURS = np.array(
+    [cv2.cvtColor(np.uint8([[[h, 255, 255]]]), cv2.COLOR_HSV2RGB)[0, 0] for h in range(0, 180, 18)],
+    np.uint8,
+)
+_DECOY_SIDE = 0.09  # of the frame's side: 12 px of 128, 1.5 cells of the 16 x 16 attention map
+_DECOY_STREAM = 0xDEC0  # the patch's own random stream: the rest of the scene does not change
+
+
+def decoy_patch(
+    image: np.ndarray,
+    mask: np.ndarray,
+    label: int,
+    rng: np.random.Generator,
+    mode: str,
+    prob: float = 1.0,
+    num_classes: int = len(FASHION_NAMES),
+) -> tuple[int, np.ndarray]:
+    """Draw a decoy patch into ``image`` (H, W, 3, in place) in a corner that item ``mask`` does not
+    reach (the emptiest corner if every one is touched); returns the patch's class and its mask.
+
+    The class is ``label`` with probability ``prob`` when ``mode`` is ``"label"``, else uniform over
+    ``num_classes``; the colour is :data:`DECOY_COLOURS` of that class with a little sensor noise.
+    """
+    if mode not in DECOYS:
+        raise ValueError(f"decoy must be one of {DECOYS}, got {mode!r}")
+    h, w = mask.shape
+    side = max(4, round(_DECOY_SIDE * min(h, w)))
+    labelled = mode == "label" and rng.random() < prob
+    cls = int(label) if labelled else int(rng.integers(num_classes))
+    pad = max(2, side // 4)
+    corners = [(y, x) for y in (pad, h - side - pad) for x in (pad, w - side - pad)]
+    guard = max(1, side // 3)  # keep a gap between patch and item
+    overlap = [
+        int(mask[max(0, y - guard) : y + side + guard, max(0, x - guard) : x + side + guard].sum())
+        for y, x in corners
+    ]
+    free = [k for k, o in enumerate(overlap) if o == 0]
+    k = int(rng.choice(free)) if free else int(np.argmin(overlap))
+    y, x = corners[k]
+    noise = rng.normal(0.0, 3.0, (side, side, 3))
+    image[y : y + side, x : x + side] = np.clip(DECOY_COLOURS[cls] + noise, 0, 255).astype(np.uint8)
+    patch = np.zeros((h, w), bool)
+    patch[y : y + side, x : x + side] = True
+    return cls, patch
+
+
+def add_decoys(
+    images: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray,
+    seed: int,
+    mode: str,
+    prob: float = 1.0,
+    start: int = 0,
+    num_classes: int = len(FASHION_NAMES),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of frames ``start ..`` of a :class:`PhotoScenes` of ``seed`` with the decoy patches
+    that ``PhotoScenes(..., decoy=mode, decoy_prob=prob)`` draws; returns (images, patch classes)."""
+    out = np.array(images, copy=True)
+    classes = np.empty(len(labels), np.int64)
+    for i in range(len(labels)):
+        rng = np.random.default_rng([seed, start + i, _DECOY_STREAM])
+        classes[i], _ = decoy_patch(
+            out[i], np.asarray(masks[i]), int(labels[i]), rng, mode, prob, num_classes
+        )
+    return out, classes
+
+
 class PhotoScenes:
     """Labelled photographic scenes, deterministic by ``seed`` and index.
 
@@ -334,7 +419,8 @@ class PhotoScenes:
     of :func:`backgrounds`; ``camera``: a key of :data:`CAMERAS`; ``aspect``: width / height of
     the camera frame (4/3 renders a wider frame, which :func:`edge_runtime.framing.fit` brings to
     the square input); ``aspect_mix``: the share of frames drawn at 4:3 when ``aspect`` is 1;
-    ``texture_mix``: the share of frames drawn over the training-only :data:`TEXTURES` instead.
+    ``texture_mix``: the share of frames drawn over the training-only :data:`TEXTURES` instead;
+    ``decoy`` / ``decoy_prob``: a decoy patch (:func:`decoy_patch`) on the finished frame.
     """
 
     def __init__(
@@ -350,9 +436,17 @@ class PhotoScenes:
         aspect_mix: float = 0.0,
         resize: str = "letterbox",
         texture_mix: float = 0.0,
+        decoy: str | None = None,
+        decoy_prob: float = 1.0,
     ) -> None:
         if objects not in ("fashion", "shapes"):
             raise ValueError(f"objects must be 'fashion' or 'shapes', got {objects!r}")
+        if decoy is not None and decoy not in DECOYS:
+            raise ValueError(f"decoy must be None or one of {DECOYS}, got {decoy!r}")
+        if not 0.0 <= decoy_prob <= 1.0:
+            raise ValueError(f"decoy_prob must be in [0, 1], got {decoy_prob}")
+        self.decoy = decoy
+        self.decoy_prob = decoy_prob
         self.objects = objects
         self.size = size
         self.seed = seed
@@ -415,6 +509,9 @@ class PhotoScenes:
         img = self.camera.apply(img, self.camera.draw(rng), rng)
         if wide:
             img, mask = fit(img, self.size, self.resize, mask=mask)
+        if self.decoy is not None:
+            decoy_rng = np.random.default_rng([self.seed, index, _DECOY_STREAM])
+            decoy_patch(img, mask, label, decoy_rng, self.decoy, self.decoy_prob, len(self.class_names))
         return Scene(img, label, mask)
 
     def batch(

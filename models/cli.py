@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 # imports no torch.
 SELECT_BY = ("per", "att", "both", "either")
 PARTS = ("features", "attention", "perception")
-LOSSES = ("att", "per", "map")
+LOSSES = ("att", "per", "map", "rrr")
+#: The method's loss, L_att + L_per + gamma * ||M' - M||^2; "rrr" (models/rrr.py, the peer
+#: method: an input-gradient penalty outside the teacher map) is an option beside it.
+DEFAULT_LOSSES = ("att", "per", "map")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -240,11 +243,16 @@ def add_retrain_args(p: argparse.ArgumentParser) -> None:
         "--losses",
         nargs="+",
         choices=LOSSES,
-        default=list(LOSSES),
-        help="loss terms: L_att, L_per, gamma * ||M' - M||^2 (default: all)",
+        default=list(DEFAULT_LOSSES),
+        help="loss terms: L_att, L_per, gamma * ||M' - M||^2 (map), and rrr, the input-gradient "
+        "penalty outside the teacher map of Right for the Right Reasons (default: att per map)",
     )
     p.add_argument("--gamma", type=float, default=1.0, help="weight of the teacher-map loss")
+    p.add_argument("--rrr-weight", type=float, default=1.0, help="weight of the rrr loss term")
     p.add_argument("--epochs", type=int, default=3, help="passes over the fine-tuning set")
+    p.add_argument(
+        "--steps", type=int, help="optimiser steps in all, instead of --epochs passes over the set"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument(
@@ -670,7 +678,9 @@ def cmd_retrain(args) -> int:
         train=tuple(args.train),
         losses=tuple(args.losses),
         gamma=args.gamma,
+        rrr_weight=args.rrr_weight,
         epochs=args.epochs,
+        steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         teacher_repeat=args.teacher_repeat,

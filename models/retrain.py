@@ -11,7 +11,8 @@ The steps of ``edge-runtime retrain``:
    over those samples: a mean over cells would weigh a small wrong spot, e.g. a decoy of 4 cells
    in 256, next to nothing; see ``benchmarks/decoy.py``), the feature extractor frozen by
    default (its BatchNorm statistics too). Which parts train and which loss terms are used are
-   options (:class:`RetrainConfig`);
+   options (:class:`RetrainConfig`), among them ``"rrr"``, the peer method's input-gradient
+   penalty outside the teacher map (:mod:`models.rrr`), from the same teacher maps;
 4. :func:`evaluate_maps` reports accuracy of both branches and the pointing game before and after.
 
 The caller exports the result as a new bundle (a new model id, since the weights change).
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from edge_runtime.models.cli import LOSSES, PARTS, SELECT_BY
+from edge_runtime.models.cli import DEFAULT_LOSSES, LOSSES, PARTS, SELECT_BY
 from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "SELECT_BY",
     "PARTS",
     "LOSSES",
+    "DEFAULT_LOSSES",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,11 @@ class RetrainConfig:
     the correctly recognized samples added. ``teacher_repeat``: how many times each teacher-mapped
     sample appears per epoch (teacher maps are few). ``perception_map``: the map the perception
     branch sees while training, the network's ``own`` M (default) or the ``teacher`` map where
-    there is one. ``bn_stats``: let BatchNorm layers of the trained parts update their statistics
+    there is one. ``losses``: terms among :data:`LOSSES` (default the method's, ``att per map``;
+    ``rrr`` weighs ``rrr_weight``, on at most ``rrr_max`` of a batch's samples with a teacher map,
+    drawn at random: its double backward pass costs about five plain steps). ``steps``: optimiser steps in all (default: ``epochs`` passes
+    over the selected set), so that runs over sets of different sizes get the same budget.
+    ``bn_stats``: let BatchNorm layers of the trained parts update their statistics
     (off by default: with few, small batches the statistics drift from what the weights learn,
     and the fine-tuned map then differs between training and evaluation; see
     ``tests/abn/test_retrain.py::test_finetune_moves_maps_to_teachers_and_keeps_features_frozen``).
@@ -65,9 +71,12 @@ class RetrainConfig:
     select: str = "per"
     include_correct: float = 0.0
     train: tuple[str, ...] = ("attention", "perception")
-    losses: tuple[str, ...] = LOSSES
+    losses: tuple[str, ...] = DEFAULT_LOSSES
     gamma: float = 1.0
+    rrr_weight: float = 1.0
+    rrr_max: int | None = None
     epochs: int = 3
+    steps: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -92,6 +101,14 @@ class RetrainConfig:
             raise ValueError(f"losses must be among {LOSSES}, got {self.losses}")
         if self.gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+        if self.rrr_weight < 0:
+            raise ValueError(f"rrr_weight must be >= 0, got {self.rrr_weight}")
+        if self.rrr_max is not None and self.rrr_max < 1:
+            raise ValueError(
+                f"rrr_max must be >= 1 (or None: every sample with a teacher map), got {self.rrr_max}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 (or None: epochs passes), got {self.steps}")
         if self.epochs < 1 or self.batch_size < 1 or self.teacher_repeat < 1:
             raise ValueError("epochs, batch_size and teacher_repeat must be >= 1")
         if self.perception_map not in ("own", "teacher"):
@@ -185,6 +202,22 @@ def _set_trainable(model, cfg: RetrainConfig) -> list[torch.nn.Parameter]:
     return params
 
 
+def _rrr_term(
+    model, x: torch.Tensor, t: torch.Tensor, hm: torch.Tensor, limit: int | None, rng: np.random.Generator
+) -> torch.Tensor:
+    """The RRR penalty (:mod:`models.rrr`) averaged over the samples with a teacher map (only they
+    have an annotation; the double backward pass runs on them alone, at most ``limit`` of them)."""
+    from edge_runtime.models.rrr import input_gradient_penalty, irrelevant_region
+
+    if not hm.any():
+        return x.new_zeros(())
+    sub = torch.nonzero(hm)[:, 0]
+    if limit is not None and len(sub) > limit:
+        sub = sub[torch.from_numpy(np.sort(rng.choice(len(sub), limit, replace=False)))]
+    outside = irrelevant_region(t[sub], tuple(x.shape[-2:]))
+    return input_gradient_penalty(model, x[sub], outside).mean()
+
+
 def finetune(
     model,
     data: ArrayDataset,
@@ -211,10 +244,15 @@ def finetune(
     params = _set_trainable(model, cfg)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, len(pool) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps)
+    epochs = cfg.epochs
+    if cfg.steps is not None:  # a fixed budget: whole passes, the last one cut short
+        epochs = -(-cfg.steps // steps)
+    total = cfg.steps if cfg.steps is not None else epochs * steps
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     history = []
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    done = 0
+    for epoch in range(epochs):
         model.train()
         for part in PARTS:
             if part not in cfg.train or not cfg.bn_stats:
@@ -222,7 +260,8 @@ def finetune(
                     if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
                         mod.eval()  # statistics stay as they are (frozen parts always)
         order = rng.permutation(pool)
-        bar = tqdm(range(steps), desc=f"retrain {epoch + 1}/{cfg.epochs}", disable=not progress)
+        n_steps = min(steps, total - done)
+        bar = tqdm(range(n_steps), desc=f"retrain {epoch + 1}/{epochs}", disable=not progress)
         sums = dict.fromkeys(LOSSES, 0.0)
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
@@ -248,8 +287,12 @@ def finetune(
                 "map": ((m - t) ** 2).sum(dim=(1, 2, 3))[hm].sum() / max(1, int(hm.sum()))
                 if hm.any()
                 else m.sum() * 0.0,
+                "rrr": _rrr_term(model, x, t, hm, cfg.rrr_max, rng)
+                if "rrr" in cfg.losses
+                else m.sum().detach() * 0.0,
             }
-            loss = sum((cfg.gamma if k == "map" else 1.0) * terms[k] for k in cfg.losses)
+            weight = {"map": cfg.gamma, "rrr": cfg.rrr_weight}
+            loss = sum(weight.get(k, 1.0) * terms[k] for k in cfg.losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -257,8 +300,9 @@ def finetune(
             for k in LOSSES:
                 sums[k] += float(terms[k].detach())
             bar.set_postfix(loss=f"{loss.item():.3f}", map=f"{terms['map'].item():.4f}")
+        done += n_steps
         history.append(
-            {"epoch": epoch + 1, **{f"loss_{k}": v / steps for k, v in sums.items()}}
+            {"epoch": epoch + 1, "steps": done, **{f"loss_{k}": v / n_steps for k, v in sums.items()}}
             | {"seconds": round(time.perf_counter() - t0, 1)}
         )
         log.info("retrain epoch %d: %s", epoch + 1, history[-1])

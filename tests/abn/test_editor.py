@@ -192,3 +192,107 @@ def test_correct_cli_serves_until_interrupted(data_dir, default_bundle, monkeypa
     out = capsys.readouterr().out
     assert seen["url"].startswith("http://127.0.0.1:") and seen["items"] >= 2
     assert "misrecognized" in out and "stopped" in out
+
+
+@pytest.mark.browser
+def test_scripted_person_in_chromium_saves_the_experiments_teacher_maps(
+    tmp_path, default_bundle, to_image_folder
+):
+    """A scripted person corrects two decoy scenes in the real page. On the first they clear the
+    map and paint the item with the add brush; on the second they import the item's mask (the
+    decoy experiment's simulated person, `models.person.teacher_map`) and refine it with an erase
+    and an add stroke. Both are saved, in the format `edge-runtime retrain` reads, and are the
+    experiment's teacher maps: exactly (import + strokes) or up to the brush's edges (painted)."""
+    from edge_runtime import datasets
+    from edge_runtime.models.correct import Stroke, apply_strokes
+    from edge_runtime.models.data import ArrayDataset
+    from edge_runtime.models.person import mask_strokes, teacher_map
+
+    exe = _chromium()
+    try:
+        from playwright import sync_api
+    except ImportError:
+        require(False, "playwright (the dev extra) is not installed")
+    scenes = datasets.load("fashion", "validation", 2, decoy="random")
+    data_dir = tmp_path / "data"
+    to_image_folder(data_dir, ArrayDataset(scenes.images, scenes.labels, scenes.classes, scenes.masks))
+    state = EditorState(data_dir, default_bundle)
+    frame_of = {key: int(key.split("/")[1].split(".")[0]) for key in state.keys}  # "<class>/0001.png"
+    first, second = (frame_of[state.keys[state.order[pos]]] for pos in range(2))
+    ys, xs = np.nonzero(scenes.masks[second])
+    refine = [  # erase a band across the item, add part of it back
+        Stroke(((xs.min() + 0.5, ys.mean()), (xs.max() + 0.5, ys.mean())), 4, "erase"),
+        Stroke(((xs.mean(), ys.mean()),), 6, "add"),
+    ]
+    mask_png = tmp_path / "mask.png"
+    cv2.imwrite(str(mask_png), scenes.masks[second].astype(np.uint8) * 255)
+    with EditorServer(state) as server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+            box = page.locator("#cursor").bounding_box()
+            k = box["width"] / 128
+
+            def draw(stroke):
+                page.eval_on_selector(
+                    "#size", f"e => {{ e.value = {stroke.radius}; e.dispatchEvent(new Event('input')); }}"
+                )
+                page.keyboard.press(stroke.mode[0])  # "e" erase, "a" add
+                (x0, y0), (x1, y1) = stroke.points[0], stroke.points[-1]
+                page.mouse.move(box["x"] + x0 * k, box["y"] + y0 * k)
+                page.mouse.down()
+                if (x1, y1) != (x0, y0):
+                    page.mouse.move(box["x"] + x1 * k, box["y"] + y1 * k, steps=3)
+                page.mouse.up()
+
+            def save(count):
+                page.keyboard.press("s")
+                page.wait_for_function(
+                    f"() => document.querySelector('#status').textContent.includes('({count} teacher maps)')",
+                    timeout=20_000,
+                )
+
+            painted = mask_strokes(scenes.masks[first], radius=3)
+            page.keyboard.press("0")  # first image: clear the map, paint the item
+            for s in painted:
+                draw(s)
+            save(1)
+            page.keyboard.press("n")  # second image: import the item's mask, refine, save
+            page.wait_for_function(
+                "k => !document.querySelector('#item-info').textContent.startsWith(k)",
+                arg=state.keys[state.order[0]],
+                timeout=10_000,
+            )
+            page.set_input_files("#mask", str(mask_png))
+            page.wait_for_function("() => Array.isArray(S.base)", timeout=10_000)
+            for s in refine:
+                draw(s)
+            save(2)
+            assert errors == []
+        finally:
+            browser.close()
+
+    store = TeacherStore(data_dir)
+    entries = store.index()["entries"]
+    assert set(entries) == {state.keys[state.order[0]], state.keys[state.order[1]]}
+    maps = store.load_all()  # what `edge-runtime retrain` loads
+    a, b = (maps[state.keys[state.order[pos]]] for pos in range(2))
+    ea, eb = (entries[state.keys[state.order[pos]]] for pos in range(2))
+    target_a, target_b = (
+        teacher_map(scenes.masks[first], (16, 16)),
+        teacher_map(scenes.masks[second], (16, 16)),
+    )
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape == target_a.shape
+    # first: the strokes the mouse drew are the strokes meant, and paint the experiment's map
+    assert ea["base"] == "zeros" and len(ea["strokes"]) == len(painted)
+    zeros = np.zeros((16, 16), np.float32)
+    np.testing.assert_allclose(a, apply_strokes(zeros, painted, (128, 128)), atol=0.02)
+    assert np.abs(a - target_a).mean() < 0.06 and np.corrcoef(a.ravel(), target_a.ravel())[0, 1] > 0.9
+    # second: the imported mask is the experiment's map exactly; the refinement is the editor's arithmetic
+    assert eb["base"] == "map" and [s["mode"] for s in eb["strokes"]] == ["erase", "add"]
+    np.testing.assert_allclose(b, apply_strokes(target_b, refine, (128, 128)), atol=0.02)
+    assert b.sum() < target_b.sum() - 1  # the band was erased, only part added back

@@ -1,0 +1,98 @@
+"""The decoy benchmark's rules: who is corrected first, where settings are chosen, the intervals."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from benchmarks import decoy
+
+
+def test_the_person_corrects_misrecognized_images_first_then_maps_that_miss_the_item():
+    n = 6
+    maps = np.zeros((n, 4, 4), np.float32)
+    masks = np.zeros((n, 16, 16), bool)
+    masks[:, 8:, 8:] = True  # the item: bottom right
+    maps[:, 3, 3] = 1.0  # maps point at it ...
+    maps[[1, 4], 3, 3], maps[[1, 4], 0, 0] = 0.0, 1.0  # ... except images 1 and 4
+    rec = {"maps": maps, "per_correct": np.array([1, 1, 0, 1, 1, 0], bool)}
+    groups = decoy.correction_groups(rec, masks)
+    assert groups.tolist() == [2, 1, 0, 2, 1, 0]
+    for seed in range(3):
+        order = decoy.correction_order(groups, seed)
+        assert (
+            sorted(order[:2]) == [2, 5] and sorted(order[2:4]) == [1, 4] and sorted(order) == list(range(n))
+        )
+    assert not all(
+        np.array_equal(decoy.correction_order(groups, 0), decoy.correction_order(groups, s))
+        for s in (1, 2, 3)
+    )
+
+
+def test_strength_is_chosen_on_validation_never_on_test():
+    class Frames:
+        split = "test"
+
+    args = argparse.Namespace(short_train=10, short_epochs=1, threads=1, candidates=[0.9])
+    with pytest.raises(ValueError, match="validation"):
+        decoy.choose_strength(args, None, Frames(), None)
+
+
+def test_gap_recovered_and_its_interval():
+    n = 400
+    c_dec = np.zeros(n, bool)
+    c_ref = np.ones(n, bool)
+    retrained = np.zeros((3, n), bool)
+    retrained[:, : n // 2] = True  # half the gap on every seed
+    out = decoy.gap_interval(retrained, c_dec, c_ref)
+    assert out["mean"] == 0.5 and out["ci95"][0] < 0.5 < out["ci95"][1] and out["seeds"] == 3
+    retrained[0] = False  # seeds that disagree widen the interval
+    wider = decoy.gap_interval(retrained, c_dec, c_ref)
+    assert wider["mean"] == pytest.approx(1 / 3, abs=1e-3)
+    assert wider["ci95"][1] - wider["ci95"][0] > out["ci95"][1] - out["ci95"][0]
+
+
+def test_curve_figure_has_both_methods_with_bands(tmp_path):
+    curve = {f"{s:g}": {"mean": s, "ci95": [s - 0.05, s + 0.05]} for s in decoy.SHARES}
+    fig = decoy.curve_figure(
+        {"ours": curve, "rrr": {k: v | {"mean": v["mean"] / 2} for k, v in curve.items()}}
+    )
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "ABN map loss (ours)" in labels and "RRR input gradients" in labels
+    assert len(ax.collections) == 2  # one interval band per method
+    fig.savefig(tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_curve_figure_draws_a_curve_with_no_gap_to_recover(tmp_path):
+    # every point missing (the decoy model no worse than its reference): the log axis once failed
+    curve = {"0.02": {"mean": None, "ci95": [None, None]}, "0.25": {"mean": None, "ci95": [None, None]}}
+    fig = decoy.curve_figure({"ours": curve, "rrr": curve})
+    fig.savefig(tmp_path / "c.png")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["2%", "25%"]
+
+
+def test_quick_run_takes_small_sizes_keeps_given_options_and_never_writes_the_results_file():
+    args = decoy.parse_args(["--quick"])
+    assert (args.num_train, args.threads, args.seeds) == (decoy.QUICK["num_train"], 1, 1)
+    assert args.out == str(decoy.Path(decoy.QUICK["work"]) / "decoy.json")
+    assert decoy.parse_args(["--quick", "--num-train", "900", "--out", "x.json"]).num_train == 900
+    full = decoy.parse_args([])
+    assert full.out is None and full.num_train == 100000 and full.shares == list(decoy.SHARES)
+    assert not full.augment and decoy.parse_args(["--augment"]).augment
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--quick", "--shares", "0", "0.5"], "--shares"),
+        (["--quick", "--candidates", "1.5"], "--candidates"),
+        (["--quick", "--short-train", "5000"], "--short-train"),
+        (["--quick", "--steps", "0"], "--steps"),
+    ],
+)
+def test_bad_options_end_with_an_error_line(argv, words, capsys):
+    assert decoy.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err
