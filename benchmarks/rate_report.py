@@ -89,7 +89,9 @@ def summarize(res: dict, guided: tuple[str, ...] = ("masked", "rate")) -> dict:
         "iso_points": ISO_POINTS,
     }
     ratios = {
-        f"best_bytes_vs_fair_{c}_at_iso_accuracy": _ratio(res, head, f"{c}_fair", never)
+        f"best_bytes_vs_fair_{c}_at_iso_accuracy": _ratio(
+            res, head, sel.fair_treatment(res["selected"], c) or f"{c}_fair", f"{never} (nor {c} untuned)"
+        )
         for c in ("jpeg", "webp", "avif")
     }
     ratios |= {
@@ -149,8 +151,10 @@ def summarize(res: dict, guided: tuple[str, ...] = ("masked", "rate")) -> dict:
         "validation split; the headline: the cheapest selected importance-guided setting (masked, rate)",
         "ratios": "test-split mean bytes of one selected setting over another's (both chosen on validation), "
         "with a paired bootstrap interval over the test frames",
-        "fair": "the whole model fine-tuned on frames compressed by that codec at random qualities "
-        "(models/codec_finetune.py)",
+        "fair": "the codec's stronger treatment, chosen on validation (rate_select.fair_treatment): the "
+        "whole model fine-tuned on frames compressed by that codec at random qualities "
+        "(models/codec_finetune.py, mode <codec>_fair) or the untuned model (mode <codec>), whichever "
+        "has the cheaper passing setting on validation",
         "masked_bytes_vs_unmasked": f"the cheapest selected feature-zeroing setting ({DEFAULT_CODER}) over the "
         f"selected unmasked quantized tensor (quant/{DEFAULT_CODER})",
         "map_vs_random_map_bytes": "the same feature-zeroing setting over the selected random-map setting "
@@ -226,7 +230,11 @@ def markdown(res: dict, s: dict, params: dict) -> str:
     budget = f"{fb['epochs']} x {fb['images']} images"
     if sb and (sb["epochs"], sb["images"]) != (fb["epochs"], fb["images"]):
         budget += f" (**less** than the split path's {sb['epochs']} x {sb['images']})"
-    lines.append(f"- Fair baselines: the whole model fine-tuned on each codec at random qualities, {budget}.")
+    lines.append(
+        f"- Fair baselines: each codec with the whole model fine-tuned on its output at random qualities, "
+        f"{budget}, or untuned, whichever passes on validation at fewer bytes (fine-tuning is the "
+        "baseline's hyper-parameter, chosen on validation like the edge's)."
+    )
     for key, label in (
         ("best_bytes_vs_fair_jpeg_at_iso_accuracy", "Against fair JPEG"),
         ("best_bytes_vs_fair_webp_at_iso_accuracy", "Against fair WebP"),

@@ -27,7 +27,8 @@ and HEVC of the same frames, each codec's model fine-tuned on that codec's decod
   resample whole segments (one object each), because frames of one object are not independent.
 
 Summary: ``best_bytes_vs_fair_h264_at_iso_accuracy``, ``best_bytes_vs_fair_hevc_at_iso_accuracy``
-(the cheaper edge mode over the fair codec), ``temporal_vs_intra_bytes``, the untuned ratios, and
+(the cheaper edge mode over the fair codec: fine-tuned or untuned, whichever passes on validation
+at fewer bytes, ``rate_select.fair_treatment``), ``temporal_vs_intra_bytes``, the untuned ratios, and
 ``decode_share_of_back`` (the receiver's decode + dequantize time over the back half's, batch 1,
 for the edge's selected setting; the video decoder's share beside).
 """
@@ -404,7 +405,12 @@ def summarize(bundle: Bundle, res: dict) -> dict:
     best = min(edge_modes, key=lambda k: sel_[k].mean_bytes) if edge_modes else None  # cheapest on validation
     ref = res["reference_test"]
     lo, hi = sel.mean_interval(ref.correct)
-    comps = {f"best_bytes_vs_fair_{c}_at_iso_accuracy": _ratio(res, best, f"{c}_fair") for c in VIDEO}
+    comps = {  # fair: the codec fine-tuned on its output or untuned, whichever validation prefers
+        f"best_bytes_vs_fair_{c}_at_iso_accuracy": _ratio(
+            res, best, sel.fair_treatment(sel_, c) or f"{c}_fair"
+        )
+        for c in VIDEO
+    }
     comps |= {f"best_bytes_vs_{c}_at_iso_accuracy": _ratio(res, best, c) for c in VIDEO}
     comps["temporal_vs_intra_bytes"] = _ratio(
         res, "edge_temporal" if sel_.get("edge_temporal") else None, "edge_intra"

@@ -60,6 +60,20 @@ def test_a_setting_whose_interval_misses_the_bar_does_not_pass():
     assert rate_select.select([close], ref) is None
 
 
+def test_the_fair_baseline_is_the_codec_treatment_validation_prefers():
+    n = 1000
+    ref = _m("png", "validation", _errors(n, 0), 9000, "png")
+    tuned = [_m("jpeg_fair q90", "validation", _errors(n, 30), 4000, "jpeg_fair")]  # -3 pt: fails
+    untuned = [_m("jpeg q90", "validation", _errors(n, 0), 4200, "jpeg")]
+    sel = rate_select.select_per_mode(tuned + untuned, ref)
+    assert sel["jpeg_fair"] is None and rate_select.fair_treatment(sel, "jpeg") == "jpeg"
+    cheap_tuned = [_m("jpeg_fair q50", "validation", _errors(n, 0), 2000, "jpeg_fair")]
+    sel = rate_select.select_per_mode(tuned + cheap_tuned + untuned, ref)
+    assert rate_select.fair_treatment(sel, "jpeg") == "jpeg_fair"  # the cheaper passing treatment
+    sel = rate_select.select_per_mode(tuned, ref)
+    assert rate_select.fair_treatment(sel, "jpeg") is None  # neither passes: no ratio
+
+
 def test_difference_distinguishable_from_zero_only_when_the_interval_excludes_it():
     n = 1000
     ref = _m("png", "validation", _errors(n, 0), 9000, "png")
