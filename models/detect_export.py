@@ -58,7 +58,7 @@ from edge_runtime.bundle import GRAD_VARIANTS, write_manifest
 from edge_runtime.detection import DetectionParams
 from edge_runtime.models.attention import FUSION_WEIGHTS, fuse, map_size_for
 from edge_runtime.models.detect import OUT_STRIDE
-from edge_runtime.models.export import _decompositions, _export
+from edge_runtime.models.export import _decompositions, _export, input_entry
 from edge_runtime.models.networks import fuse_batchnorm
 
 __all__ = ["export_detection_bundle", "detection_influence_fn", "trace_detection_influence", "MAX_REFERENCE"]
@@ -291,15 +291,7 @@ def export_detection_bundle(
                 "model_name": model_name,
                 "arch": getattr(model, "arch", model_name),
                 "classes": list(classes),
-                "input": {
-                    "name": "image",
-                    "size": list(size),
-                    "layout": "NCHW",
-                    "color": "RGB",
-                    "mean": list(input_spec["mean"]),
-                    "std": list(input_spec["std"]),
-                    "note": "x = (pixel / 255 - mean) / std",
-                },
+                "input": input_entry(size, input_spec),
                 "split": {"name": "features", "shape": split_shape, "dtype": "float32"},
                 "graphs": graphs,
                 "importance": importance,

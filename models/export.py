@@ -275,6 +275,19 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_batch: 
         bar.update(1)
 
 
+def input_entry(size, input_spec: dict) -> dict:
+    """The manifest's ``input`` entry (shared by the classifier and detector exporters)."""
+    return {
+        "name": "image",
+        "size": list(size),
+        "layout": "NCHW",
+        "color": "RGB",
+        "mean": list(input_spec["mean"]),
+        "std": list(input_spec["std"]),
+        "note": "x = (pixel / 255 - mean) / std",
+    }
+
+
 def export_bundle(
     model: nn.Module,
     out_dir: str | Path,
@@ -388,15 +401,7 @@ def export_bundle(
                 "model_name": model_name,
                 "arch": getattr(model, "arch", model_name),
                 "classes": list(classes),
-                "input": {
-                    "name": "image",
-                    "size": list(size),
-                    "layout": "NCHW",
-                    "color": "RGB",
-                    "mean": list(input_spec["mean"]),
-                    "std": list(input_spec["std"]),
-                    "note": "x = (pixel / 255 - mean) / std",
-                },
+                "input": input_entry(size, input_spec),
                 "split": {"name": "features", "shape": split_shape, "dtype": "float32"},
                 "graphs": graphs,
                 "importance": importance,
