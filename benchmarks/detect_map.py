@@ -30,38 +30,14 @@ class MapTable:
     :func:`edge_runtime.detection.mean_average_precision`), ready to score any image weights."""
 
     def __init__(self, detections: list, truths: list, num_classes: int) -> None:
-        from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
-        if len(detections) != len(truths):
-            raise ValueError(f"{len(detections)} detection lists for {len(truths)} images")
+        from edge_runtime.detection import coco_inputs
+
+        gt, dets = coco_inputs(detections, truths, num_classes)
         self.n = len(truths)
-        images, anns, dets = [], [], []
-        aid = 1
-        for i, ((tb, tc), d) in enumerate(zip(truths, detections, strict=True)):
-            images.append({"id": i + 1})
-            for b, c in zip(
-                np.asarray(tb, np.float64).reshape(-1, 4), np.asarray(tc).reshape(-1), strict=True
-            ):
-                w, h = float(b[2] - b[0]), float(b[3] - b[1])
-                anns.append({"id": aid, "image_id": i + 1, "category_id": int(c) + 1,
-                             "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
-                aid += 1
-            db, ds, dc = d
-            for b, s, c in zip(np.asarray(db).reshape(-1, 4), np.asarray(ds).reshape(-1), np.asarray(dc).reshape(-1), strict=True):  # fmt: skip
-                dets.append({"image_id": i + 1, "category_id": int(c) + 1, "score": float(s),
-                             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})  # fmt: skip
-        if not anns:
-            raise ValueError("mAP needs at least one ground-truth object")
-        gt = COCO()
-        gt.dataset = {
-            "images": images,
-            "annotations": anns,
-            "categories": [{"id": k + 1} for k in range(num_classes)],
-        }
         self.categories = []  # per category: (image of each det, true / false positive T x D, gt per image)
         with contextlib.redirect_stdout(io.StringIO()):
-            gt.createIndex()
             self.reference = None
             if not dets:
                 self.categories = None

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
 from benchmarks.detect_map import MapTable, map_interval, paired_map_interval  # noqa: E402
 from benchmarks.rate_baselines import _roundtrip  # noqa: E402
-from benchmarks.rate_sweep import RANDOM_SEED, _CachedFront  # noqa: E402
+from benchmarks.rate_sweep import RANDOM_SEED, Setting, _CachedFront  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import DETECT_BUNDLE, Bundle, load_bundle  # noqa: E402
 from edge_runtime.codec import Decoder  # noqa: E402
@@ -67,18 +67,6 @@ QUALITIES = {
     "jpeg": (10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     "webp": (5, 10, 20, 30, 40, 50, 60, 70, 80, 90),
 }
-
-
-@dataclass
-class Setting:
-    family: str
-    mode: str
-    params: dict
-    config: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.mode + "".join(f" {k}={v}" for k, v in self.params.items())
 
 
 @dataclass

@@ -150,20 +150,14 @@ def postprocess(logits: np.ndarray, boxes: np.ndarray, params: DetectionParams) 
     return [Detection(int(cls[i]), float(s[i]), tuple(float(v) for v in b[i])) for i in keep]
 
 
-def mean_average_precision(
-    detections: list, truths: list, num_classes: int, *, per_class: bool = False
-) -> dict:
-    """COCO mAP of ``detections`` against ``truths``, one entry per image.
-
-    ``detections[i]``: a list of :class:`Detection` (or ``(boxes (n,4), scores (n,), classes
-    (n,))``); ``truths[i]``: ``(boxes (m,4), classes (m,))``. Boxes ``x0, y0, x1, y1`` in one
-    coordinate system per image. Returns ``map`` (IoU 0.50:0.95), ``map50``, ``map75``, ``n``
-    (images), ``objects`` and with ``per_class`` the AP@0.5 of each class (NaN: no object of it).
-    """
+def coco_inputs(detections: list, truths: list, num_classes: int):
+    """``pycocotools``' ground truth (a ``COCO`` with its index built) and detection list for
+    ``detections`` against ``truths`` (as in :func:`mean_average_precision`); image ``i`` has id
+    ``i + 1``, class ``c`` category ``c + 1``. Shared by :func:`mean_average_precision` and the
+    benchmarks' bootstrap (``benchmarks/detect_map.py``)."""
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} detection lists for {len(truths)} images")
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     images, anns, dets = [], [], []
     aid = 1
@@ -187,7 +181,6 @@ def mean_average_precision(
         for b, s, c in rows:
             dets.append({"image_id": i + 1, "category_id": int(c) + 1, "score": float(s),
                          "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})  # fmt: skip
-    out = {"n": len(truths), "objects": len(anns)}
     if not anns:
         raise ValueError("mAP needs at least one ground-truth object")
     gt = COCO()
@@ -198,11 +191,28 @@ def mean_average_precision(
     }
     with contextlib.redirect_stdout(io.StringIO()):  # COCO prints progress lines
         gt.createIndex()
-        if not dets:
-            out.update(map=0.0, map50=0.0, map75=0.0)
-            return out
-        dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "bbox")
+    return gt, dets
+
+
+def mean_average_precision(
+    detections: list, truths: list, num_classes: int, *, per_class: bool = False
+) -> dict:
+    """COCO mAP of ``detections`` against ``truths``, one entry per image.
+
+    ``detections[i]``: a list of :class:`Detection` (or ``(boxes (n,4), scores (n,), classes
+    (n,))``); ``truths[i]``: ``(boxes (m,4), classes (m,))``. Boxes ``x0, y0, x1, y1`` in one
+    coordinate system per image. Returns ``map`` (IoU 0.50:0.95), ``map50``, ``map75``, ``n``
+    (images), ``objects`` and with ``per_class`` the AP@0.5 of each class (NaN: no object of it).
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    gt, dets = coco_inputs(detections, truths, num_classes)
+    out = {"n": len(truths), "objects": len(gt.dataset["annotations"])}
+    if not dets:
+        out.update(map=0.0, map50=0.0, map75=0.0)
+        return out
+    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints progress lines
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

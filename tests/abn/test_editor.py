@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import cv2
 import numpy as np
@@ -120,8 +121,10 @@ def _chromium() -> str:
     return require_executable("chromium", "/usr/bin/chromium")
 
 
-@pytest.mark.browser
-def test_editor_in_headless_chromium(state, data_dir):
+@contextlib.contextmanager
+def _editor_page(state):
+    """The editor served for ``state`` and open in headless Chromium once its page is ready:
+    (page, the page's JavaScript errors so far)."""
     exe = _chromium()
     try:
         from playwright import sync_api
@@ -135,44 +138,50 @@ def test_editor_in_headless_chromium(state, data_dir):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server.url)
             page.wait_for_selector("body[data-ready='1']", timeout=15_000)
-            before = page.get_attribute("#pred-after", "data-pred")
-            assert before == page.get_attribute("#pred-before", "data-pred")
-            first = state.order[0]
-            assert before == state.bundle.classes[int(state.pred[first])]
-
-            # A broad erase stroke across the image.
-            page.eval_on_selector("#size", "e => { e.value = 64; e.dispatchEvent(new Event('input')); }")
-            page.keyboard.press("e")
-            box = page.locator("#cursor").bounding_box()
-            page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
-            page.mouse.down()
-            for k in range(1, 11):
-                page.mouse.move(box["x"] + 5 + k * (box["width"] - 10) / 10, box["y"] + box["height"] / 2)
-            page.mouse.up()
-            page.wait_for_function(
-                "b => document.querySelector('#pred-after').dataset.pred !== b", arg=before, timeout=10_000
-            )
-            after = page.get_attribute("#pred-after", "data-pred")
-            assert after != before
-
-            page.keyboard.press("s")
-            page.wait_for_function(
-                "() => document.querySelector('#status').textContent.startsWith('saved')", timeout=10_000
-            )
-            store = TeacherStore(data_dir)
-            key = state.keys[first]
-            assert key in store and len(store) == 1
-            m = store.load(key)
-            assert m.shape == (16, 16) and m[6:10].max() < 1e-6  # the stroke's band is erased
-
-            # Undo brings the model's prediction back.
-            page.keyboard.press("Control+z")
-            page.wait_for_function(
-                "b => document.querySelector('#pred-after').dataset.pred === b", arg=before, timeout=10_000
-            )
-            assert errors == []
+            yield page, errors
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+def test_editor_in_headless_chromium(state, data_dir):
+    with _editor_page(state) as (page, errors):
+        before = page.get_attribute("#pred-after", "data-pred")
+        assert before == page.get_attribute("#pred-before", "data-pred")
+        first = state.order[0]
+        assert before == state.bundle.classes[int(state.pred[first])]
+
+        # A broad erase stroke across the image.
+        page.eval_on_selector("#size", "e => { e.value = 64; e.dispatchEvent(new Event('input')); }")
+        page.keyboard.press("e")
+        box = page.locator("#cursor").bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(box["x"] + 5 + k * (box["width"] - 10) / 10, box["y"] + box["height"] / 2)
+        page.mouse.up()
+        page.wait_for_function(
+            "b => document.querySelector('#pred-after').dataset.pred !== b", arg=before, timeout=10_000
+        )
+        after = page.get_attribute("#pred-after", "data-pred")
+        assert after != before
+
+        page.keyboard.press("s")
+        page.wait_for_function(
+            "() => document.querySelector('#status').textContent.startsWith('saved')", timeout=10_000
+        )
+        store = TeacherStore(data_dir)
+        key = state.keys[first]
+        assert key in store and len(store) == 1
+        m = store.load(key)
+        assert m.shape == (16, 16) and m[6:10].max() < 1e-6  # the stroke's band is erased
+
+        # Undo brings the model's prediction back.
+        page.keyboard.press("Control+z")
+        page.wait_for_function(
+            "b => document.querySelector('#pred-after').dataset.pred === b", arg=before, timeout=10_000
+        )
+        assert errors == []
 
 
 def test_correct_cli_serves_until_interrupted(data_dir, default_bundle, monkeypatch, capsys):
@@ -208,11 +217,6 @@ def test_scripted_person_in_chromium_saves_the_experiments_teacher_maps(
     from edge_runtime.models.data import ArrayDataset
     from edge_runtime.models.person import mask_strokes, teacher_map
 
-    exe = _chromium()
-    try:
-        from playwright import sync_api
-    except ImportError:
-        require(False, "playwright (the dev extra) is not installed")
     scenes = datasets.load("fashion", "validation", 2, decoy="random")
     data_dir = tmp_path / "data"
     to_image_folder(data_dir, ArrayDataset(scenes.images, scenes.labels, scenes.classes, scenes.masks))
@@ -226,55 +230,46 @@ def test_scripted_person_in_chromium_saves_the_experiments_teacher_maps(
     ]
     mask_png = tmp_path / "mask.png"
     cv2.imwrite(str(mask_png), scenes.masks[second].astype(np.uint8) * 255)
-    with EditorServer(state) as server, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server.url)
-            page.wait_for_selector("body[data-ready='1']", timeout=15_000)
-            box = page.locator("#cursor").bounding_box()
-            k = box["width"] / 128
+    with _editor_page(state) as (page, errors):
+        box = page.locator("#cursor").bounding_box()
+        k = box["width"] / 128
 
-            def draw(stroke):
-                page.eval_on_selector(
-                    "#size", f"e => {{ e.value = {stroke.radius}; e.dispatchEvent(new Event('input')); }}"
-                )
-                page.keyboard.press(stroke.mode[0])  # "e" erase, "a" add
-                (x0, y0), (x1, y1) = stroke.points[0], stroke.points[-1]
-                page.mouse.move(box["x"] + x0 * k, box["y"] + y0 * k)
-                page.mouse.down()
-                if (x1, y1) != (x0, y0):
-                    page.mouse.move(box["x"] + x1 * k, box["y"] + y1 * k, steps=3)
-                page.mouse.up()
-
-            def save(count):
-                page.keyboard.press("s")
-                page.wait_for_function(
-                    f"() => document.querySelector('#status').textContent.includes('({count} teacher maps)')",
-                    timeout=20_000,
-                )
-
-            painted = mask_strokes(scenes.masks[first], radius=3)
-            page.keyboard.press("0")  # first image: clear the map, paint the item
-            for s in painted:
-                draw(s)
-            save(1)
-            page.keyboard.press("n")  # second image: import the item's mask, refine, save
-            page.wait_for_function(
-                "k => !document.querySelector('#item-info').textContent.startsWith(k)",
-                arg=state.keys[state.order[0]],
-                timeout=10_000,
+        def draw(stroke):
+            page.eval_on_selector(
+                "#size", f"e => {{ e.value = {stroke.radius}; e.dispatchEvent(new Event('input')); }}"
             )
-            page.set_input_files("#mask", str(mask_png))
-            page.wait_for_function("() => Array.isArray(S.base)", timeout=10_000)
-            for s in refine:
-                draw(s)
-            save(2)
-            assert errors == []
-        finally:
-            browser.close()
+            page.keyboard.press(stroke.mode[0])  # "e" erase, "a" add
+            (x0, y0), (x1, y1) = stroke.points[0], stroke.points[-1]
+            page.mouse.move(box["x"] + x0 * k, box["y"] + y0 * k)
+            page.mouse.down()
+            if (x1, y1) != (x0, y0):
+                page.mouse.move(box["x"] + x1 * k, box["y"] + y1 * k, steps=3)
+            page.mouse.up()
+
+        def save(count):
+            page.keyboard.press("s")
+            page.wait_for_function(
+                f"() => document.querySelector('#status').textContent.includes('({count} teacher maps)')",
+                timeout=20_000,
+            )
+
+        painted = mask_strokes(scenes.masks[first], radius=3)
+        page.keyboard.press("0")  # first image: clear the map, paint the item
+        for s in painted:
+            draw(s)
+        save(1)
+        page.keyboard.press("n")  # second image: import the item's mask, refine, save
+        page.wait_for_function(
+            "k => !document.querySelector('#item-info').textContent.startsWith(k)",
+            arg=state.keys[state.order[0]],
+            timeout=10_000,
+        )
+        page.set_input_files("#mask", str(mask_png))
+        page.wait_for_function("() => Array.isArray(S.base)", timeout=10_000)
+        for s in refine:
+            draw(s)
+        save(2)
+        assert errors == []
 
     store = TeacherStore(data_dir)
     entries = store.index()["entries"]
