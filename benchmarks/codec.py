@@ -41,6 +41,7 @@ receiver decodes (plus the keep-mask's entropy), interval over whole 30-frame se
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -403,15 +404,23 @@ def run_stills(count: int) -> dict:
 # ---------------------------------------------------------------- summary
 
 
-def default_cell() -> dict:
-    """The shipped default configuration (edge_runtime.config defaults), not numbers typed here."""
+@functools.cache
+def _default_map() -> str:
+    """The map the shipped default provider stands for on the default bundle (loaded once)."""
     from edge_runtime.bundle import load_bundle
     from edge_runtime.config import Config
     from edge_runtime.importance import resolve_provider
 
+    return resolve_provider(load_bundle(), Config().importance.provider)
+
+
+def default_cell() -> dict:
+    """The shipped default configuration (edge_runtime.config defaults), not numbers typed here."""
+    from edge_runtime.config import Config
+
     c = Config()
-    return {"map": resolve_provider(load_bundle(), c.importance.provider), "keep_ratio": c.reduce.value,
-            "bits": c.quantize.bits, "coder": c.codec.coder}  # fmt: skip
+    return {"map": _default_map(), "keep_ratio": c.reduce.value, "bits": c.quantize.bits,
+            "coder": c.codec.coder}  # fmt: skip
 
 
 def _pooled_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
