@@ -225,10 +225,13 @@ def _serve(args, cfg, overrides: list[str], t_start: float) -> int:
                 # Waits on an Event, not Thread.join: a Ctrl-C inside join() marks the thread as
                 # stopped while it still runs (CPython 3.11), and the sender was then closed
                 # under it (tests/runtime/test_demo.py, SIGTERM).
+                # Started inside the try: an interrupt that lands while start() returns (the first
+                # result can come before it does) still stops and awaits the edge before the
+                # sender closes (a CI failure: "Socket operation on non-socket" in demo-edge).
                 edge = threading.Thread(target=run_edge, name="demo-edge", daemon=True)
                 t0 = time.perf_counter()
-                edge.start()
                 try:
+                    edge.start()
                     next_report = args.every
                     while not edge_done.is_set():
                         edge_done.wait(timeout=0.2)
@@ -239,7 +242,8 @@ def _serve(args, cfg, overrides: list[str], t_start: float) -> int:
                             next_report += args.every
                 finally:
                     stop.set()
-                    edge_done.wait(timeout=10)
+                    if edge.ident is not None:  # it started
+                        edge_done.wait(timeout=10)
                 rx.wait(frames=loop.stats.sent, duration=10)  # the last results in flight
                 report(loop.stats, results, labels, lock, time.perf_counter() - t0)
             d = loop.stats.as_dict()
