@@ -6,7 +6,7 @@ whole model. ``jpeg`` / ``webp`` / ``png`` use OpenCV, ``avif`` uses Pillow's AV
 (libavif; ``AVIF_SPEED`` trades encode time for bytes). The fair models come from
 :func:`models.codec_finetune.finetune_on_codec` (each training frame at a quality drawn uniformly
 from the codec's sweep, the split path's budget unless told otherwise) and are cached under
-``runs/fair_baselines/`` by bundle, codec and budget, so that a rerun does not retrain.
+``runs/fair_baselines/`` by bundle, codec, sweep and budget, so that a rerun does not retrain.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = [
 CODECS = ("jpeg", "webp", "avif")
 QUALITIES = {
     "jpeg": (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95),
-    "webp": (5, 10, 20, 30, 40, 50, 60, 70, 80, 90),
+    "webp": (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100),  # 100: the top lossy quality (above: lossless)
     "avif": (5, 10, 20, 30, 40, 50, 60, 70, 80, 90),
 }
 AVIF_SPEED = 6  # libavif 0 (slowest, smallest) .. 10; 6: about 10 ms per 128 x 128 frame here
@@ -94,11 +94,24 @@ def random_quality(codec: str):
     return compress
 
 
-def fair_model(bundle: Bundle, task: str, codec: str, compress, budget: tuple[int, int], *, progress=False):
+def fair_model(
+    bundle: Bundle,
+    task: str,
+    name: str,
+    compress,
+    sweep,
+    budget: tuple[int, int],
+    train=None,
+    *,
+    progress=False,
+):
     """The bundle's whole model fine-tuned on ``compress``'s output (cached): (model, spec, record).
 
-    ``compress`` is a :data:`models.codec_finetune.Compress`; ``budget`` (epochs, images) of train
-    frames from ``datasets.load(task, "train", images)``."""
+    ``compress`` is a :data:`models.codec_finetune.Compress` drawing its settings from ``sweep``;
+    ``budget`` (epochs, images) of train frames, ``train(images)`` or by default
+    ``datasets.load(task, "train", images)``. The cache file is named by bundle, task, ``name``,
+    sweep and budget: a changed sweep trains a new model instead of reusing one trained on another."""
+    import hashlib
     import json
 
     import torch
@@ -107,16 +120,18 @@ def fair_model(bundle: Bundle, task: str, codec: str, compress, budget: tuple[in
 
     epochs, images = budget
     model, spec = model_from_bundle(bundle.path)
-    path = CACHE / f"{bundle.model_id[:12]}-{task}-{codec}-{epochs}x{images}.pt"
+    tag = hashlib.sha1(repr(tuple(sweep)).encode()).hexdigest()[:6]
+    path = CACHE / f"{bundle.model_id[:12]}-{task}-{name}-s{tag}-{epochs}x{images}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=False)
         model.load_state_dict(saved["state"])
         model.eval()
         return model, spec, saved["record"] | {"cached": str(path)}
-    train = datasets.load(task, "train", images, size=bundle.input.size[0])
+    frames = train(images) if train else datasets.load(task, "train", images, size=bundle.input.size[0])
     cfg = CodecFinetuneConfig(epochs=epochs, images=images, threads=torch.get_num_threads())
-    record = finetune_on_codec(model, spec, train.images, train.labels, compress, cfg, progress=progress)
+    record = finetune_on_codec(model, spec, frames.images, frames.labels, compress, cfg, progress=progress)
     record["train_split"] = {"task": task, "split": "train", "count": images}
+    record["sweep"] = list(sweep)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "record": json.loads(json.dumps(record))}, path)
     return model, spec, record

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import rate_select as sel  # noqa: E402
 from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
+from benchmarks import rate_baselines  # noqa: E402
 from benchmarks.rate_baselines import whole_model_logits  # noqa: E402
 from benchmarks.rate_sweep import Measured, Setting, decode_logits  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
@@ -149,29 +150,11 @@ def random_crf(codec: str, chunk: int = 4 * GOP):
 
 def fair_video_model(bundle: Bundle, task: str, codec: str, budget: tuple[int, int], *, progress=False):
     """The whole model fine-tuned on the train stream through ``codec`` (cached like the frame codecs')."""
-    import json
-
-    import torch
-
-    from benchmarks.rate_baselines import CACHE
-    from edge_runtime.models.codec_finetune import CodecFinetuneConfig, finetune_on_codec, model_from_bundle
-
-    epochs, images = budget
-    model, spec = model_from_bundle(bundle.path)
-    path = CACHE / f"{bundle.model_id[:12]}-{task}-stream-{codec}-{epochs}x{images}.pt"
-    if path.is_file():
-        saved = torch.load(path, weights_only=False)
-        model.load_state_dict(saved["state"])
-        return model, spec, saved["record"] | {"cached": str(path)}
-    train = Stream(task, "train", images, bundle.input.size[0])
-    cfg = CodecFinetuneConfig(epochs=epochs, images=images, threads=torch.get_num_threads())
-    rec = finetune_on_codec(
-        model, spec, train.images, train.labels, random_crf(codec), cfg, progress=progress
-    )
-    rec["train_split"] = {"task": task, "split": "train", "stream": True, "count": images}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(), "record": json.loads(json.dumps(rec))}, path)
-    return model, spec, rec
+    size = bundle.input.size[0]
+    return rate_baselines.fair_model(
+        bundle, task, f"stream-{codec}", random_crf(codec), CRFS, budget,
+        lambda n: Stream(task, "train", n, size), progress=progress,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- measuring

@@ -16,8 +16,8 @@ Flags and why:
 - ``boundscheck=False``: wrappers check shapes before the loops run.
 - ``inline="always"`` only for tiny per-element helpers (``jit(inline=True)``): Numba then inlines
   them in its own IR; left to LLVM, the bilinear sampler in warp_flow stayed a call (1.5x slower,
-  ``benchmarks/bench_kernels.py``); the range coder's per-decision helpers (``_enc_bit``,
-  ``_dec_bit``, ``_shift_low``, context helpers) as calls made decoding a default-bundle message
+  ``benchmarks/bench_kernels.py``); the range coder's per-decision helpers (``_bit``,
+  ``_shift_low``, context helpers) as calls made decoding a default-bundle message
   2.1x slower (decode and dequantize: 227 against 107 us a frame, both measured beside the same
   other job; ``benchmarks/receiver.py``'s decode share), for about 3 s more of first compilation. Inlining does not change results (the golden vectors hold).
 

@@ -45,9 +45,8 @@ from .coder import (
     _N_ZCTX,
     _PROB_ONE,
     CoderError,
+    _bit,
     _bit_length,
-    _dec_bit,
-    _enc_bit,
     _mask_ctx,
     _predict,
     _shift_low,
@@ -64,14 +63,6 @@ V5 = FULL | _V_CHAN | _V_TRIM  # format version 5: per-channel intra contexts, t
 CARRY = V5 & ~_V_PRED  # version 5, layout CARRY: no symbol prediction, only the carried state
 _ALL = 127
 _GROUPS = 8  # channel groups of the per-channel contexts: channel c uses group min(c, 7)
-
-
-@jit(inline=True)
-def _bit(enc, st, buf, pf, ps, i, bit):
-    if enc:
-        _enc_bit(st, buf, pf, ps, i, bit)
-        return bit
-    return _dec_bit(st, buf, pf, ps, i)
 
 
 # context sets, in the order they sit in a probability state (2 x N_STATE: fast, slow estimates)
@@ -94,20 +85,20 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
     n = buf.shape[0]
     G = _N_ZCTX if variant & _V_CHAN else 0
     trim = (variant & _V_TRIM) != 0
-    st = np.zeros(5, np.int64)
-    st[1] = 0xFFFFFFFF
+    # the coder state (see _bit): lo, rg, ca, cs, op
+    lo, rg, ca, cs, op = np.int64(0), np.int64(0xFFFFFFFF), np.int64(0), np.int64(0), np.int64(0)
     if enc:
-        st[3] = 1
+        cs = np.int64(1)
     elif trim:  # no leading zero byte; bytes past the end read as zeros (the encoder cut them)
         for i in range(4):
-            st[0] = (st[0] << 8) | (np.int64(buf[i]) if i < n else 0)
-        st[2] = 4
+            lo = (lo << 8) | (np.int64(buf[i]) if i < n else 0)
+        ca = np.int64(4)
     else:
         if n < 5 or buf[0] != 0:
             return -1
         for i in range(1, 5):
-            st[0] = (st[0] << 8) | np.int64(buf[i])
-        st[2] = 5
+            lo = (lo << 8) | np.int64(buf[i])
+        ca = np.int64(5)
     o = _OFF
     mpf, mps = P[0, o[0] : o[1]], P[1, o[0] : o[1]]
     ppf, pps = P[0, o[1] : o[2]], P[1, o[1] : o[2]]
@@ -130,10 +121,10 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         ctx += 16
                     if (h + 1 < H and prev_keep[h + 1, w]) or (w + 1 < W and prev_keep[h, w + 1]):
                         ctx += 32
-                b = _bit(enc, st, buf, mpf, mps, ctx, 1 if keep[h, w] else 0)
+                b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, mpf, mps, ctx, 1 if keep[h, w] else 0)
                 if not enc:
                     keep[h, w] = b == 1
-            if not enc and (st[0] >= st[1] or (st[2] > n and not trim)):
+            if not enc and (lo >= rg or (ca > n and not trim)):
                 return -2
     pos = np.zeros((H, W), np.int64)  # 0: not predicted, 1: unchanged, 2: changed
     if use_pred and variant & _V_POS:
@@ -148,9 +139,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                             same = 0
                             break
                 ctx = (pos[h, w - 1] if w > 0 else 0) * 3 + (pos[h - 1, w] if h > 0 else 0)
-                b = _bit(enc, st, buf, ppf, pps, ctx, same)
+                b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, ppf, pps, ctx, same)
                 pos[h, w] = 1 if b == 1 else 2
-            if not enc and (st[0] >= st[1] or (st[2] > n and not trim)):
+            if not enc and (lo >= rg or (ca > n and not trim)):
                 return -2
     state = np.zeros((H, W), np.int64)  # 0: not predicted, 1: skipped, 2: changed (this channel)
     for c in range(C):
@@ -173,7 +164,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         sctx = sa * 3 + sb
                     if variant & _V_PVAL:
                         sctx = sctx * 3 + min(p, 2)
-                    same = _bit(enc, st, buf, spf, sps, sctx, 1 if x == p else 0)
+                    same, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, spf, sps, sctx, 1 if x == p else 0)
                     if same:
                         x = p
                         state[h, w] = 1
@@ -184,7 +175,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         k = _bit_length(v) if enc else 0
                         kk = 0
                         for j in range(bits):
-                            b = _bit(enc, st, buf, tkpf, tkps, pc * 8 + j, 1 if k > j else 0)
+                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, tkpf, tkps, pc * 8 + j, 1 if k > j else 0)
                             if b == 0:
                                 break
                             kk += 1
@@ -192,7 +183,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                             v = 1 if kk >= 1 else 0
                         mbase = (pc * 9 + kk) * 8
                         for i in range(kk - 1):
-                            b = _bit(enc, st, buf, tnpf, tnps, mbase + i, (v >> (kk - 2 - i)) & 1)
+                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, tnpf, tnps, mbase + i, (v >> (kk - 2 - i)) & 1)
                             if not enc:
                                 v = (v << 1) | b
                         if not enc:
@@ -206,7 +197,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                     g = min(c, _GROUPS - 1) if G else 0
                     if G:
                         zctx = zctx * 3 + (0 if c == 0 else 1 if sym[c - 1, h, w] == 0 else 2)
-                    z = _bit(enc, st, buf, zpf, zps, g * _N_ZCTX * 3 + zctx, 1 if x == 0 else 0)
+                    z, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, zpf, zps, g * _N_ZCTX * 3 + zctx, 1 if x == 0 else 0)
                     if z == 0:
                         ctx = g * _N_CTX + act * 2 + (0 if pr <= 1 else 1)
                         if enc:
@@ -216,7 +207,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         k = _bit_length(v) if enc else 0
                         kk = 0
                         for j in range(bits):
-                            b = _bit(enc, st, buf, kpf, kps, ctx * 8 + j, 1 if k > j else 0)
+                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, kpf, kps, ctx * 8 + j, 1 if k > j else 0)
                             if b == 0:
                                 break
                             kk += 1
@@ -224,7 +215,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                             v = 1 if kk >= 1 else 0
                         mbase = ((ctx - g * _N_CTX) * 9 + kk) * 8
                         for i in range(kk - 1):
-                            b = _bit(enc, st, buf, npf, nps, mbase + i, (v >> (kk - 2 - i)) & 1)
+                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, npf, nps, mbase + i, (v >> (kk - 2 - i)) & 1)
                             if not enc:
                                 v = (v << 1) | b
                         if not enc:
@@ -239,23 +230,23 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                 if not enc:
                     sym[c, h, w] = x
                 last = x
-            if not enc and (st[0] >= st[1] or (st[2] > n and not trim)):
+            if not enc and (lo >= rg or (ca > n and not trim)):
                 return -2
     if enc:
         if trim:  # end on the value of [low, low + range) with the most trailing zero bits
             for k in range(32, -1, -1):
-                v = (st[0] + (np.int64(1) << k) - 1) & ~((np.int64(1) << k) - 1)
-                if v < st[0] + st[1]:
-                    st[0] = v
+                v = (lo + (np.int64(1) << k) - 1) & ~((np.int64(1) << k) - 1)
+                if v < lo + rg:
+                    lo = v
                     break
         for _ in range(5):
-            _shift_low(st, buf)
-        return st[4]
+            lo, ca, cs, op = _shift_low(lo, ca, cs, op, buf)
+        return op
     if trim:  # every byte read, and the last one not a zero the encoder would have cut
-        if n > st[2] or (n > 0 and buf[n - 1] == 0):
+        if n > ca or (n > 0 and buf[n - 1] == 0):
             return -3
         return 0
-    if st[2] != n:
+    if ca != n:
         return -3
     return 0
 
