@@ -128,7 +128,12 @@ def fair_models(bundle: Bundle, task: str, codecs, budget, *, progress=False) ->
     models, records = {}, {}
     for c in codecs:
         model, spec, rec = rate_baselines.fair_model(
-            bundle, task, c, rate_baselines.random_quality(c), rate_baselines.QUALITIES[c], budget,
+            bundle,
+            task,
+            c,
+            rate_baselines.random_quality(c),
+            rate_baselines.QUALITIES[c],
+            budget,
             progress=progress,
         )
         models[c], records[c] = (model, spec), rec

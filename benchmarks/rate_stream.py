@@ -47,9 +47,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import rate_baselines  # noqa: E402
 from benchmarks import rate_select as sel  # noqa: E402
 from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
-from benchmarks import rate_baselines  # noqa: E402
 from benchmarks.rate_baselines import whole_model_logits  # noqa: E402
 from benchmarks.rate_sweep import Measured, Setting, decode_logits  # noqa: E402
 from edge_runtime import datasets  # noqa: E402

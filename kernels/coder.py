@@ -204,7 +204,9 @@ def _encode(sym, keep, code_mask, bits, out):
                     continue
                 x = np.int64(sym[c, h, w])
                 pred, zctx, act = _predict(sym, keep, c, h, w, last)
-                _, lo, rg, ca, cs, op = _bit(True, lo, rg, ca, cs, op, out, zpf, zps, zctx, 1 if x == 0 else 0)
+                _, lo, rg, ca, cs, op = _bit(
+                    True, lo, rg, ca, cs, op, out, zpf, zps, zctx, 1 if x == 0 else 0
+                )
                 if x != 0:
                     if pred <= 1:
                         v = x - 1
@@ -256,7 +258,9 @@ def _decode(buf, sym, keep, code_mask, bits):
     if code_mask:
         for h in range(H):
             for w in range(W):
-                b, lo, rg, ca, cs, op = _bit(False, lo, rg, ca, cs, op, buf, mpf, mps, _mask_ctx(keep, h, w, W), 0)
+                b, lo, rg, ca, cs, op = _bit(
+                    False, lo, rg, ca, cs, op, buf, mpf, mps, _mask_ctx(keep, h, w, W), 0
+                )
                 keep[h, w] = b == 1
             if lo >= rg or ca > n:
                 return 2
@@ -283,7 +287,9 @@ def _decode(buf, sym, keep, code_mask, bits):
                         v = 1
                         mbase = (ctx * 9 + k) * 8
                         for i in range(k - 1):
-                            b, lo, rg, ca, cs, op = _bit(False, lo, rg, ca, cs, op, buf, npf, nps, mbase + i, 0)
+                            b, lo, rg, ca, cs, op = _bit(
+                                False, lo, rg, ca, cs, op, buf, npf, nps, mbase + i, 0
+                            )
                             v = (v << 1) | b
                     if pred <= 1:
                         x = v + 1

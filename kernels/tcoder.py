@@ -121,7 +121,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         ctx += 16
                     if (h + 1 < H and prev_keep[h + 1, w]) or (w + 1 < W and prev_keep[h, w + 1]):
                         ctx += 32
-                b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, mpf, mps, ctx, 1 if keep[h, w] else 0)
+                b, lo, rg, ca, cs, op = _bit(
+                    enc, lo, rg, ca, cs, op, buf, mpf, mps, ctx, 1 if keep[h, w] else 0
+                )
                 if not enc:
                     keep[h, w] = b == 1
             if not enc and (lo >= rg or (ca > n and not trim)):
@@ -164,7 +166,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         sctx = sa * 3 + sb
                     if variant & _V_PVAL:
                         sctx = sctx * 3 + min(p, 2)
-                    same, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, spf, sps, sctx, 1 if x == p else 0)
+                    same, lo, rg, ca, cs, op = _bit(
+                        enc, lo, rg, ca, cs, op, buf, spf, sps, sctx, 1 if x == p else 0
+                    )
                     if same:
                         x = p
                         state[h, w] = 1
@@ -175,7 +179,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         k = _bit_length(v) if enc else 0
                         kk = 0
                         for j in range(bits):
-                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, tkpf, tkps, pc * 8 + j, 1 if k > j else 0)
+                            b, lo, rg, ca, cs, op = _bit(
+                                enc, lo, rg, ca, cs, op, buf, tkpf, tkps, pc * 8 + j, 1 if k > j else 0
+                            )
                             if b == 0:
                                 break
                             kk += 1
@@ -183,7 +189,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                             v = 1 if kk >= 1 else 0
                         mbase = (pc * 9 + kk) * 8
                         for i in range(kk - 1):
-                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, tnpf, tnps, mbase + i, (v >> (kk - 2 - i)) & 1)
+                            b, lo, rg, ca, cs, op = _bit(
+                                enc, lo, rg, ca, cs, op, buf, tnpf, tnps, mbase + i, (v >> (kk - 2 - i)) & 1
+                            )
                             if not enc:
                                 v = (v << 1) | b
                         if not enc:
@@ -197,7 +205,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                     g = min(c, _GROUPS - 1) if G else 0
                     if G:
                         zctx = zctx * 3 + (0 if c == 0 else 1 if sym[c - 1, h, w] == 0 else 2)
-                    z, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, zpf, zps, g * _N_ZCTX * 3 + zctx, 1 if x == 0 else 0)
+                    z, lo, rg, ca, cs, op = _bit(
+                        enc, lo, rg, ca, cs, op, buf, zpf, zps, g * _N_ZCTX * 3 + zctx, 1 if x == 0 else 0
+                    )
                     if z == 0:
                         ctx = g * _N_CTX + act * 2 + (0 if pr <= 1 else 1)
                         if enc:
@@ -207,7 +217,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         k = _bit_length(v) if enc else 0
                         kk = 0
                         for j in range(bits):
-                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, kpf, kps, ctx * 8 + j, 1 if k > j else 0)
+                            b, lo, rg, ca, cs, op = _bit(
+                                enc, lo, rg, ca, cs, op, buf, kpf, kps, ctx * 8 + j, 1 if k > j else 0
+                            )
                             if b == 0:
                                 break
                             kk += 1
@@ -215,7 +227,9 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                             v = 1 if kk >= 1 else 0
                         mbase = ((ctx - g * _N_CTX) * 9 + kk) * 8
                         for i in range(kk - 1):
-                            b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, npf, nps, mbase + i, (v >> (kk - 2 - i)) & 1)
+                            b, lo, rg, ca, cs, op = _bit(
+                                enc, lo, rg, ca, cs, op, buf, npf, nps, mbase + i, (v >> (kk - 2 - i)) & 1
+                            )
                             if not enc:
                                 v = (v << 1) | b
                         if not enc:
