@@ -25,7 +25,9 @@ top-1:
 
 Summary (goal figures, ``DESIGN.md``): ``float_map50`` (test), ``best_bytes_vs_fair_jpeg_at_iso_map``
 (the cheapest selected edge setting's test bytes over fair JPEG's selected setting's, both passing
-on validation), ``empty_frames_bytes`` (the empty message's size).
+on validation; fair: the fine-tuned or the untuned detector, whichever passes on validation at
+fewer bytes, ``rate_select.fair_treatment``, recorded as ``fair_treatment``),
+``empty_frames_bytes`` (the empty message's size).
 
 Run: ``python benchmarks/rate_detection.py --checkpoint runs/detect/checkpoint.pt`` (the
 checkpoint the bundle was exported from: the fair baselines fine-tune it).
@@ -46,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
 from benchmarks.detect_map import MapTable, map_interval, paired_map_interval  # noqa: E402
 from benchmarks.rate_baselines import _roundtrip  # noqa: E402
+from benchmarks.rate_select import fair_treatment  # noqa: E402
 from benchmarks.rate_sweep import RANDOM_SEED, Setting, _CachedFront  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.bundle import DETECT_BUNDLE, Bundle, load_bundle  # noqa: E402
@@ -508,6 +511,9 @@ def summarize(table: list[dict], float_test: dict, empty_bytes: int) -> dict:
     def ratio(a, b):
         return None if a is None or b is None else a["test"]["bytes"] / b["test"]["bytes"]
 
+    selected = {r["mode"]: r for r in table if "test" in r}
+    fair = {c: fair_treatment(selected, c, cost=lambda r: r["validation"]["bytes"]) for c in ("jpeg", "webp")}
+
     edge = [r for r in table if "test" in r and r["mode"].split("/")[0] in PROVIDERS]
     best = min(edge, key=lambda r: r["test"]["bytes"]) if edge else None
     quant = row("quant/arith")
@@ -516,8 +522,9 @@ def summarize(table: list[dict], float_test: dict, empty_bytes: int) -> dict:
         "float_map50_ci": float_test["map50_ci"],
         "float_map": float_test["map"],
         "float_map_ci": float_test["map_ci"],
-        "best_bytes_vs_fair_jpeg_at_iso_map": ratio(best, row("jpeg_fair")),
-        "best_bytes_vs_fair_webp_at_iso_map": ratio(best, row("webp_fair")),
+        "best_bytes_vs_fair_jpeg_at_iso_map": ratio(best, fair["jpeg"] and row(fair["jpeg"])),
+        "best_bytes_vs_fair_webp_at_iso_map": ratio(best, fair["webp"] and row(fair["webp"])),
+        "fair_treatment": fair,
         "best_bytes_vs_jpeg_at_iso_map": ratio(best, row("jpeg")),
         "best_bytes_vs_webp_at_iso_map": ratio(best, row("webp")),
         "masked_bytes_vs_quant_alone": ratio(best, quant),

@@ -128,15 +128,16 @@ def select_per_mode(
     return {mode: select(ms, ref, points) for mode, ms in modes.items()}
 
 
-def fair_treatment(selected: dict[str, Measured | None], codec: str) -> str | None:
+def fair_treatment(selected: dict, codec: str, cost=lambda m: m.mean_bytes) -> str | None:
     """A frame codec's fair baseline: of the whole model fine-tuned on that codec (mode
     ``{codec}_fair``) and the untuned model (mode ``codec``), the one whose selected setting is
     cheaper on the validation split (None: neither passes there). Whether to fine-tune is the
     baseline's hyper-parameter, chosen on validation like the edge's: fine-tuning at random
     qualities can cost the model accuracy at the qualities that pass, and then the untuned model
-    is the stronger baseline."""
+    is the stronger baseline. ``selected`` maps modes to their selected setting (a
+    :class:`Measured`, or whatever ``cost`` reads its validation bytes from)."""
     cands = [m for m in (f"{codec}_fair", codec) if selected.get(m) is not None]
-    return min(cands, key=lambda m: selected[m].mean_bytes) if cands else None
+    return min(cands, key=lambda m: cost(selected[m])) if cands else None
 
 
 def score(m: Measured, ref: Measured, points: float = ISO_POINTS) -> dict:
