@@ -76,6 +76,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "(default: augment; with L_map it won on validation, in domain and on a harsher camera)",
     )
     p.add_argument(
+        "--camera-augment",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --augment: the training camera's blur, noise, gamma and JPEG once more on each image "
+        "(default: off)",
+    )
+    p.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
         default="auto",
@@ -347,6 +354,7 @@ def cmd_train(args) -> int:
         map_weight=args.map_weight,
         label_smoothing=args.label_smoothing,
         augment=args.augment,
+        camera_augment=args.camera_augment,
         precision=args.precision,
     )
     t0 = time.perf_counter()

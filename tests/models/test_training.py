@@ -67,6 +67,27 @@ def test_augment_keeps_shape_and_range():
     assert bool((x == y).all())  # seeded
 
 
+def test_camera_augment_degrades_within_range_and_is_seeded():
+    from edge_runtime.models.data import MEAN, STD
+    from edge_runtime.models.train import augment
+
+    # a sharp edge: blur, noise and JPEG must soften or perturb it, the range must hold, and the
+    # same seed must give the same batch
+    images = np.zeros((16, 32, 32, 3), np.uint8)
+    images[:, :, 16:] = 200
+    plain, _ = augment(images, np.random.default_rng(5), shift=0)
+    cam, _ = augment(images, np.random.default_rng(5), shift=0, camera=True)
+    again, _ = augment(images, np.random.default_rng(5), shift=0, camera=True)
+    assert bool((cam == again).all())
+    lo, hi = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
+    assert float(cam.min()) >= lo - 1e-6 and float(cam.max()) <= hi + 1e-6
+    # inside the flat regions the plain batch has one value per image and channel; the camera's
+    # noise spreads it
+    flat = (slice(None), slice(None), slice(2, 30), slice(2, 12))
+    assert float(plain[flat].std(dim=(2, 3)).max()) < 1e-5
+    assert float(cam[flat].std(dim=(2, 3)).mean()) > 1e-3
+
+
 def test_augment_moves_the_masks_with_the_images():
     from edge_runtime.models.train import augment
 
