@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
-from edge_runtime.photos import CAMERAS
 from edge_runtime.models.networks import build_model
+from edge_runtime.photos import CAMERAS
 
 __all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of", "map_loss"]
 
