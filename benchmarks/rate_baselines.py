@@ -131,7 +131,7 @@ def fair_model(
     cfg = CodecFinetuneConfig(epochs=epochs, images=images, threads=torch.get_num_threads())
     record = finetune_on_codec(model, spec, frames.images, frames.labels, compress, cfg, progress=progress)
     record["train_split"] = {"task": task, "split": "train", "count": images}
-    record["sweep"] = list(sweep)
+    record["codec"], record["sweep"] = name, list(sweep)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "record": json.loads(json.dumps(record))}, path)
     return model, spec, record
