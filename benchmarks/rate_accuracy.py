@@ -1,6 +1,6 @@
 """Bytes per frame against top-1 accuracy: the edge's modes against frame codecs given the same training.
 
-    python benchmarks/rate_accuracy.py [--bundle DIR] [--task shapes] [--val 1000] [--test 1000]
+    python benchmarks/rate_accuracy.py [--bundle DIR] [--task shapes] [--val 5000] [--test 5000]
                                        [--ft-epochs E --ft-images N] [--quick] [--update-readme]
 
 Method (the parts, in reading order):
@@ -149,8 +149,12 @@ def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--task", default=datasets.DEFAULT_TASK, help="built-in task (edge_runtime.datasets)")
-    p.add_argument("--val", type=int, help="validation frames (default 1000; --quick 200)")
-    p.add_argument("--test", type=int, help="test frames (default 1000; --quick 200)")
+    p.add_argument(
+        "--val",
+        type=int,
+        help="validation frames (default 5000: paired intervals under 1 point; --quick 200)",
+    )
+    p.add_argument("--test", type=int, help="test frames (default 5000; --quick 200)")
     p.add_argument(
         "--ft-epochs", type=int, help="fair baselines' fine-tuning epochs (default: the split path's)"
     )
@@ -178,8 +182,8 @@ def _main(argv=None) -> int:
     torch.set_num_threads(max(1, args.threads))
     t0 = time.perf_counter()
     b = load_bundle(args.bundle, threads=args.threads)
-    n_val = args.val or (200 if args.quick else 1000)
-    n_test = args.test or (200 if args.quick else 1000)
+    n_val = args.val or (200 if args.quick else 5000)
+    n_test = args.test or (200 if args.quick else 5000)
     budget = rate_baselines_budget(b, args)
     grid_args = dict(QUICK_GRID if args.quick else {})
     if args.providers:
