@@ -135,11 +135,8 @@ def test_rows_and_bytes_are_sane(run):
     assert jpeg == sorted(jpeg)
     assert val["png"].mean_bytes > jpeg[-1]
     # the quantization-alone control runs at every bit depth the masked settings use, and 8
-    assert {m.setting.params["bits"] for m in res["validation"] if m.setting.mode == "quant/arith"} == {
-        2,
-        4,
-        8,
-    }
+    quant_bits = {m.setting.params["bits"] for m in res["validation"] if m.setting.mode == "quant/arith"}
+    assert quant_bits == {2, 4, 8}
     q = [val[f"quant/arith bits={b}"].mean_bytes for b in (2, 4, 8)]
     assert q == sorted(q) and val["float16"].mean_bytes > q[-1]
     assert val["fused/feature/zero keep=0.2 bits=4"].mean_bytes < val["quant/arith bits=4"].mean_bytes
