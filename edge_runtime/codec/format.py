@@ -214,6 +214,10 @@ class Tensor:
         """Float32 (C, H, W): ``offset + data * scale``; positions outside ``keep`` are 0."""
         if not self.quantized:
             x = self.data.astype(np.float32)
+        elif not self.offset.any():  # ReLU features: masked symbols are 0, so 0 * scale needs no mask
+            x = self.data.astype(np.float32)
+            x *= self.scale.astype(np.float32, copy=False)[:, None, None]
+            return x
         else:
             x = self.offset[:, None, None] + self.data.astype(np.float32) * self.scale[:, None, None]
         if self.keep is not None:
