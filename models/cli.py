@@ -77,10 +77,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--camera-augment",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="with --augment: the training camera's blur, noise, gamma and JPEG once more on each image "
-        "(default: off)",
+        type=_share,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="SHARE",
+        help="with --augment: the training camera's blur, noise, gamma and JPEG once more on this share of "
+        "the images (alone: all of them; default: 0, off)",
     )
     p.add_argument(
         "--precision",
@@ -90,6 +93,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--decoy", choices=["label", "random"], help="add the decoy cue to the training scenes")
     p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when training ends")
+
+
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return v
 
 
 def _widths(text: str) -> tuple[int, int, int]:

@@ -43,9 +43,11 @@ class TrainConfig:
     widths: tuple[int, int, int] = (24, 48, 64)
     label_smoothing: float = 0.1
     augment: bool = True  # shifts and colour (gain, contrast, channel order) besides the flips
-    # a second pass of the camera model's knobs on top of the scenes' own (blur, sensor noise, gamma,
-    # JPEG; each within the training camera's ranges, so their compound reaches past them)
-    camera_augment: bool = False
+    # the share of images given a second pass of the camera model's knobs on top of the scenes' own
+    # (blur, sensor noise, gamma, JPEG; each within the training camera's ranges, so their compound
+    # reaches past them); 0: off. On every image (1.0) it lowered in-domain and camera-variation
+    # top-1 alike in 30 000-scene x 4-epoch runs (68.4 / 68.3% against 74.8 / 71.2%)
+    camera_augment: float = 0.0
     # Weight of L_map, the ABN map M against the share of each map cell the item covers (the
     # built-in scenes' masks; ImageFolder data has none and trains without it). On validation
     # (3000 fashion scenes, the same 8-minute budget): 83.5% with weight 1 against 71.8% without;
@@ -74,7 +76,7 @@ def augment(
     rng: np.random.Generator,
     shift: int = 8,
     masks: np.ndarray | None = None,
-    camera: bool = False,
+    camera: float = 0.0,
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """A training batch from uint8 scenes: random flip, shift (reflect-padded) and colour (per-image
     channel gains, contrast, brightness, a random channel order on half the images), normalised
@@ -85,12 +87,16 @@ def augment(
     On validation (2000 fashion scenes, the default recipe otherwise): 87.4% against 86.3%, and
     84.5% against 82.2% on scenes of the camera-variation test's harsher camera.
 
-    ``camera``: each image also goes through the training camera's knobs once more, each drawn
-    from that camera's range (``edge_runtime.photos.CAMERAS["typical"]``): Gaussian blur on half of
-    them, JPEG on a third, gamma and sensor noise on all. Applied on top of a scene's own camera
-    they compound to harsher values than any single training frame has.
+    ``camera``: the share of images (drawn per image; 0: none, 1: all) that also go through the
+    training camera's knobs once more, each drawn from that camera's range
+    (``edge_runtime.photos.CAMERAS["typical"]``): Gaussian blur on half of them, JPEG on a third,
+    gamma and sensor noise on all. Applied on top of a scene's own camera they compound to harsher
+    values than any single training frame has. With 0 the random stream is the one without it.
     """
+    if not 0.0 <= camera <= 1.0:
+        raise ValueError(f"camera must be a share in [0, 1], got {camera!r}")
     n, h, w, _ = images.shape
+    recap = rng.random(n) < camera if camera else np.zeros(n, bool)
     dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
     flip = rng.random(n) < 0.5
     perm = np.where(
@@ -106,7 +112,7 @@ def augment(
         t = np.float32([[-1, 0, w - 1 - tx], [0, 1, ty]] if flip[i] else [[1, 0, tx], [0, 1, ty]])
         img = images[i] if (perm[i] == (0, 1, 2)).all() else np.ascontiguousarray(images[i][..., perm[i]])
         out[i] = cv2.warpAffine(img, t, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-        if camera:
+        if recap[i]:
             _recapture(out[i], rng)
         if masks is not None:
             m8 = cv2.warpAffine(masks[i].view(np.uint8), t, (w, h), flags=cv2.INTER_NEAREST,
@@ -119,8 +125,8 @@ def augment(
     bright = torch.from_numpy(rng.uniform(-0.1, 0.1, (n, 1, 1, 1))).float()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x.mul_(gain).sub_(mean).mul_(contrast).add_(mean).add_(bright).clamp_(0.0, 1.0)
-    if camera:  # sensor noise: fields of a fixed bank, each at its own sigma and sign
-        sign = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    if recap.any():  # sensor noise: fields of a fixed bank, each at its own sigma and sign
+        sign = np.where(recap, np.where(rng.random(n) < 0.5, -1.0, 1.0), 0.0)
         sigma = torch.from_numpy(sign * rng.uniform(*_TYPICAL.noise, n) / 255.0).float().view(n, 1, 1, 1)
         noise = _noise_bank(tuple(x.shape[1:]))[torch.from_numpy(rng.integers(0, _NOISE_FIELDS, n))]
         x.add_(noise.mul_(sigma)).clamp_(0.0, 1.0)

@@ -88,6 +88,24 @@ def test_camera_augment_degrades_within_range_and_is_seeded():
     assert float(cam[flat].std(dim=(2, 3)).mean()) > 1e-3
 
 
+def test_camera_augment_share_picks_images_and_zero_keeps_the_random_stream():
+    import pytest
+
+    from edge_runtime.models.train import augment
+
+    images = np.zeros((64, 32, 32, 3), np.uint8)
+    images[:, :, 16:] = 200
+    plain, _ = augment(images, np.random.default_rng(7), shift=0)
+    off, _ = augment(images, np.random.default_rng(7), shift=0, camera=0.0)
+    assert bool((plain == off).all())  # share 0 draws nothing more: the default recipe is unchanged
+    half, _ = augment(images, np.random.default_rng(7), shift=0, camera=0.5)
+    flat = (slice(None), slice(None), slice(2, 30), slice(2, 12))
+    noisy = half[flat].std(dim=(1, 2, 3)) > 1e-3  # the camera's noise spreads a flat region
+    assert 16 <= int(noisy.sum()) <= 48, int(noisy.sum())
+    with pytest.raises(ValueError, match="share"):
+        augment(images, np.random.default_rng(7), camera=1.5)
+
+
 def test_augment_moves_the_masks_with_the_images():
     from edge_runtime.models.train import augment
 
