@@ -42,7 +42,8 @@ class ArrayDataset:
 
 def to_tensor(images: np.ndarray, mean=MEAN, std=STD) -> torch.Tensor:
     """uint8 (N,H,W,3) RGB -> normalised float32 (N,3,H,W)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    # a read-only batch (a cached scene file, memory-mapped) is copied: torch warns on sharing one
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (x - m) / s
