@@ -851,6 +851,12 @@ def run(argv=None) -> int:
         if (RESULTS / "generalisation.json").is_file()
         else {}
     )
+    gen_top1 = gen.get("summary", {}).get("float_top1_in_domain")
+    default_top1, default_top1_from = (
+        (ref_plain_top1, "the decoy-free model on plain test scenes (no generalisation.json)")
+        if gen_top1 is None
+        else (gen_top1 / 100, "the shipped default bundle, benchmarks/results/generalisation.json")
+    )
     ours_curve = curves.get("ours", {})
     rrr_curve = curves.get("rrr", {})
     headline = ours_curve.get(f"{head:g}", {}).get("mean")
@@ -874,9 +880,7 @@ def run(argv=None) -> int:
         "top1_decoy_free_model": round(float(c_ref.mean()), 4),
         "top1_default_recipe_map_weight_0_plain_test": round(ref_plain_top1, 4),
         # the shipped default bundle (map_weight 1), from benchmarks/results/generalisation.json (%)
-        "top1_default_bundle_map_weight_1_plain_test": None
-        if gen.get("summary", {}).get("float_top1_in_domain") is None
-        else round(gen["summary"]["float_top1_in_domain"] / 100, 4),
+        "top1_default_bundle_map_weight_1_plain_test": None if gen_top1 is None else round(gen_top1 / 100, 4),
         "default_bundle_figure_from": {
             "file": "benchmarks/results/generalisation.json",
             "model_id": gen.get("parameters", {}).get("model_id"),
@@ -893,7 +897,10 @@ def run(argv=None) -> int:
         f"person's corrections), augmentation {'on' if args.augment else 'off (flips only)'}",
         "goal_gap_recovered_0_9_met": headline is not None and headline >= 0.9,
         "goal_decoy_model_40_70_met": bool(0.4 <= c_dec.mean() <= 0.7),
-        "goal_decoy_free_within_2pt_met": bool(abs(c_ref.mean() - ref_plain_top1) <= 0.02),
+        # the bar: the default recipe's test accuracy on the same task (the shipped bundle's,
+        # map_weight 1); without generalisation.json, this recipe's own top-1 on plain test scenes
+        "goal_decoy_free_within_2pt_met": bool(abs(c_ref.mean() - default_top1) <= 0.02),
+        "goal_decoy_free_within_2pt_of": default_top1_from,
     }
     results = {
         "strength": strength,
