@@ -498,8 +498,9 @@ def share_interval(hits: np.ndarray, seed: int = 0) -> dict:
 # --------------------------------------------------------------------------- figures
 
 
-def curve_figure(curves: dict, goal: float = 0.9):
-    """Gap recovered against the share of corrected maps, one line per method with its interval."""
+def curve_figure(curves: dict, goal: float = 0.9, control: dict | None = None):
+    """Gap recovered against the share of corrected maps, one line per method with its interval;
+    ``control`` (a :func:`gap_interval`: the retraining with no corrected map), a level with its band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -518,6 +519,9 @@ def curve_figure(curves: dict, goal: float = 0.9):
         empty &= bool(np.all(np.isnan(ys)))
         ax.plot(xs, ys, marker=marker, color=colour, label=label)
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.2)
+    if control is not None and control.get("mean") is not None:
+        ax.axhline(control["mean"], color="C2", ls=":", lw=1.2, label="ours' retraining, no corrected map")
+        ax.axhspan(*control["ci95"], color="C2", alpha=0.12)
     if empty:  # the decoy model is no worse than its reference: nothing to recover, nothing to draw
         ax.text(0.5, 0.5, "no gap to recover", transform=ax.transAxes, ha="center", color="grey")
         ax.set_ylim(-0.1, 1.1)
@@ -856,7 +860,7 @@ def run(argv=None) -> int:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     curve_png = out_json.with_suffix(".png")
     maps_png = out_json.with_name(out_json.stem + "_maps.png")
-    fig = curve_figure(curves)
+    fig = curve_figure(curves, control=control_gap)
     fig.savefig(curve_png, dpi=110)
     plt.close(fig)
     figures = [curve_png.name]

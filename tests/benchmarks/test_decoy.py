@@ -76,6 +76,9 @@ def test_curve_figure_has_both_methods_with_bands(tmp_path):
     assert len(ax.collections) == 2  # one interval band per method
     fig.savefig(tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+    with_control = decoy.curve_figure({"ours": curve}, control={"mean": 0.12, "ci95": [0.05, 0.19]}).axes[0]
+    assert "ours' retraining, no corrected map" in [line.get_label() for line in with_control.get_lines()]
+    assert len(with_control.patches) == 1  # the control's band
 
 
 def test_curve_figure_draws_a_curve_with_no_gap_to_recover(tmp_path):
