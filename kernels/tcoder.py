@@ -74,17 +74,13 @@ N_STATE = _OFF[-1]
 
 def new_state() -> np.ndarray:
     """The probability state a frame coded alone starts from (every estimate at 1/2)."""
-    return np.full((2, N_STATE), _PROB_ONE // 2, np.int32)
+    return np.full((2, N_STATE), _PROB_ONE // 2, np.int64)
 
 
-@jit(inline=True)
+@jit
 def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
     """Encode (``enc``: returns the byte count) or decode into ``sym`` / ``keep`` (returns 0 on
-    success, -1 bad start, -2 invariant broken, -3 length mismatch). Inlined into
-    :func:`_encode` and :func:`_decode`, where ``enc`` is a constant the compiler folds, and the
-    state ``P`` is int32 (the estimates are < 2**16): together 0.93 x the decode time of the
-    int64, one-function kernel (the receiver benchmark's default messages, both kernels in one
-    process, minimum of 9 runs a message; the streams are bit-identical, the golden vectors hold)."""
+    success, -1 bad start, -2 invariant broken, -3 length mismatch)."""
     C, H, W = sym.shape
     n = buf.shape[0]
     G = _N_ZCTX if variant & _V_CHAN else 0
@@ -269,16 +265,6 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
     return 0
 
 
-@jit
-def _encode(buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
-    return _code(True, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P)
-
-
-@jit
-def _decode(buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
-    return _code(False, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P)
-
-
 def max_predicted_size(shape: tuple[int, int, int], bits: int) -> int:
     """Upper bound on the coded size in bytes of a predicted map of ``shape`` at ``bits`` bits."""
     C, H, W = shape
@@ -306,9 +292,9 @@ def _check(sym, keep, pred, prev_keep, bits, variant):
 def _state(state):
     if state is None:
         return new_state()
-    if not isinstance(state, np.ndarray) or state.dtype != np.int32 or state.shape != (2, N_STATE):
+    if not isinstance(state, np.ndarray) or state.dtype != np.int64 or state.shape != (2, N_STATE):
         raise ValueError(
-            f"state must be an int32 array of shape (2, {N_STATE}), got {getattr(state, 'shape', state)}"
+            f"state must be an int64 array of shape (2, {N_STATE}), got {getattr(state, 'shape', state)}"
         )
     return state.copy()
 
@@ -337,8 +323,8 @@ def encode_predicted(
     prev_keep = np.ones((H, W), np.bool_) if prev_keep is None else np.ascontiguousarray(prev_keep)
     out = np.empty(max_predicted_size(sym.shape, bits), np.uint8)
     P = _state(state)
-    n = _encode(out, np.ascontiguousarray(sym), keep, np.ascontiguousarray(pred), prev_keep,
-                code_mask, bits, variant, P)  # fmt: skip
+    n = _code(True, out, np.ascontiguousarray(sym), keep, np.ascontiguousarray(pred), prev_keep,
+              code_mask, bits, variant, P)  # fmt: skip
     if variant & _V_TRIM:  # the range coder's first byte is always 0; trailing zeros read back as 0
         return out[1:n].tobytes().rstrip(b"\0"), P
     return out[:n].tobytes(), P
@@ -371,7 +357,7 @@ def decode_predicted(
     prev_keep = np.ones((H, W), np.bool_) if prev_keep is None else np.ascontiguousarray(prev_keep)
     arr = np.frombuffer(buf, np.uint8).copy()  # one typed signature for both directions (writable)
     P = _state(state)
-    err = _decode(arr, sym, keep, np.ascontiguousarray(pred), prev_keep, has_mask, bits, variant, P)
+    err = _code(False, arr, sym, keep, np.ascontiguousarray(pred), prev_keep, has_mask, bits, variant, P)
     if err == -1:
         raise CoderError("arith stream does not start with a zero byte or is shorter than 5 bytes")
     if err == -2:

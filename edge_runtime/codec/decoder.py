@@ -482,7 +482,7 @@ class Decoder:
         try:
             syms, keep, state = tcoder.decode_predicted(
                 payload, shape, bits, has_mask, pred, None if ref is None else ref.keep, variant,
-                state=None if ref is None or ref.state is None else ref.state.astype(np.int32),
+                state=None if ref is None or ref.state is None else ref.state.astype(np.int64),
             )  # fmt: skip
         except tcoder.CoderError as e:
             raise PayloadError(str(e)) from None

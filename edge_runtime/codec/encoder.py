@@ -389,7 +389,7 @@ class Encoder:
                 d = np.abs(data.astype(np.int16) - pred).sum(axis=0)
                 near = (d <= self.skip_l1) if both is None else (d <= self.skip_l1) & both
                 sent = np.where(near[None], pred, data).astype(np.uint8)
-            state = ref.state.astype(np.int32) if self._carry else None
+            state = ref.state.astype(np.int64) if self._carry else None
             variant = (tcoder.V5 if v5 else tcoder.FULL) if self._variant is None else self._variant
             p, st = tcoder.encode_predicted(
                 np.ascontiguousarray(sent), keep, bits, pred, ref.keep, variant, state=state
