@@ -57,12 +57,12 @@ def test_corrections_own_part_is_the_headline_minus_the_control_with_a_paired_in
     rng = np.random.default_rng(3)
     c_dec, c_ref = np.zeros(n, bool), np.ones(n, bool)
     control = rng.random((3, n)) < 0.3  # retraining alone: about 0.3 of the gap
-    same = decoy.gap_difference_interval(control, control, c_dec, c_ref)
+    same = decoy.gap_interval(control, c_dec, c_ref, minus=control)
     assert abs(same["mean"]) < 1e-9 and same["ci95"][0] < 0 < same["ci95"][1]
     better = control | (rng.random((3, n)) < 0.5)  # corrections add about 0.35
-    out = decoy.gap_difference_interval(better, control, c_dec, c_ref)
+    out = decoy.gap_interval(better, c_dec, c_ref, minus=control)
     assert 0.25 < out["mean"] < 0.45 and 0 < out["ci95"][0] < out["mean"] < out["ci95"][1]
-    assert decoy.gap_difference_interval(better, control, c_ref, c_ref)["mean"] is None  # no gap
+    assert decoy.gap_interval(better, c_ref, c_ref, minus=control)["mean"] is None  # no gap
 
 
 def test_curve_figure_has_both_methods_with_bands(tmp_path):
