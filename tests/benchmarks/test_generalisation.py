@@ -28,3 +28,15 @@ def test_summary_is_derived_from_the_measured_variants(tmp_path):
 def test_missing_bundle_is_an_error_line(tmp_path, capsys):
     assert gen.main(["--bundle", str(tmp_path / "nope"), "-n", "1"]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_validation_split_skips_the_test_only_backgrounds(tmp_path, capsys):
+    assert gen.main(["--split", "validation", "-n", "1"]) == 2  # the default file holds test figures
+    assert capsys.readouterr().err.startswith("error:")
+    out = tmp_path / "v.json"
+    assert gen.main(["--split", "validation", "-n", "40", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["parameters"]["split"] == "validation"
+    assert "unseen_backgrounds" not in doc["results"]["variants"]
+    assert doc["summary"]["float_top1_unseen_backgrounds"] is None
+    assert set(doc["results"]["gaps"]) == {"camera_variation", "4x3"}
