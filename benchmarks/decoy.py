@@ -183,10 +183,14 @@ def _digest(obj) -> str:
 
 def base_config(args, epochs: int):
     """The default recipe as the decoy experiment trains it: labels alone (``map_weight=0``), the
-    colour augmentation only with ``--augment`` (the module docstring says why)."""
+    colour augmentation (and the camera pass, part of it) only with ``--augment`` (the module
+    docstring says why)."""
     from edge_runtime.models.train import TrainConfig
 
-    return TrainConfig(epochs=epochs, map_weight=0.0, augment=args.augment, threads=args.threads)
+    camera = TrainConfig.camera_augment if args.augment else 0.0  # without augment it does nothing
+    return TrainConfig(
+        epochs=epochs, map_weight=0.0, augment=args.augment, camera_augment=camera, threads=args.threads
+    )
 
 
 def _trained(work: Path, name: str, cfg, train_ds, val_ds, params: dict):

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     c, results = {}, {}
     variants = [v for v in datasets.VARIANTS if args.split == "test" or v != "unseen_backgrounds"]
     if args.split != "test" and args.out is None:
-        print("error: --split validation needs --out (the default file holds the test figures)", file=sys.stderr)
+        print(
+            "error: --split validation needs --out (the default file holds the test figures)", file=sys.stderr
+        )
         return 2
     for variant in variants:
         modes = ("letterbox", "crop", "stretch") if variant == "4x3" else (default_resize,)
@@ -98,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(f"{key:28s} top-1 {results[key]['top1']:6.2f}%  95% {results[key]['ci95']}")
     four3 = f"4x3/{default_resize}"
-    shifted = {"unseen_backgrounds": "unseen_backgrounds", "camera_variation": "camera_variation", "4x3": four3}
+    shifted = {
+        "unseen_backgrounds": "unseen_backgrounds",
+        "camera_variation": "camera_variation",
+        "4x3": four3,
+    }
     shifted = {name: key for name, key in shifted.items() if key in c}
     gaps = {}
     for name, key in shifted.items():

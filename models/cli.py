@@ -80,10 +80,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         type=_share,
         nargs="?",
         const=1.0,
-        default=0.0,
+        default=0.33,
         metavar="SHARE",
         help="with --augment: the training camera's blur, noise, gamma and JPEG once more on this share of "
-        "the images (alone: all of them; default: 0, off)",
+        "the images (alone: all of them; 0: off; default: %(default)s)",
     )
     p.add_argument(
         "--precision",

@@ -32,6 +32,7 @@ def test_record_reads_the_recipes_own_times_and_compares_bundles_on_validation(t
     assert s["default_recipe_wall_minutes"] >= s["scene_generation_minutes"] >= 0
     sel = s["selection_on_validation"]
     assert sel["diff_pt"] == 0 and sel["previous_default_bundle_top1"] == sel["new_default_bundle_top1"]
+    assert sel["camera_variation"]["diff_pt"] == 0 and sel["camera_variation"]["diff_ci95_pt"] == [0, 0]
     assert 0 <= s["abn_val_top1"] <= 1 and "top1" in s["finetune_val"]
 
 
