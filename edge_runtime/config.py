@@ -79,7 +79,8 @@ class ImportanceConfig(msgspec.Struct, forbid_unknown_fields=True):
     # (benchmarks/rate_accuracy.py, summary "edge_defaults_selected_on_validation"): the cheapest
     # feature-zeroing setting whose accuracy interval stays within 0.5 pt of the float model, among
     # the providers without a gradient graph (those cost ~3 x the edge time per frame): the ABN map
-    # at keep 0.3, 4 bits on the default bundle (5000 validation frames). auto = abn where the
+    # at keep 0.3, 3 bits on the default bundle f19429081268 (5000 validation frames; 4 bits on
+    # the previous bundle). auto = abn where the
     # bundle has an attention branch, else the fused layer attention (importance.resolve_provider).
     provider: Literal[
         "auto", "grad_plain", "grad_guided", "grad_selective", "grad_extsel", "fused", "abn", "none"
@@ -105,7 +106,7 @@ class ReduceConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class QuantizeConfig(msgspec.Struct, forbid_unknown_fields=True):
-    bits: Annotated[int, Meta(ge=1, le=8)] = 4  # chosen on validation (see ImportanceConfig)
+    bits: Annotated[int, Meta(ge=1, le=8)] = 3  # chosen on validation (see ImportanceConfig)
     per_channel: bool = True
     clip_percentile: Annotated[float, Meta(ge=0.0, le=100.0)] = 0.0  # 0 = min/max range
 
