@@ -35,6 +35,7 @@ zstd) is measured beside it, labelled ``*_zstd8_unmasked``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import multiprocessing as mp
@@ -406,7 +407,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=256)
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument(
+        "--max-wait-ms", type=float, default=inspect.signature(Receiver).parameters["max_wait_ms"].default
+    )
     ap.add_argument(
         "--threads",
         type=int,

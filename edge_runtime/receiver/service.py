@@ -116,7 +116,7 @@ class Receiver:
         server_secret: str | Path | None = None,
         allow_dir: str | Path | None = None,
         max_batch: int = 16,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         workers: int = 0,
         threads: int = 0,
         callback: Callable[[Result], None] | None = None,
