@@ -1,7 +1,7 @@
 """The moving stream as video: the edge (with and without inter-frame feature coding) against H.264
 and HEVC of the same frames, each codec's model fine-tuned on that codec's decoded output.
 
-    python benchmarks/rate_stream.py [--val 2400] [--test 2400] [--ft-epochs E --ft-images N] [--quick]
+    python benchmarks/rate_stream.py [--val 4800] [--test 4800] [--ft-epochs E --ft-images N] [--quick]
 
 * Frames: ``edge_runtime.datasets.stream(task, split)`` (validation and test; the fair models train
   on the train stream), at the model's input size, ``SEGMENT`` frames per object.
@@ -494,9 +494,11 @@ def _main(argv=None) -> int:
     p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--task", default=datasets.DEFAULT_TASK)
     p.add_argument(
-        "--val", type=int, help=f"validation frames, a multiple of {SEGMENT} (default 2400; --quick 120)"
+        "--val",
+        type=int,
+        help=f"validation frames, a multiple of {SEGMENT} (default 4800: 160 objects; --quick 120)",
     )
-    p.add_argument("--test", type=int, help="test frames (default 2400; --quick 120)")
+    p.add_argument("--test", type=int, help="test frames (default 4800: 160 objects; --quick 120)")
     p.add_argument("--ft-epochs", type=int, help="fair fine-tuning epochs (default: the split path's)")
     p.add_argument(
         "--ft-images", type=int, help="fair fine-tuning frames per epoch (default: the split path's)"
@@ -521,8 +523,8 @@ def _main(argv=None) -> int:
     torch.set_num_threads(max(1, args.threads))
     t0 = time.perf_counter()
     b = load_bundle(args.bundle, threads=args.threads)
-    n_val = args.val or (120 if args.quick else 2400)
-    n_test = args.test or (120 if args.quick else 2400)
+    n_val = args.val or (120 if args.quick else 4800)  # 80 objects gave 1.2-4 point intervals
+    n_test = args.test or (120 if args.quick else 4800)
     if n_val % SEGMENT or n_test % SEGMENT or not n_val or not n_test:
         raise ValueError(f"--val and --test must be positive multiples of {SEGMENT} (whole segments)")
     budget = rate_baselines_budget(b, args)
