@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="result JSON (default: benchmarks/results/generalisation.json)")
     args = ap.parse_args(argv)
     n = 800 if args.quick else args.n
+    if args.split != "test" and args.out is None:
+        print(
+            "error: --split validation needs --out (the default file holds the test figures)", file=sys.stderr
+        )
+        return 2
     try:
         bundle = load_bundle(args.bundle)
     except Exception as e:  # noqa: BLE001 - any bundle problem ends the run with its message
@@ -76,11 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     default_resize = SourceConfig().resize
     c, results = {}, {}
     variants = [v for v in datasets.VARIANTS if args.split == "test" or v != "unseen_backgrounds"]
-    if args.split != "test" and args.out is None:
-        print(
-            "error: --split validation needs --out (the default file holds the test figures)", file=sys.stderr
-        )
-        return 2
     for variant in variants:
         modes = ("letterbox", "crop", "stretch") if variant == "4x3" else (default_resize,)
         for mode in modes:

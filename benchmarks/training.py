@@ -35,6 +35,16 @@ def _checkpoint(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _paired(ok_new, ok_prev) -> dict:
+    """Top-1 of both bundles on the same frames, their difference (points) and its paired interval."""
+    return {
+        "previous_default_bundle_top1": round(float(ok_prev.mean()), 4),
+        "new_default_bundle_top1": round(float(ok_new.mean()), 4),
+        "diff_pt": round(float(ok_new.mean() - ok_prev.mean()) * 100, 2),
+        "diff_ci95_pt": [round(v * 100, 2) for v in rate_select.diff_interval(ok_new, ok_prev)],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="checkpoint.pt of `edge-runtime train`")
@@ -53,11 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     last = run["history"][-1]
     if "wall_seconds" not in last:
         raise ValueError(f"{args.run} records no wall time (trained before `wall_seconds` existed)")
-    compared = {}
-    for variant in (
-        "in_domain",
-        "camera_variation",
-    ):  # the scenes the recipe is chosen on, and a camera past them
+    # the scenes the recipe is chosen on, and a camera past the training ranges
+    ok = {}
+    for variant in ("in_domain", "camera_variation"):
         frames = datasets.load(
             datasets.DEFAULT_TASK,
             "validation",
@@ -66,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             variant=variant,
             progress=True,
         )
-        compared[variant] = (
-            correct(new, frames.images) == frames.labels,
-            correct(previous, frames.images) == frames.labels,
-        )
-    ok_new, ok_prev = compared["in_domain"]
-    diff = ok_new.mean() - ok_prev.mean()
-    cam_new, cam_prev = compared["camera_variation"]
+        ok[variant] = [correct(b, frames.images) == frames.labels for b in (new, previous)]
     ft_last = ft["history"][-1]
     ft_record = ft["train"]["finetune"]
     minutes = round(last["wall_seconds"] / 60, 1)
@@ -88,17 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "selection_on_validation": {
             "n": args.n,
             "previous_default_bundle": previous.model_id[:12],
-            "previous_default_bundle_top1": round(float(ok_prev.mean()), 4),
             "new_default_bundle": new.model_id[:12],
-            "new_default_bundle_top1": round(float(ok_new.mean()), 4),
-            "diff_pt": round(float(diff) * 100, 2),
-            "diff_ci95_pt": [round(v * 100, 2) for v in rate_select.diff_interval(ok_new, ok_prev)],
-            "camera_variation": {
-                "previous_default_bundle_top1": round(float(cam_prev.mean()), 4),
-                "new_default_bundle_top1": round(float(cam_new.mean()), 4),
-                "diff_pt": round(float(cam_new.mean() - cam_prev.mean()) * 100, 2),
-                "diff_ci95_pt": [round(v * 100, 2) for v in rate_select.diff_interval(cam_new, cam_prev)],
-            },
+            **_paired(*ok["in_domain"]),
+            "camera_variation": _paired(*ok["camera_variation"]),
             "method": "float model (front then back) of each exported bundle on the same validation "
             "scenes (in domain, and the camera-variation test's harsher camera); paired bootstrap over frames",
         },

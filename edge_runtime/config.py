@@ -80,8 +80,8 @@ class ImportanceConfig(msgspec.Struct, forbid_unknown_fields=True):
     # feature-zeroing setting whose accuracy interval stays within 0.5 pt of the float model, among
     # the providers without a gradient graph (those cost ~3 x the edge time per frame): the ABN map
     # at keep 0.3, 3 bits on the default bundle f19429081268 (5000 validation frames; 4 bits on
-    # the previous bundle). auto = abn where the
-    # bundle has an attention branch, else the fused layer attention (importance.resolve_provider).
+    # the previous bundle). auto = abn where the bundle has an attention branch, else the fused
+    # layer attention (importance.resolve_provider).
     provider: Literal[
         "auto", "grad_plain", "grad_guided", "grad_selective", "grad_extsel", "fused", "abn", "none"
     ] = "auto"

@@ -68,8 +68,8 @@ def _tcoder() -> None:
     sym[:, ~_KEEP] = 0
     buf, state = tcoder.encode_predicted(sym, _KEEP, 2, None, None)
     tcoder.decode_predicted(buf, sym.shape, 2, True, None, None)
-    buf, _ = tcoder.encode_predicted(sym, _KEEP, 2, sym, _KEEP, state=state.astype(np.int64))
-    tcoder.decode_predicted(buf, sym.shape, 2, True, sym, _KEEP, state=state.astype(np.int64))
+    buf, _ = tcoder.encode_predicted(sym, _KEEP, 2, sym, _KEEP, state=state)
+    tcoder.decode_predicted(buf, sym.shape, 2, True, sym, _KEEP, state=state)
 
 
 #: Every warm-up step by name: one kernel in one variant.

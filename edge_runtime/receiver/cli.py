@@ -36,7 +36,7 @@ DEFAULTS: dict[str, object] = {
     "workers": 0,
     "threads": 0,
     "max_batch": 16,
-    "max_wait_ms": 0.0,  # greedy: benchmarks/receiver.py, p99 2.4 x the model stages against 3.9 x at 2 ms
+    "max_wait_ms": 0.0,  # greedy: p99 2.6 x the model stages against 3.9 x at 2 ms (docs/receiver.md)
     "jsonl": None,
     "jsonl_max_mb": 64.0,
     "jsonl_backups": 5,
