@@ -73,6 +73,7 @@ setup(
         "edge_runtime": [
             "bundles/*/*.onnx",
             "bundles/*/*.json",
+            "codec/*.npy",
             "assets/*.npz",
             "assets/*.md",
             "assets/COPYING.*",

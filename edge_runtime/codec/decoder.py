@@ -28,9 +28,11 @@ from edge_runtime.codec.format import (
     MIN_ANY,
     MIN_MESSAGE,
     Q_CARRY,
+    Q_INIT,
     Q_KNOWN,
     Q_KNOWN_V3,
     Q_KNOWN_V5,
+    Q_KNOWN_V6,
     Q_OFFSET_PER_CHANNEL,
     Q_OFFSET_ZERO,
     Q_SAME_AS_REF,
@@ -52,6 +54,7 @@ from edge_runtime.codec.format import (
     get_scale_codes,
     get_varint,
     identity_crc,
+    init_state,
     predict_symbols,
     scale_code_base,
     unzigzag,
@@ -324,12 +327,24 @@ class Decoder:
                 raise HeaderError("quantization layout byte runs past the end of the message")
             layout = mv[pos]
             pos += 1
-            known = Q_KNOWN_V5 if mv[3] >= 5 else Q_KNOWN_V3 if mv[3] >= 3 else Q_KNOWN
+            known = (
+                Q_KNOWN_V6
+                if mv[3] >= 6
+                else Q_KNOWN_V5
+                if mv[3] >= 5
+                else Q_KNOWN_V3
+                if mv[3] >= 3
+                else Q_KNOWN
+            )
             if layout & ~known or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
                 raise HeaderError(f"bad quantization layout byte {layout:#04x}")
-            carry = bool(layout & Q_CARRY)
+            carry, init = bool(layout & Q_CARRY), bool(layout & Q_INIT)
             if carry and ref_seq is None:
                 raise HeaderError(f"layout byte {layout:#04x}: 'carry' only on a predicted frame")
+            if init and (ref_seq is not None or coder != CODERS["arith"]):
+                raise HeaderError(
+                    f"layout byte {layout:#04x}: 'init' only on a frame coded alone with 'arith'"
+                )
             coded = bool(layout & Q_SCALE_CODED)
             if coded and (not layout & Q_OFFSET_ZERO or flags & F_QPARAM_F32):
                 raise HeaderError(
@@ -351,14 +366,14 @@ class Decoder:
         elif flags & F_QPARAM_F32:
             raise HeaderError("float32 scale / offset flag on a float tensor")
         else:
-            carry = coded = False
+            carry = coded = init = False
         qsize = 0 if coded else 4 if flags & F_QPARAM_F32 else 2
         plen = end - pos - qsize * (n_s + n_o)
         if plen < 0:
             raise HeaderError(f"scale / offset ({qsize * (n_s + n_o)} B) run past the end of the message")
         return dict(dt=dt, bits=bits, coder=coder, shape=(C, H, W), n_kept=n_kept, dict_id=dict_id,
                     key_seq=key_seq, n_s=n_s, n_o=n_o, plen=plen, qsize=qsize, zero_offset=zero_offset,
-                    ref_seq=ref_seq, same_ref=same_ref, carry=carry, coded=coded), pos  # fmt: skip
+                    ref_seq=ref_seq, same_ref=same_ref, carry=carry, coded=coded, init=init), pos  # fmt: skip
 
     def _decode_tensor(self, mv, pos, end, flags, key, seq, version):
         lim = self.limits
@@ -450,7 +465,17 @@ class Decoder:
         pstate = None
         if version >= 3 and dt == DT_U8 and coder == CODERS["arith"]:
             syms, keep, pstate = self._decode_predicted(
-                payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset, version, h.get("carry")
+                payload,
+                ref,
+                (C, H, W),
+                bits,
+                has_mask,
+                n_kept,
+                scale,
+                offset,
+                version,
+                h.get("carry"),
+                h.get("init"),
             )
             key_seq = 0 if ref is None else ref.seq
         else:
@@ -472,18 +497,23 @@ class Decoder:
             return Tensor(data=data, scale=scale, offset=offset, bits=bits, keep=keep), key_seq
         return Tensor(data=data.astype(dtype.newbyteorder("="), copy=False), keep=keep), key_seq
 
-    def _decode_predicted(self, payload, ref, shape, bits, has_mask, n_kept, scale, offset, version, carry):
+    def _decode_predicted(
+        self, payload, ref, shape, bits, has_mask, n_kept, scale, offset, version, carry, init
+    ):
         from edge_runtime.kernels import tcoder
 
         variant = tcoder.CARRY if carry else tcoder.V5 if version >= 5 else tcoder.FULL
         if len(payload) > tcoder.max_predicted_size(shape, bits):
             raise PayloadError(f"arith payload of {len(payload)} bytes is longer than any coding of {shape}")
         pred = None if ref is None else predict_symbols(ref, scale, offset, bits)
+        if init:
+            state = init_state(bits)
+        else:
+            state = None if ref is None or ref.state is None else ref.state.astype(np.int64)
         try:
             syms, keep, state = tcoder.decode_predicted(
-                payload, shape, bits, has_mask, pred, None if ref is None else ref.keep, variant,
-                state=None if ref is None or ref.state is None else ref.state.astype(np.int64),
-            )  # fmt: skip
+                payload, shape, bits, has_mask, pred, None if ref is None else ref.keep, variant, state=state
+            )
         except tcoder.CoderError as e:
             raise PayloadError(str(e)) from None
         if has_mask and int(np.count_nonzero(keep)) != n_kept:

@@ -1,5 +1,5 @@
-"""The encoder: :class:`Frame` -> one message (format version 2 by default, 4 with temporal coding,
-1 or 3 on request)."""
+"""The encoder: :class:`Frame` -> one message (format version 2 by default, 6 with temporal coding,
+1 or 3 to 5 on request)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from edge_runtime.codec.format import (
     I64_MIN,
     MAGIC,
     Q_CARRY,
+    Q_INIT,
     Q_OFFSET_PER_CHANNEL,
     Q_OFFSET_ZERO,
     Q_SAME_AS_REF,
@@ -44,6 +45,7 @@ from edge_runtime.codec.format import (
     decoded_scales,
     fits_float16,
     identity_crc,
+    init_state,
     predict_symbols,
     put_scale_codes,
     put_varint,
@@ -66,10 +68,10 @@ class Encoder:
     "raw". ``level`` / ``dictionary`` apply to zstd only. ``keyframe_interval`` > 0 turns on the
     inter-frame mode for quantized tensors: every that-many tensor frames of a stream is a key frame,
     the others carry the change from the last key frame. ``version``: the format written (2, or 1
-    for a receiver that reads only version 1; 4 with ``temporal``, or 3 for a receiver that reads
-    only up to version 3).
+    for a receiver that reads only version 1; 6 with ``temporal``, or 5 / 4 / 3 for a receiver that
+    reads only up to that version).
 
-    ``temporal=True`` (format version 4 or 3, coder "arith"): each quantized tensor is coded against the
+    ``temporal=True`` (format version 3 to 6, coder "arith"): each quantized tensor is coded against the
     stream's **reference**, the newest frame the receiver acknowledged (:meth:`acknowledge`; frames
     the edge gave up are :meth:`discard`-ed first), at most ``REF_WINDOW`` seqs back, when that is
     smaller than coding it alone (so a scene cut costs no more than an intra frame). Without an
@@ -94,7 +96,7 @@ class Encoder:
         skip_l1: int = 0,
     ) -> None:
         if version is None:
-            version = 5 if temporal else VERSION
+            version = 6 if temporal else VERSION
         if not isinstance(model_id, bytes) or len(model_id) != 8:
             raise ValueError(f"model_id must be 8 bytes (sha256 prefix), got {model_id!r}")
         if coder not in CODERS:
@@ -103,11 +105,11 @@ class Encoder:
             raise ValueError(f"level / dictionary / dict_id apply to coder 'zstd' only, not {coder!r}")
         if not isinstance(keyframe_interval, int) or keyframe_interval < 0:
             raise ValueError(f"keyframe_interval must be an int >= 0, got {keyframe_interval!r}")
-        if version not in (1, 2, 3, 4, 5):
-            raise ValueError(f"version must be 1, 2, 3, 4 or 5, got {version!r}")
+        if version not in (1, 2, 3, 4, 5, 6):
+            raise ValueError(f"version must be an int in 1..6, got {version!r}")
         if temporal and (version < 3 or coder != "arith" or keyframe_interval):
             raise ValueError(
-                "temporal coding needs format version 3, 4 or 5 and coder 'arith', and replaces "
+                "temporal coding needs format version 3 to 6 and coder 'arith', and replaces "
                 f"keyframe_interval (got version {version}, coder {coder!r}, interval {keyframe_interval})"
             )
         if not isinstance(skip_l1, int) or not 0 <= skip_l1 <= 255 or (skip_l1 and not temporal):
@@ -144,6 +146,7 @@ class Encoder:
         self.last_keyframe = False  # whether the last encoded message was a key frame
         self.last_predicted = False  # whether it was coded against a reference (temporal)
         self.last_carry = False  # ... with the reference's coder state only (version 5 CARRY)
+        self.last_init = False  # coded alone from the version-6 initial state (layout INIT)
         self.last_ref_seq: int | None = None
         self.last_frame: Frame | None = None  # the last frame coded against a reference (temporal)
         self._alone = False  # encode_alone in progress: no reference, nothing noted as sent
@@ -189,7 +192,7 @@ class Encoder:
         sid = self._check_frame(frame)
         flags = 0
         tbytes = b""
-        self.last_keyframe = self.last_predicted = self.last_carry = False
+        self.last_keyframe = self.last_predicted = self.last_carry = self.last_init = False
         self.last_ref_seq = self.last_frame = None
         t = frame.tensor
         self._capture_ns = frame.capture_time_ns
@@ -379,6 +382,13 @@ class Encoder:
         ws, wo, codes = self._wire_params(scale, offset, bits, ref)
         alone = tcoder.V5 if v5 else tcoder.FULL
         intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None, alone)
+        init = False
+        if self.version >= 6:  # from the learned initial state, where that is shorter (INIT)
+            i, ist = tcoder.encode_predicted(
+                np.ascontiguousarray(data), keep, bits, None, None, alone, state=init_state(bits)
+            )
+            if len(i) < len(intra):
+                intra, pstate, init = i, ist, True
         payload, ref_d, same, carry = intra, 0, False, False
         if ref is not None:
             same = ref.same_params(ws, wo)
@@ -407,9 +417,10 @@ class Encoder:
                 payload, ref_d, data, pstate = p, seq - ref.seq, sent, st
                 self.last_ref_seq = ref.seq
                 self._ref_capture = ref.capture_ns
+                init = False
             else:
                 same = carry = False
-        self.last_predicted, self.last_carry = bool(ref_d), carry
+        self.last_predicted, self.last_carry, self.last_init = bool(ref_d), carry, init
         if self.temporal and not self._alone:
             k = None if keep is None else keep.copy()
             self.state.note_sent(
@@ -447,7 +458,12 @@ class Encoder:
             if same_q:
                 h.append(Q_SAME_AS_REF | (Q_CARRY if carry else 0))
                 return bytes([0]) + bytes(h) + payload
-            h.append(layout | (Q_CARRY if carry else 0) | (Q_SCALE_CODED if self._codes is not None else 0))
+            h.append(
+                layout
+                | (Q_CARRY if carry else 0)
+                | (Q_SCALE_CODED if self._codes is not None else 0)
+                | (Q_INIT if self.last_init else 0)
+            )
             if self._codes is not None:
                 put_scale_codes(h, self._codes, self._code_base)
             elif fits_float16(params):

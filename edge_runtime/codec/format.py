@@ -16,8 +16,10 @@ decoding all derive from :class:`~edge_runtime.errors.DecodeError`::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -45,8 +47,8 @@ __all__ = [
 ]
 
 MAGIC = b"ERW"
-VERSION = 2  # what encoders write by default (5 with temporal coding on)
-VERSIONS = (1, 2, 3, 4, 5)  # what decoders read
+VERSION = 2  # what encoders write by default (6 with temporal coding on)
+VERSIONS = (1, 2, 3, 4, 5, 6)  # what decoders read
 
 # flags (byte 4), both versions
 F_TENSOR = 0x01
@@ -58,7 +60,7 @@ F_SOURCE_TIME = 0x10  # the source's own timestamp (video position) follows the 
 F_QPARAM_F32 = 0x20  # scale / offset as float32 (a value outside float16's normal range)
 # version 3 only
 F_PREDICTED = 0x40  # the tensor is coded against a reference frame the receiver decoded (temporal)
-F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F, 3: 0x7F, 4: 0x7F, 5: 0x7F}
+F_KNOWN = {1: F_TENSOR | F_KEYFRAME | F_DELTA | F_MASK, 2: 0x3F, 3: 0x7F, 4: 0x7F, 5: 0x7F, 6: 0x7F}
 
 # dtype codes
 DT_U8 = 1
@@ -87,6 +89,7 @@ MIN_MESSAGE = {
     3: V3P_PREFIX.size + 4 + CRC.size,  # a predicted frame; others need the version-2 minimum
     4: V4P_PREFIX.size + 4 + CRC.size,  # likewise
     5: V4P_PREFIX.size + 4 + CRC.size,  # likewise (version 5 has version 4's prefixes)
+    6: V4P_PREFIX.size + 4 + CRC.size,  # likewise
 }
 MIN_ANY = min(MIN_MESSAGE.values())
 
@@ -101,6 +104,8 @@ Q_KNOWN_V3 = 0x0F
 Q_CARRY = 0x10  # version 5, predicted frames: no symbol prediction, only the reference's coder state
 Q_SCALE_CODED = 0x20  # version 5: scales as coarse float16 codes in varints (coded_scales)
 Q_KNOWN_V5 = 0x3F
+Q_INIT = 0x40  # version 6, frames coded alone: the coder starts from init_state(bits)
+Q_KNOWN_V6 = 0x7F
 
 #: A version-3 decoder keeps at least this many decoded frames per stream (the highest seqs) as
 #: references; an encoder predicts only from a frame at most this many seqs back.
@@ -438,6 +443,31 @@ def get_scale_codes(
             raise HeaderError(f"scale code {v} does not stand for a positive finite float16")
         out[i] = v
     return out, pos
+
+
+#: Format version 6's initial coder states (layout bit INIT, ``docs/wire.md``): one per bit depth
+#: 1..8, uint16 (8, 2, ``kernels.tcoder.N_STATE``). Part of the wire format: a message coded from
+#: it decodes only with the same table, so it never changes without a new format version
+#: (``tests/codec/test_codec_v6.py`` pins its sha256; :mod:`.init_table` says how it was made).
+INIT_TABLE = Path(__file__).with_name("tcoder_init.npy")
+
+
+@functools.cache
+def _init_table() -> np.ndarray:
+    from edge_runtime.kernels.tcoder import N_STATE
+
+    t = np.load(INIT_TABLE, allow_pickle=False)
+    if t.dtype != np.uint16 or t.shape != (8, 2, N_STATE) or not (t > 0).all():
+        raise ValueError(f"{INIT_TABLE}: not a table of initial coder states of shape (8, 2, {N_STATE})")
+    t.setflags(write=False)
+    return t
+
+
+def init_state(bits: int) -> np.ndarray:
+    """Version 6's initial probability state (int64, a copy) for a frame coded alone at ``bits``."""
+    if not (isinstance(bits, int) and 1 <= bits <= 8):
+        raise ValueError(f"bits must be an int in 1..8, got {bits!r}")
+    return _init_table()[bits - 1].astype(np.int64)
 
 
 def coder_module():
