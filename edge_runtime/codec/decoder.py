@@ -250,7 +250,7 @@ class Decoder:
             if (
                 mv.nbytes >= MIN_MESSAGE[4]
                 and bytes(mv[:3]) == MAGIC
-                and mv[3] in (4, 5)
+                and mv[3] in VERSIONS[3:]
                 and mv[4] & F_PREDICTED
             ):
                 (crc,) = CRC.unpack_from(mv, mv.nbytes - 4)
@@ -624,7 +624,7 @@ def peek_stream_id(buf, max_len: int = 64) -> str | None:
         if mv[3] == 1:
             pos = V1_COMMON.size
             sid_len = mv[5]
-        elif mv[3] in (2, 3, 4, 5):
+        elif mv[3] in VERSIONS[1:]:
             if mv[3] >= 4 and mv[4] & F_PREDICTED:
                 return None  # no stream id on the wire: Decoder.stream_id_of resolves it
             end = n - CRC.size

@@ -1,8 +1,9 @@
-"""Temporal coding (format versions 3 to 5): round trips, references only from acknowledged frames,
+"""Temporal coding (format versions 3 to 6): round trips, references only from acknowledged frames,
 loss and resync, lossy skip bounds, the temporal range coder, acks v2, version 4's implied stream
-identity, and the golden vectors of each version (version 5's own parts: ``test_codec_v5.py``).
+identity, and the golden vectors of each version (version 5's and 6's own parts:
+``test_codec_v5.py``, ``test_codec_v6.py``).
 
-Regenerate ``tests/expected/codec/vectors_v3.json`` / ``vectors_v4.json`` / ``vectors_v5.json`` with
+Regenerate ``tests/expected/codec/vectors_v3.json`` ... ``vectors_v6.json`` with
 ``EDGE_REGEN_GOLDEN=1`` (only when the format changes on purpose).
 """
 
@@ -58,7 +59,7 @@ def test_temporal_round_trip_is_lossless_and_smaller():
     for i, (q, s, k) in enumerate(seq_):
         m = _msg(enc, i, q, s, k)
         f = dec.decode(m)
-        assert f.version == 5
+        assert f.version == 6
         np.testing.assert_array_equal(f.tensor.data, q)
         np.testing.assert_array_equal(f.tensor.keep, k)
         np.testing.assert_allclose(f.tensor.scale * np.ones(C), s, rtol=scale_code_error(2))
@@ -231,7 +232,7 @@ def _golden_cases(version):
     return out
 
 
-@pytest.mark.parametrize("version", [3, 4, 5])
+@pytest.mark.parametrize("version", [3, 4, 5, 6])
 def test_golden_vectors(version):
     msgs = _golden_cases(version)
     path = GOLDEN / f"vectors_v{version}.json"

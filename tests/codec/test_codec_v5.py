@@ -56,7 +56,7 @@ def test_stills_are_coded_with_the_carried_state_and_cost_less_than_alone():
     for i, (q, s, k) in enumerate(stills):
         m = enc.encode(_frame(i, q, s, k))
         f = dec.decode(m)
-        assert f.version == 5 and (f.tensor.data == q).all() and (f.tensor.keep == k).all()
+        assert f.version == 6 and (f.tensor.data == q).all() and (f.tensor.keep == k).all()
         if i:
             assert f.ref_seq == 99 + i
             carried += bool(_layout_byte(m) & Q_CARRY)
@@ -147,7 +147,7 @@ def test_layout_bits_out_of_place_are_refused():
     second = enc.encode(_frame(1, q2, s2, k2))
     assert _layout_byte(second) & Q_CARRY
     pos = message_layout(first, C)["header"] - 1  # the layout byte of a frame coded alone
-    for bit in (Q_CARRY, 0x40):  # carry without a reference; a reserved bit
+    for bit in (Q_CARRY, 0x80):  # carry without a reference; a reserved bit
         bad = bytearray(first)
         bad[pos] |= bit
         with pytest.raises(HeaderError, match="layout"):
