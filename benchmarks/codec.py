@@ -396,7 +396,7 @@ def run_stills(count: int) -> dict:
             "source": "folder",
             "temporal_on": temporal_enabled(cfg),
             "video_tools": video_tools(cfg),
-            "wire_version": 5,
+            "wire_version": pipe.encoder.version,
         },  # fmt: skip
     }
 

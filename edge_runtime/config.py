@@ -116,7 +116,7 @@ class CodecConfig(msgspec.Struct, forbid_unknown_fields=True):
     coder: Literal["zstd", "arith", "raw"] = "arith"
     level: Annotated[int, Meta(ge=-7, le=22)] = 3
     keyframe_interval: Annotated[int, Meta(ge=0)] = 0
-    # Temporal coding (wire format 5): each tensor coded against the newest one the receiver
+    # Temporal coding (wire format 6): each tensor coded against the newest one the receiver
     # acknowledged. auto = on with the arith coder: predicted from it for video sources (scene,
     # camera, file, url; README, rate_stream.json), and for an image folder's stills only its range
     # coder state and a compact header (lossless, no skip or hold: codec.json).
@@ -303,7 +303,7 @@ VIDEO_SOURCES = ("scene", "camera", "file", "url")
 def temporal_enabled(cfg: Config) -> bool:
     """Whether the edge codes tensors against acknowledged references: ``codec.temporal`` on, or
     auto with the arith coder and no key-frame interval (every source: an image folder's stills
-    are coded with the reference's coder state, wire format 5, ``docs/wire.md``)."""
+    are coded with the reference's coder state, wire format 6, ``docs/wire.md``)."""
     c = cfg.codec
     if c.temporal == "auto":
         return c.coder == "arith" and not c.keyframe_interval
