@@ -61,7 +61,8 @@ def assert_tensor_equal(a: Tensor, b: Tensor) -> None:
 
 
 def fuzz_seeds(mid: bytes = MID) -> list[bytes]:
-    """Valid messages of every kind (empty, raw / zstd / arith, masked, inter-frame, float16)."""
+    """Valid messages of every kind (empty, raw / zstd / arith, masked, inter-frame, float16,
+    temporal)."""
     seeds = [Encoder(mid).encode(frame(None))]
     for coder in ("raw", "zstd", "arith"):
         for masked in (False, True):
@@ -74,6 +75,11 @@ def fuzz_seeds(mid: bytes = MID) -> list[bytes]:
         Encoder(mid, version=1, coder=c).encode(frame(formula_tensor(3, 6, 5, 5, True)))
         for c in ("raw", "arith")
     ]
+    # temporal coding (version 6): a frame coded alone, then one predicted from it (compact layout)
+    enc = Encoder(mid, coder="arith", temporal=True)
+    for i in range(2):
+        seeds.append(enc.encode(frame(formula_tensor(3, 6, 5, 3, True), seq=i)))
+        enc.acknowledge("cam0", decoded=i)
     return seeds
 
 

@@ -160,3 +160,18 @@ def test_golden_init_frame(features):
     assert m[message_layout(m, C)["header"] - 1] & Q_INIT
     got = Decoder(model_ids=[MID]).decode(m)
     assert (got.tensor.data == q).all() and (got.tensor.keep == keep).all()
+
+
+def test_the_table_maker_makes_a_table_of_the_shipped_shape():
+    """``init_table.build`` on two frames of the shipped stream (the table itself came from 200
+    training-split frames): a state per bit depth, every estimate a probability."""
+    from edge_runtime import datasets
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.codec.init_table import build
+
+    bundle = load_bundle(threads=1)
+    stream = datasets.stream("fashion", "validation", size=bundle.input.size[0])
+    table = build(bundle, np.stack([stream.frame(t).image for t in (0, 60)]))
+    shipped = np.load(INIT_TABLE)
+    assert table.shape == shipped.shape and table.dtype == shipped.dtype
+    assert 0 < table.min() and not (table == shipped).all()
