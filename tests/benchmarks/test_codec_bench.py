@@ -29,7 +29,7 @@ def test_default_cell_and_stream_figures_come_from_the_rows(tmp_path):
     # after the first frame (coded alone) every frame can be predicted from an acknowledged one
     assert 0 < s["stream_predicted_fraction"] < 1
     # stills of a folder: the shipped pipeline with acks; after the first, coded with the reference's state
-    assert s["stills_maps"] == 6 and s["stills_configuration"]["wire_version"] == 5
+    assert s["stills_maps"] == 6 and s["stills_configuration"]["wire_version"] == 6
     assert not s["stills_configuration"]["video_tools"]
     assert 0 < s["stills_carry_fraction"] < 1
     lo, hi = s["stills_whole_message_bits_vs_order0_ci95"]
