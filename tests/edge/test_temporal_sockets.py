@@ -85,4 +85,4 @@ def test_temporal_edge_without_acknowledgements_codes_alone(bundle, free_port):
     assert msgs and len(msgs) == stats.sent
     dec = Decoder(model_ids=[bundle.model_id_bytes])
     frames = [dec.decode(m) for m in msgs]
-    assert all(f.version == 5 and f.ref_seq is None for f in frames)
+    assert all(f.version == 6 and f.ref_seq is None for f in frames)
