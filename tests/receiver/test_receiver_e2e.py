@@ -100,18 +100,22 @@ def test_several_bundles_are_served_by_model_id(bundle, second_bundle, traffic):
 
 
 def test_pub_sink_topic_is_the_stream_id(bundle, traffic):
-    msgs, _, _ = traffic
+    from benchmarks.harness.receiver import restamp
+
+    msgs, tensors, _ = traffic
     got = []
     with Receiver([bundle], callback=got.append, pub="tcp://127.0.0.1:0") as rx:
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"cam1")
         sub.connect(rx.pub_endpoint)
-        # PUB drops until the subscription arrives: probe until it does
+        # PUB drops until the subscription arrives: probe until it does, a new frame each time (a
+        # resend of one seq gets an ack but no second result, so a first result published before
+        # the subscription arrived would leave every later probe silent: it did on a loaded machine)
         with Sender(rx.endpoint) as s:
             topic = body = None
-            for _ in range(50):
-                s.send([msgs[1]])
+            for i in range(50):
+                s.send([restamp(msgs[1], bundle, tensors[1], "cam1", 100 + i)])
                 if sub.poll(100):
                     topic, body = sub.recv_multipart()
                     break
