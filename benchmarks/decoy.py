@@ -750,8 +750,9 @@ def run(argv=None) -> int:
         work, "decoy-free", cfg, _dataset(train_plain, False), val_ds, params | {"decoy": None}
     )
     dec_params = params | {"decoy": "label", "p": prob}
-    decoy_model, dec_ckpt = _trained(work, "decoy", cfg, _dataset(train_dec, False), val_ds, dec_params)
-    base_tag = _digest(json.loads((work / "decoy" / "params.json").read_text()))
+    name = f"decoy-p{prob:g}"  # one folder per strength: a stronger decoy does not replace a weaker one
+    decoy_model, dec_ckpt = _trained(work, name, cfg, _dataset(train_dec, False), val_ds, dec_params)
+    base_tag = _digest(json.loads((work / name / "params.json").read_text()))
     test_ds = _dataset(test_dec)
     test_plain_ds = _dataset(test_plain)
     rec_dec_test, rec_ref_test = record(decoy_model, test_ds), record(ref_model, test_ds)
