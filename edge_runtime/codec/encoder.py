@@ -60,6 +60,10 @@ from edge_runtime.codec.state import EncoderState
 
 __all__ = ["Encoder"]
 
+# version 6, frames without a reference: the flat start is no longer tried once the learned state
+# has been shorter this many times running, except on every FLAT_RECHECK-th such frame
+INIT_TRUST, FLAT_RECHECK = 8, 16
+
 
 class Encoder:
     """Encodes :class:`Frame` objects for one model; reuses one zstd context.
@@ -151,6 +155,7 @@ class Encoder:
         self.last_frame: Frame | None = None  # the last frame coded against a reference (temporal)
         self._alone = False  # encode_alone in progress: no reference, nothing noted as sent
         self._capture_ns = self._ref_capture = 0
+        self._alone_n = self._init_streak = 0  # version 6: frames without a reference; INIT's wins
 
     def force_keyframe(self, stream_id: str) -> None:
         """Make the next tensor frame of ``stream_id`` a key frame: call it when a key frame did not
@@ -372,24 +377,25 @@ class Encoder:
         )
 
     def _temporal(self, sid, seq, data, keep, bits, scale, offset):
-        """Versions 3 to 5: (payload, reference distance or 0, scale / offset same as the
+        """Versions 3 to 6: (payload, reference distance or 0, scale / offset same as the
         reference's, carry layout, scale codes or None)."""
         from edge_runtime.kernels import tcoder
 
         ref = self.state.reference(sid) if self.temporal and not self._alone else None
         ref = ref if self._usable(ref, seq, data, bits) else None
-        v5 = self.version >= 5
+        v5, v6 = self.version >= 5, self.version >= 6
         ws, wo, codes = self._wire_params(scale, offset, bits, ref)
         alone = tcoder.V5 if v5 else tcoder.FULL
-        intra, pstate = tcoder.encode_predicted(np.ascontiguousarray(data), keep, bits, None, None, alone)
-        flat, init = len(intra), False
-        if self.version >= 6:  # from the learned initial state, where that is shorter (INIT)
-            i, ist = tcoder.encode_predicted(
-                np.ascontiguousarray(data), keep, bits, None, None, alone, state=init_state(bits)
-            )
-            if len(i) < len(intra):
-                intra, pstate, init = i, ist, True
-        payload, ref_d, same, carry = intra, 0, False, False
+        x = np.ascontiguousarray(data)
+        intra = pstate = None
+        # the flat start: what a frame with a reference is compared with (below); without one, in
+        # version 6, only until the learned state has won INIT_TRUST times running, then on every
+        # FLAT_RECHECK-th such frame (each coding costs ~70 us; both on every frame took the edge
+        # loop without acks from 367 to 278 frames/s, edge_loop.json)
+        self._alone_n += ref is None
+        if ref is not None or not v6 or self._init_streak < INIT_TRUST or self._alone_n % FLAT_RECHECK == 0:
+            intra, pstate = tcoder.encode_predicted(x, keep, bits, None, None, alone)
+        payload, ref_d, same, carry, init = intra, 0, False, False, False
         if ref is not None:
             same = ref.same_params(ws, wo)
             pred = predict_symbols(ref, ws, wo, bits)
@@ -418,13 +424,18 @@ class Encoder:
             # chose that more often, which cost more later (1200 validation frames of the camera
             # stream at keep 0.3 / 3 bits / skip 2: 76.3 B a frame against 75.2 with version 5;
             # deciding on the flat size, then coding the frame alone with INIT: 75.1)
-            if len(p) - saved < flat:  # else a scene cut: the frame alone is cheaper
+            if len(p) - saved < len(intra):  # else a scene cut: the frame alone is cheaper
                 payload, ref_d, data, pstate = p, seq - ref.seq, sent, st
                 self.last_ref_seq = ref.seq
                 self._ref_capture = ref.capture_ns
-                init = False
             else:
                 same = carry = False
+        if v6 and not ref_d:  # coded alone: from the learned initial state where that is shorter
+            i, ist = tcoder.encode_predicted(x, keep, bits, None, None, alone, state=init_state(bits))
+            if intra is None or len(i) < len(intra):
+                payload, pstate, init = i, ist, True
+            if intra is not None:
+                self._init_streak = self._init_streak + 1 if init else 0
         self.last_predicted, self.last_carry, self.last_init = bool(ref_d), carry, init
         if self.temporal and not self._alone:
             k = None if keep is None else keep.copy()

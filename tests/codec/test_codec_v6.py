@@ -175,3 +175,25 @@ def test_the_table_maker_makes_a_table_of_the_shipped_shape():
     shipped = np.load(INIT_TABLE)
     assert table.shape == shipped.shape and table.dtype == shipped.dtype
     assert 0 < table.min() and not (table == shipped).all()
+
+
+def test_without_a_reference_the_flat_start_is_tried_until_the_table_has_won_eight_times(features):
+    """Each coding costs edge time: after INIT_TRUST wins in a row the flat start is tried only on
+    every FLAT_RECHECK-th frame without a reference; a map it would have won then goes from the
+    table (decodable, only longer) until the next check finds it and trying both resumes."""
+    from edge_runtime.codec.encoder import FLAT_RECHECK, INIT_TRUST
+
+    mid, tensors = features
+    C = tensors[0].data.shape[0]
+    odd = Tensor(np.full(tensors[0].data.shape, 15, np.uint8), tensors[0].scale, np.zeros(1, np.float32), 4)
+    enc, dec = Encoder(mid, coder="arith", temporal=True), Decoder(model_ids=[mid])
+    init = []
+    for i in range(2 * FLAT_RECHECK):
+        t = odd if i >= INIT_TRUST else tensors[i % len(tensors)]
+        m = enc.encode(Frame("cam", i, i, t, epoch=5))  # never acknowledged: all coded alone
+        assert (dec.decode(m).tensor.data == t.data).all()
+        init.append(bool(m[message_layout(m, C)["header"] - 1] & Q_INIT))
+    assert all(init[:INIT_TRUST])  # real features: the table wins
+    check = FLAT_RECHECK - 1  # the frame whose count is a multiple of FLAT_RECHECK (counted from 1)
+    assert all(init[INIT_TRUST:check]) and not init[check]  # the saturated map, found at the check
+    assert not any(init[check:])  # the streak is broken: both are tried again, flat wins
