@@ -327,15 +327,7 @@ class Decoder:
                 raise HeaderError("quantization layout byte runs past the end of the message")
             layout = mv[pos]
             pos += 1
-            known = (
-                Q_KNOWN_V6
-                if mv[3] >= 6
-                else Q_KNOWN_V5
-                if mv[3] >= 5
-                else Q_KNOWN_V3
-                if mv[3] >= 3
-                else Q_KNOWN
-            )
+            known = (Q_KNOWN, Q_KNOWN, Q_KNOWN_V3, Q_KNOWN_V3, Q_KNOWN_V5, Q_KNOWN_V6)[mv[3] - 1]
             if layout & ~known or (layout & Q_OFFSET_ZERO and layout & Q_OFFSET_PER_CHANNEL):
                 raise HeaderError(f"bad quantization layout byte {layout:#04x}")
             carry, init = bool(layout & Q_CARRY), bool(layout & Q_INIT)
@@ -465,18 +457,9 @@ class Decoder:
         pstate = None
         if version >= 3 and dt == DT_U8 and coder == CODERS["arith"]:
             syms, keep, pstate = self._decode_predicted(
-                payload,
-                ref,
-                (C, H, W),
-                bits,
-                has_mask,
-                n_kept,
-                scale,
-                offset,
-                version,
-                h.get("carry"),
+                payload, ref, (C, H, W), bits, has_mask, n_kept, scale, offset, version, h.get("carry"),
                 h.get("init"),
-            )
+            )  # fmt: skip
             key_seq = 0 if ref is None else ref.seq
         else:
             syms, keep = self._decode_payload(
