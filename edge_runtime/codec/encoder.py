@@ -390,8 +390,8 @@ class Encoder:
         intra = pstate = None
         # the flat start: what a frame with a reference is compared with (below); without one, in
         # version 6, only until the learned state has won INIT_TRUST times running, then on every
-        # FLAT_RECHECK-th such frame (each coding costs ~70 us; both on every frame took the edge
-        # loop without acks from 367 to 278 frames/s, edge_loop.json)
+        # FLAT_RECHECK-th such frame (each coding costs ~70 us; edge_loop.json, no acks: 367 frames/s
+        # with version 5, 278 coding both on every frame, 345 with this rule)
         self._alone_n += ref is None
         if ref is not None or not v6 or self._init_streak < INIT_TRUST or self._alone_n % FLAT_RECHECK == 0:
             intra, pstate = tcoder.encode_predicted(x, keep, bits, None, None, alone)
