@@ -118,7 +118,7 @@ def test_background_warmup_serves_frames_with_the_twins_and_zstd_until_the_kerne
     finally:
         w.close()
     assert {m[3] for m in plain[:-1]} == {2}  # version 2: zstd, no inter-frame state
-    assert {m[3] for m in msgs} == {5}  # the configured coder (arith, version 5) from then on
+    assert {m[3] for m in msgs} == {6}  # the configured coder (arith, version 6) from then on
     for m in plain + msgs:
         assert dec.decode(m).tensor is not None  # one decoder across the switch
     assert pipe.plain_frames >= len(plain) - 1 and w._proc.returncode == 0
