@@ -459,15 +459,16 @@ def _init_table() -> np.ndarray:
     t = np.load(INIT_TABLE, allow_pickle=False)
     if t.dtype != np.uint16 or t.shape != (8, 2, N_STATE) or not (t > 0).all():
         raise ValueError(f"{INIT_TABLE}: not a table of initial coder states of shape (8, 2, {N_STATE})")
+    t = t.astype(np.int64)  # the coder's state type, converted once (the coder copies what it gets)
     t.setflags(write=False)
     return t
 
 
 def init_state(bits: int) -> np.ndarray:
-    """Version 6's initial probability state (int64, a copy) for a frame coded alone at ``bits``."""
+    """Version 6's initial probability state (int64, read-only) for a frame coded alone at ``bits``."""
     if not (isinstance(bits, int) and 1 <= bits <= 8):
         raise ValueError(f"bits must be an int in 1..8, got {bits!r}")
-    return _init_table()[bits - 1].astype(np.int64)
+    return _init_table()[bits - 1]
 
 
 def coder_module():

@@ -30,7 +30,9 @@ WARMUP = 30
 
 
 def _symbols(bundle, images, provider: str, keep: float, bits: int) -> list:
-    """The (symbols, keep-mask) the default pipeline's encoder is handed for each image."""
+    """The (symbols, keep-mask) the default pipeline sends for each image, read back from its
+    messages (the coding is lossless)."""
+    from edge_runtime.codec import Decoder
     from edge_runtime.config import config_from_dict
     from edge_runtime.pipeline import EdgePipeline
     from edge_runtime.sources import Captured
@@ -44,16 +46,11 @@ def _symbols(bundle, images, provider: str, keep: float, bits: int) -> list:
             "reduce": {"domain": "feature", "mode": "zero", "value": keep},
         }
     pipe = EdgePipeline(bundle, config_from_dict(cfg, env={}))
+    dec = Decoder(model_ids=[bundle.model_id_bytes])
     out = []
-    inner = pipe.encoder._temporal
-
-    def spy(sid, seq, data, k, b, scale, offset):
-        out.append((data.copy(), None if k is None else k.copy()))
-        return inner(sid, seq, data, k, b, scale, offset)
-
-    pipe.encoder._temporal = spy
     for i, im in enumerate(images):
-        pipe.process(Captured(im, i, 0), i)
+        t = dec.decode(pipe.process(Captured(im, i, 0), i).message).tensor
+        out.append((t.data, t.keep))
     return out
 
 
