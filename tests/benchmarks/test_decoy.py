@@ -38,6 +38,19 @@ def test_strength_is_chosen_on_validation_never_on_test():
         decoy.choose_strength(args, None, Frames(), None)
 
 
+def test_grids_are_scale_free_and_ours_also_chooses_what_the_perception_branch_sees():
+    g = decoy.grids({"term_scales": {"map": 20.0, "rrr": 4.0}})
+    assert sorted(s["gamma"] for s in g["ours"]) == [0.05] * 4 + [0.5] * 4
+    assert sorted(s["rrr_weight"] for s in g["rrr"]) == [0.25, 0.25, 2.5, 2.5]
+    seen = {(s["parts"], s["gamma"], s.get("perception_map", "own")) for s in g["ours"]}
+    assert len(seen) == 8 and {v for *_, v in seen} == {"own", "teacher"}
+    for s in g["ours"]:
+        cfg = decoy._retrain_config("ours", s, seed=1, steps=5)
+        assert cfg.perception_map == s.get("perception_map", "own") and cfg.gamma == s["gamma"]
+        assert cfg.train == decoy.PARTS[s["parts"]] and cfg.losses == ("att", "per", "map")
+    assert all("perception_map" not in s for s in g["rrr"])
+
+
 def test_gap_recovered_and_its_interval():
     n = 400
     c_dec = np.zeros(n, bool)
