@@ -86,6 +86,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "the images (alone: all of them; 0: off; default: %(default)s)",
     )
     p.add_argument(
+        "--ema",
+        type=_decay,
+        default=0.0,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and save "
+        "it instead of the last weights (default: 0, off)",
+    )
+    p.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
         default="auto",
@@ -102,6 +110,16 @@ def _share(text: str) -> float:
         v = -1.0
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return v
+
+
+def _decay(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not (v == 0.0 or 0.0 < v < 1.0):
+        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1 (0: off), got {text!r}")
     return v
 
 
@@ -368,6 +386,7 @@ def cmd_train(args) -> int:
         label_smoothing=args.label_smoothing,
         augment=args.augment,
         camera_augment=args.camera_augment,
+        ema=args.ema,
         precision=args.precision,
     )
     t0 = time.perf_counter()

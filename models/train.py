@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim import swa_utils
 from tqdm import tqdm
 
 from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
@@ -57,6 +58,9 @@ class TrainConfig:
     # the network learns where the item is long before it learns from the labels alone.
     map_weight: float = 1.0
     precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the CPU has native bf16 matrix units)
+    # decay of an exponential moving average of the weights (and BatchNorm statistics) kept beside
+    # the trained ones (torch.optim.swa_utils); the average is what is evaluated and saved. 0: off
+    ema: float = 0.0
 
 
 def _use_bf16(precision: str) -> bool:
@@ -235,6 +239,11 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
     )
+    ema = None
+    if cfg.ema:
+        if not 0.0 < cfg.ema < 1.0:
+            raise ValueError(f"ema must be a decay in (0, 1) or 0 (off), got {cfg.ema!r}")
+        ema = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     path = out_dir / "checkpoint.pt"
     map_weight = cfg.map_weight if hasattr(model, "attention") and train_data.masks is not None else 0.0
     if cfg.map_weight and not map_weight:
@@ -272,9 +281,14 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
-        metrics = evaluate(model, test_data)
+        kept = model if ema is None else ema.module
+        metrics = evaluate(kept, test_data)
+        if ema is not None:
+            metrics["top1_without_ema"] = evaluate(model, test_data)["top1"]
         seconds = time.perf_counter() - start
         metrics.update(
             epoch=epoch + 1, seconds=round(seconds, 1), wall_seconds=round(data_seconds + seconds, 1)
@@ -283,7 +297,7 @@ def train(
         log.info("epoch %d: %s", epoch + 1, metrics)
         if progress:
             tqdm.write(f"epoch {epoch + 1}: validation top-1 {metrics['top1']:.4f}")
-        _save(path, model, cfg, train_data, history)
+        _save(path, kept, cfg, train_data, history)
     return path
 
 

@@ -177,3 +177,23 @@ def test_seeded_training_data_is_reproducible():
 
     a, b = scene_dataset(8, seed=11, size=64), scene_dataset(8, seed=11, size=64)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+
+
+def test_ema_saves_the_average_of_the_weights_not_the_last_ones(tmp_path):
+    import torch
+
+    from edge_runtime.models.data import scene_dataset
+    from edge_runtime.models.train import TrainConfig, load_checkpoint, train
+
+    data, val = scene_dataset(96, seed=3, size=64), scene_dataset(32, seed=4, size=64)
+    common = dict(epochs=1, batch_size=32, threads=1, augment=False, seed=5)
+    last = load_checkpoint(train(TrainConfig(**common), data, val, tmp_path / "a", progress=False))[0]
+    avg, ckpt = load_checkpoint(train(TrainConfig(ema=0.5, **common), data, val, tmp_path / "b", progress=False))
+    # the same seeded steps: the saved weights differ only by the averaging
+    diff = [(p - q).abs().max().item() for p, q in zip(last.parameters(), avg.parameters(), strict=True)]
+    assert max(diff) > 0
+    h = ckpt["history"][0]
+    assert 0.0 <= h["top1"] <= 1.0 and 0.0 <= h["top1_without_ema"] <= 1.0 and ckpt["train"]["ema"] == 0.5
+    with pytest.raises(ValueError, match="ema"):
+        train(TrainConfig(ema=1.5, **common), data, val, tmp_path / "c", progress=False)
+    assert torch.get_num_threads() >= 1
