@@ -38,6 +38,10 @@ task (``edge_runtime.datasets``, task ``fashion``):
 * **control**: ours' chosen setting with no corrected map at all (share 0, every seed): what the
   retraining on the misrecognized images recovers by itself; the corrections' own part is the
   headline minus it (``gap_recovered_by_corrections``, a paired interval: ``gap_interval(minus=)``).
+* **retraining without the decoy**: the control's retraining (no corrected map, the same images
+  chosen, the same steps) on the decoy-free copies of those images, with the features frozen and
+  with everything trained: what the budget recovers when the retraining data carries no shortcut
+  at all, a reference for what corrections of the maps could hope to reach.
 * **recognition without retraining**: on the misrecognized test scenes, the corrected map (the
   item mask) replaces M; the share that becomes right, against the same count for a random map of
   the same area (the corrected map's cells in a random order).
@@ -322,9 +326,13 @@ def _retrain_config(method: str, setting: dict, seed: int, steps: int):
     )
 
 
-def retrain_run(ctx: dict, method: str, setting: dict, share: float, seed: int, splits) -> dict:
+def retrain_run(
+    ctx: dict, method: str, setting: dict, share: float, seed: int, splits, data: str = "train"
+) -> dict:
     """Retrain the decoy model with ``share`` of the training maps corrected; per-frame results on
-    ``splits`` (names of ``ctx``'s evaluation sets).
+    ``splits`` (names of ``ctx``'s evaluation sets). ``data``: the training images (``ctx`` key):
+    ``train``, the decoy scenes, or ``train_clean``, the same scenes without their patch (the
+    same images chosen, from the decoy model's record on the decoy scenes).
 
     Cached in ``ctx['retrain_dir']`` (named after the base model and the retraining constants):
     the retrained weights (``.pt``), the per-split predictions and maps (``.npz``) and the record
@@ -336,7 +344,7 @@ def retrain_run(ctx: dict, method: str, setting: dict, share: float, seed: int, 
     from edge_runtime.models.retrain import finetune, record, select_samples
 
     name = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(setting.items()))
-    key = f"{method}-{name}-share{share:g}-seed{seed}"
+    key = f"{method}-{name}-share{share:g}-seed{seed}" + ("" if data == "train" else f"-{data}")
     folder = ctx["retrain_dir"]
     path, meta_path, state_path = (folder / f"{key}{ext}" for ext in (".npz", ".json", ".pt"))
     done = meta_path.is_file() and path.is_file() and state_path.is_file()
@@ -358,13 +366,14 @@ def retrain_run(ctx: dict, method: str, setting: dict, share: float, seed: int, 
         index, why = select_samples(ctx["rec_train"], cfg, np.sort(chosen))
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        model, log = finetune(ctx["decoy_model"], ctx["train"], teachers, cfg, index=index, progress=False)
+        model, log = finetune(ctx["decoy_model"], ctx[data], teachers, cfg, index=index, progress=False)
         seconds = time.perf_counter() - t0
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), state_path)
         meta = {
             "method": method,
             "setting": setting,
+            "data": data,
             "share": share,
             "seed": seed,
             "teacher_maps": n_teach,
@@ -383,7 +392,7 @@ def retrain_run(ctx: dict, method: str, setting: dict, share: float, seed: int, 
     tmp.replace(path)
     meta_path.write_text(json.dumps(meta, indent=1))
     print(
-        f"{method} {setting} share {share:g} seed {seed}: "
+        f"{method} {setting} share {share:g} seed {seed}{'' if data == 'train' else ' on ' + data}: "
         + ", ".join(f"{s} top-1 {meta[f'{s}_top1']:.4f}" for s in missing)
         + f" (retraining {meta['seconds']:.0f} s)",
         flush=True,
@@ -810,6 +819,7 @@ def run(argv=None) -> int:
         "retrain_dir": work / f"retrain-{_digest(retraining)}",
         "steps": args.steps,
         "train": train_ds,
+        "train_clean": _dataset(train_plain, False),
         "val": val_ds,
         "test": test_ds,
         "decoy_model": decoy_model,
@@ -849,6 +859,16 @@ def run(argv=None) -> int:
             per_run.append({k: v for k, v in r.items() if not isinstance(v, np.ndarray)})
         control_correct = np.stack([r["test_correct"] for r in control])
         control_gap = gap_interval(control_correct, c_dec, c_ref)
+    clean_gap = {}
+    if "ours" in args.methods:  # the control's retraining on the same images without their patch
+        for parts in PARTS:
+            setting = chosen["ours"]["chosen"] | {"parts": parts}
+            clean = []
+            for seed in range(args.seeds):
+                r = retrain_run(ctx, "ours", setting, 0.0, seed, ("test",), data="train_clean")
+                clean.append(r)
+                per_run.append({k: v for k, v in r.items() if not isinstance(v, np.ndarray)})
+            clean_gap[parts] = gap_interval(np.stack([r["test_correct"] for r in clean]), c_dec, c_ref)
     t = stage_done("curve", t)
 
     # 4. recognition without retraining; pointing game before / after (ours at the headline share)
@@ -926,6 +946,12 @@ def run(argv=None) -> int:
         "gap_recovered_without_corrections_ci95": None if control_gap is None else control_gap["ci95"],
         "gap_recovered_by_corrections": None if by_corrections is None else by_corrections["mean"],
         "gap_recovered_by_corrections_ci95": None if by_corrections is None else by_corrections["ci95"],
+        # the control's retraining on the decoy-free copies of the same images: what the same
+        # steps recover when the retraining data carries no shortcut at all (features frozen / all)
+        **{
+            f"gap_recovered_without_decoy_in_retraining_{parts}": {"mean": g["mean"], "ci95": g["ci95"]}
+            for parts, g in clean_gap.items()
+        },
         "ours_at_least_rrr_at_every_share": bool(
             ours_curve
             and rrr_curve
@@ -984,6 +1010,7 @@ def run(argv=None) -> int:
         "annotation_term_scales": ctx["term_scales"],
         "curves": curves,
         "control_without_corrections": control_gap,
+        "retraining_without_decoy": clean_gap,
         "runs": per_run,
         "without_retraining": {k: v for k, v in wr.items() if k != "fixed_pred"},
         "figures": figures,
