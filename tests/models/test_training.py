@@ -180,8 +180,6 @@ def test_seeded_training_data_is_reproducible():
 
 
 def test_ema_saves_the_average_of_the_weights_not_the_last_ones(tmp_path):
-    import torch
-
     from edge_runtime.models.data import scene_dataset
     from edge_runtime.models.train import TrainConfig, load_checkpoint, train
 
@@ -196,4 +194,3 @@ def test_ema_saves_the_average_of_the_weights_not_the_last_ones(tmp_path):
     assert 0.0 <= h["top1"] <= 1.0 and 0.0 <= h["top1_without_ema"] <= 1.0 and ckpt["train"]["ema"] == 0.5
     with pytest.raises(ValueError, match="ema"):
         train(TrainConfig(ema=1.5, **common), data, val, tmp_path / "c", progress=False)
-    assert torch.get_num_threads() >= 1
