@@ -203,18 +203,37 @@ def base_config(args, epochs: int):
     )
 
 
+def _same_params(stored: dict, params: dict) -> bool:
+    """``stored`` (a run's params.json) describes the run ``params`` asks for: equal, where a
+    recipe option that did not exist when the run was trained counts as its default (so that a new
+    option, off by default, does not throw a 50-minute model away)."""
+    from edge_runtime.models.train import TrainConfig
+
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(TrainConfig()).items()}
+    config = stored.get("config")
+    if isinstance(config, dict):
+        stored = stored | {"config": {k: config.get(k, defaults.get(k)) for k in set(config) | set(defaults)}}
+    return stored == params
+
+
 def _trained(work: Path, name: str, cfg, train_ds, val_ds, params: dict):
-    """Train, or reuse ``work/name/checkpoint.pt`` when it was trained with the same parameters."""
+    """Train, or reuse ``work/name/checkpoint.pt`` when it was trained with the same parameters.
+    A new model trains in a folder beside and replaces the old one only when it is complete."""
+    import shutil
+
     from edge_runtime.models.train import load_checkpoint, train
 
     run = work / name
     meta, ckpt = run / "params.json", run / "checkpoint.pt"
     params = params | {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
-    if not (ckpt.is_file() and meta.is_file() and json.loads(meta.read_text()) == params):
+    if not (ckpt.is_file() and meta.is_file() and _same_params(json.loads(meta.read_text()), params)):
         t0 = time.perf_counter()
-        meta.unlink(missing_ok=True)
-        train(cfg, train_ds, val_ds, run, progress=False)
-        meta.write_text(json.dumps(params))
+        tmp = work / f"{name}.training"
+        shutil.rmtree(tmp, ignore_errors=True)
+        train(cfg, train_ds, val_ds, tmp, progress=False)
+        (tmp / "params.json").write_text(json.dumps(params))
+        shutil.rmtree(run, ignore_errors=True)
+        tmp.replace(run)
         print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
     else:
         print(f"{name}: reusing {ckpt}", flush=True)

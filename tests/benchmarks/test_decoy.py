@@ -51,6 +51,23 @@ def test_grids_are_scale_free_and_ours_also_chooses_what_the_perception_branch_s
     assert all("perception_map" not in s for s in g["rrr"])
 
 
+def test_a_run_trained_before_a_new_recipe_option_existed_is_reused_while_that_option_is_off():
+    from dataclasses import asdict
+
+    from edge_runtime.models.train import TrainConfig
+
+    def params(cfg):
+        return {"p": 0.85, "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+
+    cfg = decoy.base_config(argparse.Namespace(augment=False, threads=2), 8)
+    old = params(cfg)
+    del old["config"]["ema"]  # params.json written before the option existed
+    assert decoy._same_params(old, params(cfg))
+    assert not decoy._same_params(old, params(TrainConfig(**asdict(cfg) | {"ema": 0.999})))
+    assert not decoy._same_params(old | {"p": 0.75}, params(cfg))
+    assert not decoy._same_params(old, params(TrainConfig(**asdict(cfg) | {"epochs": 2})))
+
+
 def test_gap_recovered_and_its_interval():
     n = 400
     c_dec = np.zeros(n, bool)
