@@ -449,7 +449,8 @@ def grids(ctx: dict) -> dict[str, list[dict]]:
     sc = ctx["term_scales"]
     return {
         "ours": [
-            {"parts": p, "gamma": float(f"{s / sc['map']:.3g}")} | ({"perception_map": v} if v != "own" else {})
+            {"parts": p, "gamma": float(f"{s / sc['map']:.3g}")}
+            | ({"perception_map": v} if v != "own" else {})
             for v in PERCEPTION_MAPS
             for p in PARTS
             for s in SCALES

@@ -243,7 +243,9 @@ def train(
     if cfg.ema:
         if not 0.0 < cfg.ema < 1.0:
             raise ValueError(f"ema must be a decay in (0, 1) or 0 (off), got {cfg.ema!r}")
-        ema = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        ema = swa_utils.AveragedModel(
+            model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
+        )
     path = out_dir / "checkpoint.pt"
     map_weight = cfg.map_weight if hasattr(model, "attention") and train_data.masks is not None else 0.0
     if cfg.map_weight and not map_weight:

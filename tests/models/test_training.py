@@ -186,7 +186,9 @@ def test_ema_saves_the_average_of_the_weights_not_the_last_ones(tmp_path):
     data, val = scene_dataset(96, seed=3, size=64), scene_dataset(32, seed=4, size=64)
     common = dict(epochs=1, batch_size=32, threads=1, augment=False, seed=5)
     last, plain = load_checkpoint(train(TrainConfig(**common), data, val, tmp_path / "a", progress=False))
-    avg, ckpt = load_checkpoint(train(TrainConfig(ema=0.5, **common), data, val, tmp_path / "b", progress=False))
+    avg, ckpt = load_checkpoint(
+        train(TrainConfig(ema=0.5, **common), data, val, tmp_path / "b", progress=False)
+    )
     # the same seeded steps: the saved weights differ only by the averaging
     diff = [(p - q).abs().max().item() for p, q in zip(last.parameters(), avg.parameters(), strict=True)]
     assert max(diff) > 0
