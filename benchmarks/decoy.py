@@ -448,6 +448,8 @@ def term_scales(ctx: dict, n: int = 64) -> dict[str, float]:
 def grids(ctx: dict) -> dict[str, list[dict]]:
     sc = ctx["term_scales"]
     return {
+        # "own" is the method's default and stays out of the setting (and so out of the cached
+        # runs' names, which predate the axis); _retrain_config reads a missing key as "own"
         "ours": [
             {"parts": p, "gamma": float(f"{s / sc['map']:.3g}")}
             | ({"perception_map": v} if v != "own" else {})

@@ -103,24 +103,23 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when training ends")
 
 
-def _share(text: str) -> float:
+def _number(text: str, ok, expected: str) -> float:
+    """An option's float, or an argparse error naming what was expected."""
     try:
         v = float(text)
     except ValueError:
-        v = -1.0
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+        v = None
+    if v is None or not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return v
+
+
+def _share(text: str) -> float:
+    return _number(text, lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1")
 
 
 def _decay(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not (v == 0.0 or 0.0 < v < 1.0):
-        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1 (0: off), got {text!r}")
-    return v
+    return _number(text, lambda v: v == 0.0 or 0.0 < v < 1.0, "a decay between 0 and 1 (0: off)")
 
 
 def _widths(text: str) -> tuple[int, int, int]:
