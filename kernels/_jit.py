@@ -14,12 +14,18 @@ Flags and why:
 - ``error_model="numpy"``: a float division by zero gives inf/NaN instead of raising inside the
   loop; wrappers validate inputs first, so the only effect is that loops need no zero-checks.
 - ``boundscheck=False``: wrappers check shapes before the loops run.
-- ``inline="always"`` only for tiny per-element helpers (``jit(inline=True)``): Numba then inlines
-  them in its own IR; left to LLVM, the bilinear sampler in warp_flow stayed a call (1.5x slower,
-  ``benchmarks/bench_kernels.py``); the range coder's per-decision helpers (``_bit``,
-  ``_shift_low``, context helpers) as calls made decoding a default-bundle message
-  2.1x slower (decode and dequantize: 227 against 107 us a frame, both measured beside the same
-  other job; ``benchmarks/receiver.py``'s decode share), for about 3 s more of first compilation. Inlining does not change results (the golden vectors hold).
+- tiny per-element helpers (``jit(inline=True)``) are compiled **without the Numba runtime**
+  (``_nrt=False``) and marked ``forceinline`` (LLVM's alwaysinline), so LLVM inlines them into
+  their callers with no reference counting. Numba's own IR inlining (``inline="always"``, used
+  before) copies a helper's array arguments into new variables, and every copy is an atomic
+  incref / decref pair that Numba's pruning left inside the loop: the range coder spent about
+  40 ns a binary decision on them (a loop of 1660 decisions: 68 us with the IR-inlined helper,
+  3.2 us written out by hand or with this pair of flags), and the default-bundle message's
+  kernel decode took 65 to 73 us against 25 to 29 us now (``tests/codec`` golden vectors: the
+  same bytes). Left to LLVM without ``forceinline``, the bilinear sampler in warp_flow stayed a
+  call (1.5x slower, ``benchmarks/bench_kernels.py``). A helper cannot allocate arrays. Numba's
+  cache keys on the source file, not on these flags: after changing a flag, clear the cache
+  (``find . -name '*.nb[ic]' -delete``). Inlining does not change results.
 
 ``tests/kernels/test_jit_flags.py`` greps the package so that no other file calls ``numba.njit``.
 """
@@ -53,7 +59,7 @@ def jit(fn: Callable | None = None, *, inline: bool = False) -> Any:
     """
 
     def wrap(f: Callable) -> Any:
-        flags = {**JIT_FLAGS, "inline": "always"} if inline else JIT_FLAGS
+        flags = {**JIT_FLAGS, "_nrt": False, "forceinline": True} if inline else JIT_FLAGS
         dispatcher = numba.njit(**flags)(f)
         KERNELS[f"{f.__module__}.{f.__name__}"] = dispatcher
         return dispatcher

@@ -250,7 +250,8 @@ def _quantize(x, keep, bits, per_channel, clip_percentile, zero_masked):
     off = offset[idx][:, None, None]
     inv = (1.0 / scale[idx].astype(np.float64)).astype(np.float32)[:, None, None]
     v = np.where(k, x, np.float32(0.0))
-    q = np.clip(np.floor((v - off) * inv + np.float32(0.5)), 0, levels).astype(np.uint8)
+    with np.errstate(over="ignore"):  # a value far past a tiny clipped range: inf, saturates below
+        q = np.clip(np.floor((v - off) * inv + np.float32(0.5)), 0, levels).astype(np.uint8)
     if not zero_masked:
         q = np.where(k, q, np.uint8(0))
     return q, scale, offset

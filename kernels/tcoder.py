@@ -99,18 +99,10 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
         for i in range(1, 5):
             lo = (lo << 8) | np.int64(buf[i])
         ca = np.int64(5)
-    o = _OFF
-    mpf, mps = P[0, o[0] : o[1]], P[1, o[0] : o[1]]
-    ppf, pps = P[0, o[1] : o[2]], P[1, o[1] : o[2]]
-    spf, sps = P[0, o[2] : o[3]], P[1, o[2] : o[3]]
-    tkpf, tkps = P[0, o[3] : o[4]], P[1, o[3] : o[4]]
-    tnpf, tnps = P[0, o[4] : o[5]], P[1, o[4] : o[5]]
-    zpf, zps = P[0, o[5] : o[6]], P[1, o[5] : o[6]]
-    kpf, kps = P[0, o[6] : o[7]], P[1, o[6] : o[7]]
-    npf, nps = P[0, o[7] : o[8]], P[1, o[7] : o[8]]
+    o = _OFF  # where each context set starts in P
+    mo, po, so, tko, tno, zo, ko, no = o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]
     if variant & _V_CHAN:  # the intra zero flag and Exp-Golomb prefix, per channel group
-        zpf, zps = P[0, o[8] : o[9]], P[1, o[8] : o[9]]
-        kpf, kps = P[0, o[9] : o[10]], P[1, o[9] : o[10]]
+        zo, ko = o[8], o[9]
     use_pred = (variant & _V_PRED) != 0
     if code_mask:
         for h in range(H):
@@ -122,7 +114,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                     if (h + 1 < H and prev_keep[h + 1, w]) or (w + 1 < W and prev_keep[h, w + 1]):
                         ctx += 32
                 b, lo, rg, ca, cs, op = _bit(
-                    enc, lo, rg, ca, cs, op, buf, mpf, mps, ctx, 1 if keep[h, w] else 0
+                    enc, lo, rg, ca, cs, op, buf, P, mo + ctx, 1 if keep[h, w] else 0
                 )
                 if not enc:
                     keep[h, w] = b == 1
@@ -141,7 +133,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                             same = 0
                             break
                 ctx = (pos[h, w - 1] if w > 0 else 0) * 3 + (pos[h - 1, w] if h > 0 else 0)
-                b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, ppf, pps, ctx, same)
+                b, lo, rg, ca, cs, op = _bit(enc, lo, rg, ca, cs, op, buf, P, po + ctx, same)
                 pos[h, w] = 1 if b == 1 else 2
             if not enc and (lo >= rg or (ca > n and not trim)):
                 return -2
@@ -167,7 +159,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                     if variant & _V_PVAL:
                         sctx = sctx * 3 + min(p, 2)
                     same, lo, rg, ca, cs, op = _bit(
-                        enc, lo, rg, ca, cs, op, buf, spf, sps, sctx, 1 if x == p else 0
+                        enc, lo, rg, ca, cs, op, buf, P, so + sctx, 1 if x == p else 0
                     )
                     if same:
                         x = p
@@ -180,7 +172,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         kk = 0
                         for j in range(bits):
                             b, lo, rg, ca, cs, op = _bit(
-                                enc, lo, rg, ca, cs, op, buf, tkpf, tkps, pc * 8 + j, 1 if k > j else 0
+                                enc, lo, rg, ca, cs, op, buf, P, tko + pc * 8 + j, 1 if k > j else 0
                             )
                             if b == 0:
                                 break
@@ -190,7 +182,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         mbase = (pc * 9 + kk) * 8
                         for i in range(kk - 1):
                             b, lo, rg, ca, cs, op = _bit(
-                                enc, lo, rg, ca, cs, op, buf, tnpf, tnps, mbase + i, (v >> (kk - 2 - i)) & 1
+                                enc, lo, rg, ca, cs, op, buf, P, tno + mbase + i, (v >> (kk - 2 - i)) & 1
                             )
                             if not enc:
                                 v = (v << 1) | b
@@ -206,7 +198,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                     if G:
                         zctx = zctx * 3 + (0 if c == 0 else 1 if sym[c - 1, h, w] == 0 else 2)
                     z, lo, rg, ca, cs, op = _bit(
-                        enc, lo, rg, ca, cs, op, buf, zpf, zps, g * _N_ZCTX * 3 + zctx, 1 if x == 0 else 0
+                        enc, lo, rg, ca, cs, op, buf, P, zo + g * _N_ZCTX * 3 + zctx, 1 if x == 0 else 0
                     )
                     if z == 0:
                         ctx = g * _N_CTX + act * 2 + (0 if pr <= 1 else 1)
@@ -218,7 +210,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         kk = 0
                         for j in range(bits):
                             b, lo, rg, ca, cs, op = _bit(
-                                enc, lo, rg, ca, cs, op, buf, kpf, kps, ctx * 8 + j, 1 if k > j else 0
+                                enc, lo, rg, ca, cs, op, buf, P, ko + ctx * 8 + j, 1 if k > j else 0
                             )
                             if b == 0:
                                 break
@@ -228,7 +220,7 @@ def _code(enc, buf, sym, keep, pred, prev_keep, code_mask, bits, variant, P):
                         mbase = ((ctx - g * _N_CTX) * 9 + kk) * 8
                         for i in range(kk - 1):
                             b, lo, rg, ca, cs, op = _bit(
-                                enc, lo, rg, ca, cs, op, buf, npf, nps, mbase + i, (v >> (kk - 2 - i)) & 1
+                                enc, lo, rg, ca, cs, op, buf, P, no + mbase + i, (v >> (kk - 2 - i)) & 1
                             )
                             if not enc:
                                 v = (v << 1) | b
