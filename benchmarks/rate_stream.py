@@ -36,6 +36,7 @@ for the edge's selected setting; the video decoder's share beside).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import rate_baselines  # noqa: E402
 from benchmarks import rate_select as sel  # noqa: E402
-from benchmarks._common import RESULTS, run_cli, write_result  # noqa: E402
+from benchmarks._common import RESULTS, environment, run_cli, write_result  # noqa: E402
 from benchmarks.rate_baselines import whole_model_logits  # noqa: E402
 from benchmarks.rate_sweep import Measured, Setting, decode_logits  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
@@ -519,10 +520,18 @@ def _main(argv=None) -> int:
     p.add_argument("--out", help="output JSON (default benchmarks/results/rate_stream.json)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--combine", nargs="+", metavar="JSON", help="merge per-stream result files into --out")
+    p.add_argument(
+        "--decode-share-only",
+        action="store_true",
+        help="re-measure only the decode shares of the stream result file --out (its chosen settings, "
+        "its test frames) and update them in it, the rest kept as measured",
+    )
     args = p.parse_args(argv)
     if args.combine:
         print(combine(args.combine, args.out or RESULTS / "rate_stream.json"))
         return 0
+    if args.decode_share_only:
+        return _decode_share_only(args)
     import torch
 
     from benchmarks.rate_accuracy import rate_baselines_budget
@@ -599,6 +608,41 @@ def _main(argv=None) -> int:
         v, ci = summary[k], summary.get(k + "_ci")
         print(f"{k:<44} {'-' if v is None else f'{v:.3f}'} {'' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'}")
     print(path)
+    return 0
+
+
+def _decode_share_only(args) -> int:
+    """After a change to the receiver's decoder: the decode shares again, on the same stream with
+    the settings the full run chose, written into its result file (the old figures kept beside)."""
+    if not args.out:
+        raise ValueError("--decode-share-only needs --out: the per-stream result file to update")
+    path = Path(args.out)
+    try:
+        doc = json.loads(path.read_text())
+        summary, params = doc["summary"], doc["parameters"]
+        temporal = summary["temporal_setting_measured"]["setting"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{path} is not a stream result file with a measured temporal setting: {e}"
+        ) from None
+    b = load_bundle(args.bundle or params["bundle"], threads=args.threads)
+    if b.model_id != params["model_id"]:
+        raise ValueError(f"{path} was measured on model {params['model_id'][:16]}, not {b.model_id[:16]}")
+    test = Stream(params["task"], "test", params["test"]["frames"], b.input.size[0])
+    k, bits, skip = temporal["keep"], temporal["bits"], temporal["skip"]
+    ts = Setting("edge_temporal", "edge_temporal", temporal, _edge_config(k, bits, True, skip))
+    new = {"decode_share_of_back": decode_share(b, _edge_messages(b, test, ts)[0])}
+    intra = (summary.get("per_mode", {}).get("edge_intra") or {}).get("selected_on_validation")
+    if intra is not None:
+        k, bits = intra["setting"]["keep"], intra["setting"]["bits"]
+        si = Setting("edge_intra", "edge_intra", intra["setting"], _edge_config(k, bits, False))
+        new["decode_share_of_back_intra"] = decode_share(b, _edge_messages(b, test, si)[0])
+    params.setdefault("decode_share_remeasured", []).append(
+        {"before": {key: summary.get(key) for key in new}, "environment": environment()}
+    )
+    summary.update(new)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(" ".join(f"{key} {v:.3f}" for key, v in new.items()), path)
     return 0
 
 

@@ -3,7 +3,7 @@
 - thresholding an importance map into a keep-mask (:mod:`kernels.threshold`),
 - reducing what is not kept in images and feature maps (:mod:`kernels.reduce`),
 - map resize and warp (:mod:`kernels.geometry`), weighted layer fusion (:mod:`kernels.fuse`),
-- quantization and dequantization (:mod:`kernels.quantize`),
+- quantization, dequantization and requantization (:mod:`kernels.quantize`),
 - :func:`warmup`, called once at service start.
 
 Every kernel has a plain NumPy twin in :mod:`kernels.reference`. JIT flags live in
@@ -13,7 +13,7 @@ See ``docs/kernels.md``.
 
 from .fuse import weighted_sum
 from .geometry import resize_bilinear, shift_map, warp_flow
-from .quantize import dequantize, mask_quantize, quantize
+from .quantize import dequantize, mask_quantize, quantize, requantize
 from .reduce import reduce_features, reduce_image
 from .threshold import dilate_mask, threshold_keep_ratio, threshold_percentile, threshold_value
 from .warmup import warmup
@@ -31,6 +31,7 @@ __all__ = [
     "quantize",
     "dequantize",
     "mask_quantize",
+    "requantize",
     "weighted_sum",
     "warmup",
 ]

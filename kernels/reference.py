@@ -275,6 +275,18 @@ def dequantize(q, scale, offset, mask=None):
     return out.astype(np.float32)
 
 
+def requantize(q, scale, offset, new_scale, new_offset, bits):
+    c = q.shape[0]
+    rs = np.broadcast_to(scale, (c,))[:, None, None]
+    ro = np.broadcast_to(offset, (c,))[:, None, None]
+    x = ro + q.astype(np.float32) * rs
+    o = np.broadcast_to(new_offset, (c,))[:, None, None]
+    inv = (1.0 / np.broadcast_to(new_scale, (c,)).astype(np.float64)).astype(np.float32)[:, None, None]
+    with np.errstate(over="ignore"):  # a tiny new scale: inf, saturates below
+        v = np.floor((x - o) * inv + np.float32(0.5))
+    return np.clip(v, 0, (1 << bits) - 1).astype(np.uint8)
+
+
 def weighted_sum(layers, weights, out_hw):
     acc = np.zeros(tuple(out_hw), np.float64)
     for layer, w in zip(layers, weights, strict=True):

@@ -19,7 +19,7 @@ import numpy as np
 
 from .fuse import weighted_sum
 from .geometry import resize_bilinear, shift_map, warp_flow
-from .quantize import dequantize, mask_quantize, quantize
+from .quantize import dequantize, mask_quantize, quantize, requantize
 from .reduce import FEATURE_MODES, IMAGE_MODES, reduce_features, reduce_image
 from .threshold import dilate_mask, threshold_keep_ratio, threshold_percentile, threshold_value
 
@@ -49,6 +49,7 @@ def _dequantize() -> None:
     q, s, o = quantize(_FEAT, 8)
     dequantize(q, s, o)
     dequantize(q, s, o, _KEEP)
+    requantize(q, s, o, s * 2, o, 3)
 
 
 def _coder() -> None:

@@ -172,6 +172,11 @@ def put_varint(out: bytearray, v: int) -> None:
 
 def get_varint(mv, pos: int, end: int, name: str, limit: int = U64_MAX) -> tuple[int, int]:
     """Read one varint of at most 10 bytes from ``mv[pos:end]``; minimal encodings only."""
+    if pos < end and mv[pos] < 0x80:  # one byte, most fields: no loop (a default message reads 15)
+        v = mv[pos]
+        if v > limit:
+            raise HeaderError(f"{name} {v} over the limit of {limit}")
+        return v, pos + 1
     v = shift = 0
     start = pos
     while True:
@@ -312,10 +317,14 @@ class RefFrame:
 
     def same_params(self, scale: np.ndarray, offset: np.ndarray) -> bool:
         C = self.q.shape[0]
-        return all(
-            np.array_equal(np.broadcast_to(np.asarray(a, np.float32), (C,)), np.broadcast_to(b, (C,)))
-            for a, b in ((scale, self.scale), (offset, self.offset))
-        )
+        for a, b in ((scale, self.scale), (offset, self.offset)):
+            a = np.asarray(a, np.float32)
+            if a.shape == b.shape and b.dtype == np.float32:  # bytes: a few times cheaper per frame
+                if a.tobytes() != b.tobytes():
+                    return False
+            elif not np.array_equal(np.broadcast_to(a, (C,)), np.broadcast_to(b, (C,))):
+                return False
+        return True
 
 
 def predict_symbols(ref: RefFrame, scale: np.ndarray, offset: np.ndarray, bits: int) -> np.ndarray:
@@ -325,15 +334,11 @@ def predict_symbols(ref: RefFrame, scale: np.ndarray, offset: np.ndarray, bits: 
     Encoder and decoder call this one function on the parameters the wire carries."""
     if ref.same_params(scale, offset):
         return ref.q
-    C = ref.q.shape[0]
-    rs = np.broadcast_to(ref.scale.astype(np.float32), (C,))[:, None, None]
-    ro = np.broadcast_to(ref.offset.astype(np.float32), (C,))[:, None, None]
-    x = ro + ref.q.astype(np.float32) * rs
-    s = np.broadcast_to(np.asarray(scale, np.float32), (C,))
-    o = np.broadcast_to(np.asarray(offset, np.float32), (C,))[:, None, None]
-    inv = (1.0 / s.astype(np.float64)).astype(np.float32)[:, None, None]
-    q = np.floor((x - o) * inv + np.float32(0.5))
-    return np.clip(q, 0, (1 << bits) - 1).astype(np.uint8)
+    from edge_runtime.kernels import requantize  # imported with the arith coder, on first use
+
+    f32 = np.float32
+    return requantize(ref.q, ref.scale.astype(f32), ref.offset.astype(f32), np.asarray(scale, f32).reshape(-1),
+                      np.asarray(offset, f32).reshape(-1), bits)  # fmt: skip
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -432,17 +437,19 @@ def get_scale_codes(
     """Read ``n`` scale codes written by :func:`put_scale_codes`; each must stand for a positive
     finite float16 normal."""
     shift = 10 - scale_mantissa_bits(bits)
-    out = np.zeros(n, np.int64)
+    base = None if base is None else base.tolist()
+    out: list[int] = []
+    v = 0
     for i in range(n):
-        v, pos = get_varint(mv, pos, end, "scale code", 1 << 20)
+        u, pos = get_varint(mv, pos, end, "scale code", 1 << 20)
         if base is not None:
-            v = int(base[i]) + unzz64(v)
-        elif i:
-            v = int(out[i - 1]) + unzz64(v)
+            v = base[i] + unzz64(u)
+        else:
+            v = v + unzz64(u) if i else u
         if not 0x0400 <= v << shift <= F16_MAX_BITS or v < 0:
             raise HeaderError(f"scale code {v} does not stand for a positive finite float16")
-        out[i] = v
-    return out, pos
+        out.append(v)
+    return np.array(out, np.int64), pos
 
 
 #: Format version 6's initial coder states (layout bit INIT, ``docs/wire.md``): one per bit depth

@@ -184,6 +184,8 @@ class DecoderState:
         self.ref_bytes += _ref_bytes(ref)
         while len(refs) > REF_WINDOW:
             self.ref_bytes -= _ref_bytes(refs.pop(min(refs)))
+        if self.ref_bytes <= self.max_ref_bytes:
+            return
         for st in list(self._streams.values()):  # least recently used first; this stream is last
             while self.ref_bytes > self.max_ref_bytes and st.refs and (st.refs is not refs or len(refs) > 1):
                 self.ref_bytes -= _ref_bytes(st.refs.pop(min(st.refs)))

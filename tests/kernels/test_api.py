@@ -34,6 +34,7 @@ def test_public_names():
             "quantize",
             "dequantize",
             "mask_quantize",
+            "requantize",
             "weighted_sum",
             "warmup",
         ]

@@ -113,3 +113,29 @@ def test_clip_percentile_clips_outliers():
     _, s_full, _ = kernels.quantize(x, 8)
     _, s_clip, _ = kernels.quantize(x, 8, clip_percentile=99.0)
     assert s_clip[0] < s_full[0] / 50
+
+
+@given(st.data(), st.integers(1, 8), st.integers(1, 8))
+def test_requantize_matches_reference_and_quantize(data, bits_from, bits):
+    x = data.draw(features())
+    c = x.shape[0]
+    q, scale, offset = kernels.quantize(x, bits_from, per_channel=data.draw(st.booleans()))
+    # new parameters per channel or one, as a sender's next frame would choose them
+    n = data.draw(st.sampled_from([1, c]))
+    positive = st.floats(0.0625, 1e3, width=32)
+    new_scale = data.draw(hnp.arrays(np.float32, (n,), elements=positive))
+    new_offset = data.draw(hnp.arrays(np.float32, (n,), elements=st.floats(-1e3, 1e3, width=32)))
+    got = kernels.requantize(q, scale, offset, new_scale, new_offset, bits)
+    np.testing.assert_array_equal(got, ref.requantize(q, scale, offset, new_scale, new_offset, bits))
+    assert got.dtype == np.uint8 and got.shape == q.shape and got.max() <= 2**bits - 1
+    # the same parameters back: the codes unchanged (dequantize, quantize again is exact)
+    np.testing.assert_array_equal(kernels.requantize(q, scale, offset, scale, offset, bits_from), q)
+
+
+def test_requantize_rejects_mismatched_parameters():
+    q = np.zeros((3, 2, 2), np.uint8)
+    one = np.ones(1, np.float32)
+    with pytest.raises(ValueError, match="new_scale must have shape"):
+        kernels.requantize(q, one, one, np.ones(2, np.float32), one, 4)
+    with pytest.raises(ValueError, match="bits"):
+        kernels.requantize(q, one, one, one, one, 9)
