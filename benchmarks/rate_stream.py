@@ -30,7 +30,10 @@ Summary: ``best_bytes_vs_fair_h264_at_iso_accuracy``, ``best_bytes_vs_fair_hevc_
 (the cheaper edge mode over the fair codec: fine-tuned or untuned, whichever passes on validation
 at fewer bytes, ``rate_select.fair_treatment``), ``temporal_vs_intra_bytes``, the untuned ratios, and
 ``decode_share_of_back`` (the receiver's decode + dequantize time over the back half's, batch 1,
-for the edge's selected setting; the video decoder's share beside).
+for the edge's selected setting; the video decoder's share beside). After a change to the
+receiver's decoder, ``--decode-share-only --out <stream file>`` measures the decode shares again
+(the chosen settings, the test stream) and updates them in that file, keeping the old values in
+its parameters; ``--combine`` then rebuilds the merged file.
 """
 
 from __future__ import annotations
