@@ -53,3 +53,32 @@ def test_segments_average_and_selection_uses_validation(default_bundle, stream):
     assert "best_bytes_vs_fair_h264_at_iso_accuracy" in s and "temporal_vs_intra_bytes" in s
     with pytest.raises(ValueError, match="validation"):
         rate_select.select(list(res["test"].values()), res["reference_test"])
+
+
+def test_decode_share_only_updates_the_stream_file_and_keeps_the_old_figures(default_bundle, tmp_path):
+    b = default_bundle
+    path = tmp_path / "stream.json"
+    doc = {
+        "summary": {
+            "decode_share_of_back": 9.0,
+            "temporal_setting_measured": {"setting": {"keep": 0.3, "bits": 3, "skip": 2}},
+            "per_mode": {"edge_intra": {"selected_on_validation": {"setting": {"keep": 0.3, "bits": 4}}}},
+        },
+        "parameters": {
+            "bundle": str(b.path),
+            "model_id": b.model_id,
+            "task": TASK,
+            "test": {"frames": rs.SEGMENT},
+        },
+    }
+    path.write_text(rs.json.dumps(doc))
+    assert rs.main(["--decode-share-only", "--out", str(path)]) == 0
+    new = rs.json.loads(path.read_text())
+    s = new["summary"]
+    assert 0 < s["decode_share_of_back"] < 9 and 0 < s["decode_share_of_back_intra"] < 9
+    (run,) = new["parameters"]["decode_share_remeasured"]
+    assert run["before"] == {"decode_share_of_back": 9.0, "decode_share_of_back_intra": None}
+    doc["parameters"]["model_id"] = "0" * 64  # measured on another model: refused, file untouched
+    path.write_text(rs.json.dumps(doc))
+    assert rs.main(["--decode-share-only", "--out", str(path)]) == 2
+    assert rs.json.loads(path.read_text()) == doc
