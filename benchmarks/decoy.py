@@ -203,13 +203,18 @@ def base_config(args, epochs: int):
     )
 
 
+def _recipe(cfg) -> dict:
+    """A ``TrainConfig`` as JSON writes it (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
 def _same_params(stored: dict, params: dict) -> bool:
     """``stored`` (a run's params.json) describes the run ``params`` asks for: equal, where a
     recipe option that did not exist when the run was trained counts as its default (so that a new
     option, off by default, does not throw a 50-minute model away)."""
     from edge_runtime.models.train import TrainConfig
 
-    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(TrainConfig()).items()}
+    defaults = _recipe(TrainConfig())
     config = stored.get("config")
     if isinstance(config, dict):
         stored = stored | {"config": {k: config.get(k, defaults.get(k)) for k in set(config) | set(defaults)}}
@@ -225,7 +230,7 @@ def _trained(work: Path, name: str, cfg, train_ds, val_ds, params: dict):
 
     run = work / name
     meta, ckpt = run / "params.json", run / "checkpoint.pt"
-    params = params | {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+    params = params | {"config": _recipe(cfg)}
     if not (ckpt.is_file() and meta.is_file() and _same_params(json.loads(meta.read_text()), params)):
         t0 = time.perf_counter()
         tmp = work / f"{name}.training"
@@ -1044,7 +1049,7 @@ def run(argv=None) -> int:
         "(the decoy-free reference: the same scenes without the patch)",
         "validation_scenes": f"datasets 'fashion' validation 0..{args.num_val - 1}, decoy='random'",
         "test_scenes": f"datasets 'fashion' test 0..{args.num_test - 1}, decoy='random'",
-        "base_recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "base_recipe": _recipe(cfg),
         "retraining": retraining
         | {
             "grid_ours": grids(ctx)["ours"],

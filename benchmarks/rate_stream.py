@@ -179,14 +179,22 @@ def _edge_config(keep: float, bits: int, temporal: bool, skip: int = 0) -> dict:
     }
 
 
+def _edge_setting(keep: float, bits: int, skip: int | None = None) -> Setting:
+    """The edge intra only (``skip`` None) or with temporal coding skipping ``skip``."""
+    if skip is None:
+        return Setting(
+            "edge_intra", "edge_intra", {"keep": keep, "bits": bits}, _edge_config(keep, bits, False)
+        )
+    p = {"keep": keep, "bits": bits, "skip": skip}
+    return Setting("edge_temporal", "edge_temporal", p, _edge_config(keep, bits, True, skip))
+
+
 def edge_settings(keeps=KEEPS, bits=BITS, skips=SKIPS) -> list[Setting]:
     out = []
     for b in bits:
         for k in keeps:
-            out.append(Setting("edge_intra", "edge_intra", {"keep": k, "bits": b}, _edge_config(k, b, False)))
-            for sk in skips:
-                p = {"keep": k, "bits": b, "skip": sk}
-                out.append(Setting("edge_temporal", "edge_temporal", p, _edge_config(k, b, True, sk)))
+            out.append(_edge_setting(k, b))
+            out.extend(_edge_setting(k, b, sk) for sk in skips)
     return out
 
 
@@ -632,13 +640,11 @@ def _decode_share_only(args) -> int:
     if b.model_id != params["model_id"]:
         raise ValueError(f"{path} was measured on model {params['model_id'][:16]}, not {b.model_id[:16]}")
     test = Stream(params["task"], "test", params["test"]["frames"], b.input.size[0])
-    k, bits, skip = temporal["keep"], temporal["bits"], temporal["skip"]
-    ts = Setting("edge_temporal", "edge_temporal", temporal, _edge_config(k, bits, True, skip))
+    ts = _edge_setting(temporal["keep"], temporal["bits"], temporal["skip"])
     new = {"decode_share_of_back": decode_share(b, _edge_messages(b, test, ts)[0])}
     intra = (summary.get("per_mode", {}).get("edge_intra") or {}).get("selected_on_validation")
     if intra is not None:
-        k, bits = intra["setting"]["keep"], intra["setting"]["bits"]
-        si = Setting("edge_intra", "edge_intra", intra["setting"], _edge_config(k, bits, False))
+        si = _edge_setting(intra["setting"]["keep"], intra["setting"]["bits"])
         new["decode_share_of_back_intra"] = decode_share(b, _edge_messages(b, test, si)[0])
     params.setdefault("decode_share_remeasured", []).append(
         {"before": {key: summary.get(key) for key in new}, "environment": environment()}

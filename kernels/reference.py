@@ -277,9 +277,7 @@ def dequantize(q, scale, offset, mask=None):
 
 def requantize(q, scale, offset, new_scale, new_offset, bits):
     c = q.shape[0]
-    rs = np.broadcast_to(scale, (c,))[:, None, None]
-    ro = np.broadcast_to(offset, (c,))[:, None, None]
-    x = ro + q.astype(np.float32) * rs
+    x = dequantize(q, scale, offset)
     o = np.broadcast_to(new_offset, (c,))[:, None, None]
     inv = (1.0 / np.broadcast_to(new_scale, (c,)).astype(np.float64)).astype(np.float32)[:, None, None]
     with np.errstate(over="ignore"):  # a tiny new scale: inf, saturates below

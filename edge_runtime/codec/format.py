@@ -336,9 +336,10 @@ def predict_symbols(ref: RefFrame, scale: np.ndarray, offset: np.ndarray, bits: 
         return ref.q
     from edge_runtime.kernels import requantize  # imported with the arith coder, on first use
 
-    f32 = np.float32
-    return requantize(ref.q, ref.scale.astype(f32), ref.offset.astype(f32), np.asarray(scale, f32).reshape(-1),
-                      np.asarray(offset, f32).reshape(-1), bits)  # fmt: skip
+    def flat(a):  # no copy when already float32 (the usual case, once per predicted frame)
+        return np.asarray(a, np.float32).reshape(-1)
+
+    return requantize(ref.q, flat(ref.scale), flat(ref.offset), flat(scale), flat(offset), bits)
 
 
 # ---------------------------------------------------------------- shared helpers

@@ -57,10 +57,7 @@ def test_a_run_trained_before_a_new_recipe_option_existed_is_reused_while_that_o
     from edge_runtime.models.train import TrainConfig
 
     def params(cfg):
-        return {
-            "p": 0.85,
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-        }
+        return {"p": 0.85, "config": decoy._recipe(cfg)}
 
     cfg = decoy.base_config(argparse.Namespace(augment=False, threads=2), 8)
     old = params(cfg)
