@@ -99,6 +99,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="training arithmetic; auto: bfloat16 autocast where the CPU has bf16 units (default: auto)",
     )
+    p.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="the training step through torch.compile; auto: where a C++ compiler is found (default: auto)",
+    )
     p.add_argument("--decoy", choices=["label", "random"], help="add the decoy cue to the training scenes")
     p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when training ends")
 
@@ -387,6 +393,7 @@ def cmd_train(args) -> int:
         camera_augment=args.camera_augment,
         ema=args.ema,
         precision=args.precision,
+        compile=args.compile,
     )
     t0 = time.perf_counter()
     train_data, test_data = _data(args)

@@ -196,3 +196,43 @@ def test_ema_saves_the_average_of_the_weights_not_the_last_ones(tmp_path):
     assert h["top1_without_ema"] == plain["history"][0]["top1"] and ckpt["train"]["ema"] == 0.5
     with pytest.raises(ValueError, match="ema"):
         train(TrainConfig(ema=1.5, **common), data, val, tmp_path / "c", progress=False)
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_the_saved_model_as_eager_does(tmp_path):
+    import torch
+
+    from edge_runtime.models.data import scene_dataset
+    from edge_runtime.models.networks import build_model
+    from edge_runtime.models.train import TrainConfig, load_checkpoint, train
+
+    data, val = scene_dataset(96, seed=3, size=64), scene_dataset(32, seed=4, size=64)
+    common = dict(epochs=1, batch_size=32, threads=1, augment=False, seed=5)
+    eager, _ = load_checkpoint(train(TrainConfig(**common), data, val, tmp_path / "a", progress=False))
+    compiled, ckpt = load_checkpoint(
+        train(TrainConfig(compile="on", **common), data, val, tmp_path / "b", progress=False)
+    )
+    torch.manual_seed(5)  # the seeded initial weights of both runs
+    init = build_model("abn-s", num_classes=10, bottleneck=8)
+
+    def update(model):
+        return torch.cat([(p - q).flatten() for p, q in zip(model.parameters(), init.parameters(), strict=True)])
+
+    # the compiled step updates the parameters that are saved (not a copy), and takes the steps the
+    # eager one takes up to rounding in the fused kernels (Adam's first steps are about sign(grad) x
+    # lr, so a tiny gradient whose sign the rounding flips moves its weight the other way)
+    du, de = update(compiled), update(eager)
+    assert du.abs().max() > 1e-3 and torch.nn.functional.cosine_similarity(du, de, dim=0) > 0.8
+    assert ckpt["train"]["compile"] == "on"
+
+
+def test_compile_needs_a_cxx_compiler_only_when_asked_for(monkeypatch):
+    from edge_runtime.models.train import _use_compile
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CXX", raising=False)
+    assert _use_compile("auto") is False and _use_compile("off") is False
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        _use_compile("on")
+    with pytest.raises(ValueError, match="compile"):
+        _use_compile("fast")
