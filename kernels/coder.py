@@ -88,7 +88,7 @@ def _bit(enc, lo, rg, ca, cs, op, buf, P, i, bit):
     registers, and the shipped default message decodes in 0.6 to 0.66 of the time (measured on
     ``benchmarks/receiver.py``'s default messages, both versions decoding the same payloads in
     one process; the streams are bit-identical, the golden vectors hold). ``P`` holds every
-    context's two estimates (fast, slow), ``i`` the context."""
+    context's two estimates (fast, slow; uint16: they stay within 15..65521), ``i`` the context."""
     if enc:
         lo, rg, ca, cs, op = _encode_bit(lo, rg, ca, cs, op, buf, P, i, bit)
         return bit, lo, rg, ca, cs, op
@@ -98,19 +98,19 @@ def _bit(enc, lo, rg, ca, cs, op, buf, P, i, bit):
 
 @jit(inline=True)
 def _decode_bit(lo, rg, ca, buf, P, i):
-    p = (P[0, i] + P[1, i]) >> 1
-    bound = (rg >> _PROB_BITS) * p
+    f, s = np.int64(P[0, i]), np.int64(P[1, i])  # int64 arithmetic whatever P stores (uint16)
+    bound = (rg >> _PROB_BITS) * ((f + s) >> 1)
     if lo < bound:
         bit = 0
         rg = bound
-        P[0, i] += (_PROB_ONE - P[0, i]) >> 4
-        P[1, i] += (_PROB_ONE - P[1, i]) >> 7
+        P[0, i] = f + ((_PROB_ONE - f) >> 4)
+        P[1, i] = s + ((_PROB_ONE - s) >> 7)
     else:
         bit = 1
         lo -= bound
         rg -= bound
-        P[0, i] -= P[0, i] >> 4
-        P[1, i] -= P[1, i] >> 7
+        P[0, i] = f - (f >> 4)
+        P[1, i] = s - (s >> 7)
     while rg < _TOP:
         rg <<= 8
         b = np.int64(0)
@@ -123,17 +123,17 @@ def _decode_bit(lo, rg, ca, buf, P, i):
 
 @jit(inline=True)
 def _encode_bit(lo, rg, ca, cs, op, out, P, i, bit):
-    p = (P[0, i] + P[1, i]) >> 1
-    bound = (rg >> _PROB_BITS) * p
+    f, s = np.int64(P[0, i]), np.int64(P[1, i])
+    bound = (rg >> _PROB_BITS) * ((f + s) >> 1)
     if bit == 0:
         rg = bound
-        P[0, i] += (_PROB_ONE - P[0, i]) >> 4
-        P[1, i] += (_PROB_ONE - P[1, i]) >> 7
+        P[0, i] = f + ((_PROB_ONE - f) >> 4)
+        P[1, i] = s + ((_PROB_ONE - s) >> 7)
     else:
         lo += bound
         rg -= bound
-        P[0, i] -= P[0, i] >> 4
-        P[1, i] -= P[1, i] >> 7
+        P[0, i] = f - (f >> 4)
+        P[1, i] = s - (s >> 7)
     while rg < _TOP:
         rg <<= 8
         lo, ca, cs, op = _shift_low(lo, ca, cs, op, out)
@@ -212,7 +212,7 @@ def _mask_ctx(keep, h, w, width):
 def _encode(sym, keep, code_mask, bits, out):
     C, H, W = sym.shape
     lo, rg, ca, cs, op = np.int64(0), np.int64(0xFFFFFFFF), np.int64(0), np.int64(1), np.int64(0)
-    P = np.full((2, _N_PROB), _PROB_ONE // 2, np.int64)
+    P = np.full((2, _N_PROB), _PROB_ONE // 2, np.uint16)
     if code_mask:
         for h in range(H):
             for w in range(W):
@@ -267,7 +267,7 @@ def _decode(buf, sym, keep, code_mask, bits):
     lo, rg, ca = np.int64(0), np.int64(0xFFFFFFFF), np.int64(5)  # code, range, input position
     for i in range(1, 5):
         lo = (lo << 8) | np.int64(buf[i])
-    P = np.full((2, _N_PROB), _PROB_ONE // 2, np.int64)
+    P = np.full((2, _N_PROB), _PROB_ONE // 2, np.uint16)
     if code_mask:
         for h in range(H):
             for w in range(W):

@@ -73,8 +73,12 @@ N_STATE = _OFF[-1]
 
 
 def new_state() -> np.ndarray:
-    """The probability state a frame coded alone starts from (every estimate at 1/2)."""
-    return np.full((2, N_STATE), _PROB_ONE // 2, np.int64)
+    """The probability state a frame coded alone starts from (every estimate at 1/2).
+
+    uint16 (2, N_STATE): the estimates stay within 15..65521. It used to be int64, which each
+    receiver kept as uint16 per reference and widened again per frame: with the copy the coder
+    makes, three passes over 39 KB a message, 7-9 us of the default message's ~80 us decode."""
+    return np.full((2, N_STATE), _PROB_ONE // 2, np.uint16)
 
 
 @jit
@@ -284,9 +288,9 @@ def _check(sym, keep, pred, prev_keep, bits, variant):
 def _state(state):
     if state is None:
         return new_state()
-    if not isinstance(state, np.ndarray) or state.dtype != np.int64 or state.shape != (2, N_STATE):
+    if not isinstance(state, np.ndarray) or state.dtype != np.uint16 or state.shape != (2, N_STATE):
         raise ValueError(
-            f"state must be an int64 array of shape (2, {N_STATE}), got {getattr(state, 'shape', state)}"
+            f"state must be a uint16 array of shape (2, {N_STATE}), got {getattr(state, 'shape', state)}"
         )
     return state.copy()
 

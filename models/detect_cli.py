@@ -46,6 +46,8 @@ def cmd_train_detect(args) -> int:
         bottleneck=args.bottleneck,
         widths=tuple(args.widths),
         threads=args.threads,
+        precision=args.precision,
+        compile=args.compile,
     )
     progress = not args.no_progress
     train = load_boxes(task, "train", args.num_train, size=args.size, progress=progress)

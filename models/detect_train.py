@@ -19,6 +19,7 @@ from tqdm import tqdm
 from edge_runtime.detection import DetectionParams, mean_average_precision, postprocess
 from edge_runtime.models.data import MEAN, STD, to_tensor
 from edge_runtime.models.detect import build_detector, detection_loss, targets
+from edge_runtime.models.train import _use_bf16, _use_compile
 
 __all__ = ["DetectTrainConfig", "train_detector", "evaluate_detector", "detect_batch", "load_detector"]
 
@@ -39,6 +40,15 @@ class DetectTrainConfig:
     box_weight: float = 5.0
     score_threshold: float = 0.3
     nms_iou: float = 0.5
+    precision: str = "auto"  # as the classifier's: bf16 autocast for the network where the CPU has bf16 units
+    compile: str = "off"  # as the classifier's: the loss step through torch.compile
+
+
+def _step_loss(model, x, tgt, box_weight: float, bf16: bool) -> dict:
+    """The training step's forward and losses: the network in bfloat16 where asked (the losses
+    cast what they read to float32), compiled as one graph where asked."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return detection_loss(model, x, tgt, box_weight)
 
 
 def _flip(images: np.ndarray, boxes: list, flip: np.ndarray) -> tuple[np.ndarray, list]:
@@ -93,6 +103,8 @@ def train_detector(
     size = int(train_data.images.shape[1])
     model = build_detector(cfg.arch, num_classes=k, bottleneck=cfg.bottleneck, widths=tuple(cfg.widths))
     model = model.to(memory_format=torch.channels_last)
+    bf16 = _use_bf16(cfg.precision)
+    step_loss = torch.compile(_step_loss) if _use_compile(cfg.compile) else _step_loss
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, len(train_data) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -114,7 +126,7 @@ def train_detector(
             labels = [train_data.labels[i] for i in idx]
             x = to_tensor(images).contiguous(memory_format=torch.channels_last)
             tgt = targets(boxes, labels, k, size)
-            parts = detection_loss(model, x, tgt, cfg.box_weight)
+            parts = step_loss(model, x, tgt, cfg.box_weight, bf16)
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             opt.step()

@@ -79,7 +79,9 @@ def _use_compile(mode: str) -> bool:
     compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         if mode == "on":
-            raise RuntimeError("compile 'on' needs a C++ compiler (inductor builds its kernels); none found on PATH")
+            raise RuntimeError(
+                "compile 'on' needs a C++ compiler (inductor builds its kernels); none found on PATH"
+            )
         log.info("training in eager mode: no C++ compiler on PATH for torch.compile")
     return compiler is not None
 

@@ -439,18 +439,21 @@ class Decoder:
                 f"!= {end - pos} bytes left in message"
             )
         qdt = "<f4" if qs == 4 else "<f2"
+        finite = True  # of what arrives as float bits (coded scales are finite normals by construction)
         if h.get("coded"):  # version 5: varint scale codes, against the reference's where predicted
             codes, after = get_scale_codes(mv, pos, end, n_s, scale_code_base(ref, n_s, bits), bits)
             scale, qbytes = decoded_scales(codes, bits), after - pos
         else:
             scale = np.frombuffer(mv, qdt, n_s, pos).astype(np.float32)
+            finite = np.isfinite(scale).all()
         if h.get("same_ref"):
             scale, offset = ref.scale, ref.offset
         elif h["zero_offset"]:
             offset = np.zeros(1, np.float32)
         else:
             offset = np.frombuffer(mv, qdt, n_o, pos + qs * n_s).astype(np.float32)
-        if not (np.isfinite(scale).all() and np.isfinite(offset).all()):
+            finite = finite and np.isfinite(offset).all()
+        if not finite:
             raise HeaderError("scale / offset must be finite")
         payload = mv[pos + qbytes : end]
         dtype = DTYPES[dt]
@@ -471,9 +474,8 @@ class Decoder:
         if flags & F_KEYFRAME:
             self._streams.set_key(key, seq, data, bits)
         if version >= 3 and dt == DT_U8 and coder == CODERS["arith"]:
-            small = None if pstate is None else pstate.astype(np.uint16)  # estimates are < 2**16
             ref_frame = RefFrame(
-                seq, data, keep, bits, scale, offset, small, self._frame_t, bytes(self._frame_model)
+                seq, data, keep, bits, scale, offset, pstate, self._frame_t, bytes(self._frame_model)
             )
             self._streams.add_ref(key, ref_frame)
         if dt == DT_U8:
@@ -492,7 +494,7 @@ class Decoder:
         if init:
             state = init_state(bits)
         else:
-            state = None if ref is None or ref.state is None else ref.state.astype(np.int64)
+            state = None if ref is None else ref.state  # the coder works on a copy
         try:
             syms, keep, state = tcoder.decode_predicted(
                 payload, shape, bits, has_mask, pred, None if ref is None else ref.keep, variant, state=state

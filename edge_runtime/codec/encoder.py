@@ -405,7 +405,7 @@ class Encoder:
                 d = np.abs(data.astype(np.int16) - pred).sum(axis=0)
                 near = (d <= self.skip_l1) if both is None else (d <= self.skip_l1) & both
                 sent = np.where(near[None], pred, data).astype(np.uint8)
-            state = ref.state.astype(np.int64) if self._carry else None
+            state = ref.state if self._carry else None  # the coder works on a copy
             variant = (tcoder.V5 if v5 else tcoder.FULL) if self._variant is None else self._variant
             p, st = tcoder.encode_predicted(
                 np.ascontiguousarray(sent), keep, bits, pred, ref.keep, variant, state=state
@@ -439,9 +439,7 @@ class Encoder:
         self.last_predicted, self.last_carry, self.last_init = bool(ref_d), carry, init
         if self.temporal and not self._alone:
             k = None if keep is None else keep.copy()
-            self.state.note_sent(
-                sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate.astype(np.uint16), self._capture_ns)
-            )
+            self.state.note_sent(sid, RefFrame(seq, data.copy(), k, bits, ws, wo, pstate, self._capture_ns))
         self._codes = codes
         self._code_base = scale_code_base(ref, scale.size, bits) if ref_d and codes is not None else None
         return payload, ref_d, same, carry

@@ -442,11 +442,15 @@ def get_scale_codes(
     out: list[int] = []
     v = 0
     for i in range(n):
-        u, pos = get_varint(mv, pos, end, "scale code", 1 << 20)
-        if base is not None:
-            v = base[i] + unzz64(u)
+        if pos < end and mv[pos] < 0x80:  # a one-byte varint (most codes): no call
+            u = mv[pos]
+            pos += 1
         else:
-            v = v + unzz64(u) if i else u
+            u, pos = get_varint(mv, pos, end, "scale code", 1 << 20)
+        if base is not None:
+            v = base[i] + ((u >> 1) ^ -(u & 1))  # unzz64, inline
+        else:
+            v = v + ((u >> 1) ^ -(u & 1)) if i else u
         if not 0x0400 <= v << shift <= F16_MAX_BITS or v < 0:
             raise HeaderError(f"scale code {v} does not stand for a positive finite float16")
         out.append(v)
@@ -467,13 +471,12 @@ def _init_table() -> np.ndarray:
     t = np.load(INIT_TABLE, allow_pickle=False)
     if t.dtype != np.uint16 or t.shape != (8, 2, N_STATE) or not (t > 0).all():
         raise ValueError(f"{INIT_TABLE}: not a table of initial coder states of shape (8, 2, {N_STATE})")
-    t = t.astype(np.int64)  # the coder's state type, converted once (the coder copies what it gets)
-    t.setflags(write=False)
+    t.setflags(write=False)  # the coder's state type as it is: the coder copies what it gets
     return t
 
 
 def init_state(bits: int) -> np.ndarray:
-    """Version 6's initial probability state (int64, read-only) for a frame coded alone at ``bits``."""
+    """Version 6's initial probability state (uint16, read-only) for a frame coded alone at ``bits``."""
     if not (isinstance(bits, int) and 1 <= bits <= 8):
         raise ValueError(f"bits must be an int in 1..8, got {bits!r}")
     return _init_table()[bits - 1]

@@ -28,7 +28,7 @@ def test_init_table_is_the_one_version_6_was_published_with():
     assert hashlib.sha256(INIT_TABLE.read_bytes()).hexdigest() == INIT_TABLE_SHA256
     for bits in range(1, 9):
         s = init_state(bits)
-        assert s.shape == (2, tcoder.N_STATE) and s.dtype == np.int64
+        assert s.shape == (2, tcoder.N_STATE) and s.dtype == np.uint16
         assert 0 < s.min() and s.max() < 1 << 16
     assert not (init_state(3) == tcoder.new_state()).all()  # learned, not the flat start
     with pytest.raises(ValueError, match="bits"):

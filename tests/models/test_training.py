@@ -216,7 +216,9 @@ def test_compiled_step_trains_the_saved_model_as_eager_does(tmp_path):
     init = build_model("abn-s", num_classes=10, bottleneck=8)
 
     def update(model):
-        return torch.cat([(p - q).flatten() for p, q in zip(model.parameters(), init.parameters(), strict=True)])
+        return torch.cat(
+            [(p - q).flatten() for p, q in zip(model.parameters(), init.parameters(), strict=True)]
+        )
 
     # the compiled step updates the parameters that are saved (not a copy), and takes the steps the
     # eager one takes up to rounding in the fused kernels (Adam's first steps are about sign(grad) x
