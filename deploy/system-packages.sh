@@ -7,8 +7,9 @@
 #   mate-backgrounds, plasma-workspace-wallpapers, lomiri-wallpapers-16.04, lomiri-wallpapers-20.04
 #                          background photographs of the scenes (docs/data.md)
 #   ffmpeg                 H.264 / HEVC baselines of the stream benchmark
+#   g++                    torch.compile's CPU kernels (training's --compile; a test compiles one step)
 set -eu
-PACKAGES="chromium dataset-fashion-mnist mate-backgrounds plasma-workspace-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 ffmpeg"
+PACKAGES="chromium dataset-fashion-mnist mate-backgrounds plasma-workspace-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 ffmpeg g++"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
