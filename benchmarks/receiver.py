@@ -135,13 +135,19 @@ def throughput(bundle_path, msgs, max_batch, max_wait_ms, threads):
     return out
 
 
+def _edge_threads() -> int:
+    """ORT threads of the edge at its shipped defaults (``runtime.threads``)."""
+    return config_from_dict({}, env={}).runtime.threads
+
+
 def model_stages(bundle, reps=60, fps=None):
-    """Medians (ms) of the stages measured alone: the default pipeline, decode + dequantize, back;
-    back to back, or with ``fps`` one frame per period as in the latency test (a frame that
-    follows an idle gap finds cold caches: measured, the edge pipeline's median at 30 frames/s is
-    about 1.5 x its back-to-back one)."""
+    """Medians (ms) of the stages measured alone: the default pipeline (at the edge's default
+    threads), decode + dequantize, back (``bundle``'s threads: the receiver's); back to back, or
+    with ``fps`` one frame per period as in the latency test (a frame that follows an idle gap
+    finds cold caches: measured, the edge pipeline's median at 30 frames/s is about 1.5 x its
+    back-to-back one)."""
     images = _images(bundle, 8, start=64)
-    pipe = _pipelines(bundle, ["s"])["s"]
+    pipe = _pipelines(load_bundle(bundle.path, threads=_edge_threads()), ["s"])["s"]
     dec = Decoder(model_ids=[bundle.model_id_bytes])
     c_, h_, w_ = bundle.split_shape
     t = {"edge_pipeline": [], "decode_dequantize": [], "back_batch1": []}
@@ -163,10 +169,10 @@ def model_stages(bundle, reps=60, fps=None):
     return {k: float(np.median(v)) for k, v in t.items()}
 
 
-def latency(bundle_path, threads, rx_endpoint, n, fps, streams):
-    """Paced sender in its own process (an edge box on loopback): front half live, capture time
-    taken before preprocessing."""
-    bundle = load_bundle(bundle_path, threads=threads)
+def latency(bundle_path, rx_endpoint, n, fps, streams):
+    """Paced sender in its own process (an edge box on loopback, the edge's default threads):
+    front half live, capture time taken before preprocessing."""
+    bundle = load_bundle(bundle_path, threads=_edge_threads())
     bundle.warmup()
     images = _images(bundle, 16, start=128)
     pipes = _pipelines(bundle, streams)
@@ -423,8 +429,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="ORT threads per receiver (0: all cores; 1 measured fastest on the shared 2-core box)",
+        default=inspect.signature(Receiver).parameters["threads"].default,
+        help="ORT threads per receiver (default: the receiver's, 0: cores / workers)",
     )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--latency-frames", type=int, default=200)
@@ -482,7 +488,7 @@ def main(argv=None) -> int:
     ) as rx:
         proc = mp.get_context("spawn").Process(
             target=latency,
-            args=(str(bundle.path), args.threads, rx.endpoint, args.latency_frames, args.fps, streams),
+            args=(str(bundle.path), rx.endpoint, args.latency_frames, args.fps, streams),
         )
         proc.start()
         proc.join()

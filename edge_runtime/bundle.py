@@ -170,6 +170,13 @@ class Bundle:
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        # No spin-waiting of the intra-op threads after a run: between runs this process decodes,
+        # captures or reduces in Python, and threads spinning on the cores it needs slow it down.
+        # benchmarks/receiver.py at the receiver's default threads (2 on 2 cores), back to back:
+        # batched 2525 against 3009 frames/s with spinning, but the decode's share of the back
+        # half 0.39 against 0.58, batching 1.60 against 1.47 x, and the paced latency test's p99
+        # 6.3 ms against 12.8 (30.5 in another run). One thread has no pool to spin.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         spec = self.graphs[name]
         file = self.path / spec["file"]
         try:
