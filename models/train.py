@@ -66,8 +66,8 @@ class TrainConfig:
     # the training step's forward and backward through torch.compile (inductor: fuses each
     # BatchNorm and ReLU into its neighbours, which in eager mode are about 60% of a step: memory-
     # bound passes over activations that the convolutions on the bf16 units leave behind). abn-s,
-    # batch 64, 2 threads: 128 ms a step against 163 eager. off | on | auto (on where a C compiler
-    # is found; inductor needs one). Costs 20-40 s of compiling at the start.
+    # batch 64, 2 threads: 128 ms a step against 163 eager. off | on | auto (on where a C++
+    # compiler is found; inductor needs one). Costs 20-40 s of compiling at the start.
     compile: str = "off"
 
 
@@ -79,8 +79,9 @@ def _use_compile(mode: str) -> bool:
     compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         if mode == "on":
-            raise RuntimeError(
-                "compile 'on' needs a C++ compiler (inductor builds its kernels); none found on PATH"
+            raise ValueError(
+                "compile 'on' needs a C++ compiler (inductor builds its kernels); none found on PATH: "
+                "install g++ or use --compile auto / off"
             )
         log.info("training in eager mode: no C++ compiler on PATH for torch.compile")
     return compiler is not None

@@ -234,7 +234,7 @@ def test_compile_needs_a_cxx_compiler_only_when_asked_for(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("CXX", raising=False)
     assert _use_compile("auto") is False and _use_compile("off") is False
-    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+    with pytest.raises(ValueError, match="C\\+\\+ compiler"):
         _use_compile("on")
     with pytest.raises(ValueError, match="compile"):
         _use_compile("fast")
