@@ -71,9 +71,13 @@ def _blur(src, keep, r, integer, hs, col, out):
     h, w, nc = src.shape
     ur = np.uint64(r)
     uw1 = np.uint64(w - 1)
+    cf = col.reshape(-1)
+    m = cf.size
+    for j in range(m):  # zeroed first: the buffer comes from np.empty, and a float one may hold NaN
+        cf[j] = 0
     for y in range(h):
         for c in range(nc):
-            s = col[0, c] - col[0, c]  # zero of the sum's type
+            s = col[0, c]  # zero of the sum's type
             for d in range(r + 1):  # window of x = 0: src[0] r + 1 times, then src[1..r]
                 s += src[y, min(np.uint64(d), uw1), c]
             for _ in range(r):
@@ -83,10 +87,6 @@ def _blur(src, keep, r, integer, hs, col, out):
                 ux = np.uint64(x)
                 s += src[y, min(ux + ur + np.uint64(1), uw1), c]
                 s -= src[y, ux - ur if ux >= ur else np.uint64(0), c]
-    cf = col.reshape(-1)
-    m = cf.size
-    for j in range(m):
-        cf[j] = 0
     for d in range(-r, r + 1):
         hrow = hs[min(max(d, 0), h - 1)].reshape(-1)
         for j in range(m):

@@ -77,3 +77,16 @@ def test_option_for_other_mode_is_refused():
         kernels.reduce_image(img, keep, "zero", radius=2)
     with pytest.raises(ValueError, match="levels"):
         kernels.reduce_image(img, keep, "blur", levels=4)
+
+
+def test_feature_blur_ignores_what_its_uninitialised_buffers_held():
+    # the sums' buffers come from np.empty; one that happened to hold NaN made every output NaN
+    # (a flaky Hypothesis failure in CI): the kernel zeroes them before use
+    from edge_runtime.kernels.reduce import _blur_chw
+
+    feat = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    keep = np.zeros((3, 4), bool)
+    out = np.empty_like(feat)
+    hs, col = np.full((3, 4, 1), np.nan), np.full((4, 1), np.nan)
+    _blur_chw(feat, keep, 1, hs, col, out)
+    np.testing.assert_allclose(out, ref.reduce_features(feat, keep, "blur", radius=1), rtol=1e-6)
