@@ -77,7 +77,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -203,18 +202,13 @@ def base_config(args, epochs: int):
     )
 
 
-def _recipe(cfg) -> dict:
-    """A ``TrainConfig`` as JSON writes it (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-
-
 def _same_params(stored: dict, params: dict) -> bool:
     """``stored`` (a run's params.json) describes the run ``params`` asks for: equal, where a
     recipe option that did not exist when the run was trained counts as its default (so that a new
     option, off by default, does not throw a 50-minute model away)."""
-    from edge_runtime.models.train import TrainConfig
+    from edge_runtime.models.train import TrainConfig, recipe
 
-    defaults = _recipe(TrainConfig())
+    defaults = recipe(TrainConfig())
     config = stored.get("config")
     if isinstance(config, dict):
         stored = stored | {"config": {k: config.get(k, defaults.get(k)) for k in set(config) | set(defaults)}}
@@ -226,11 +220,11 @@ def _trained(work: Path, name: str, cfg, train_ds, val_ds, params: dict):
     A new model trains in a folder beside and replaces the old one only when it is complete."""
     import shutil
 
-    from edge_runtime.models.train import load_checkpoint, train
+    from edge_runtime.models.train import load_checkpoint, recipe, train
 
     run = work / name
     meta, ckpt = run / "params.json", run / "checkpoint.pt"
-    params = params | {"config": _recipe(cfg)}
+    params = params | {"config": recipe(cfg)}
     if not (ckpt.is_file() and meta.is_file() and _same_params(json.loads(meta.read_text()), params)):
         t0 = time.perf_counter()
         tmp = work / f"{name}.training"
@@ -755,6 +749,7 @@ def run(argv=None) -> int:
     from benchmarks.scene_cache import cached_frames
     from edge_runtime.datasets import with_decoys
     from edge_runtime.models.retrain import pointing_game, record
+    from edge_runtime.models.train import recipe
 
     args = parse_args(argv)
     args.shares = sorted(args.shares)
@@ -1049,7 +1044,7 @@ def run(argv=None) -> int:
         "(the decoy-free reference: the same scenes without the patch)",
         "validation_scenes": f"datasets 'fashion' validation 0..{args.num_val - 1}, decoy='random'",
         "test_scenes": f"datasets 'fashion' test 0..{args.num_test - 1}, decoy='random'",
-        "base_recipe": _recipe(cfg),
+        "base_recipe": recipe(cfg),
         "retraining": retraining
         | {
             "grid_ours": grids(ctx)["ours"],

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from edge_runtime.detection import DetectionParams, mean_average_precision, postprocess
 from edge_runtime.models.data import MEAN, STD, to_tensor
 from edge_runtime.models.detect import build_detector, detection_loss, targets
-from edge_runtime.models.train import _use_bf16, _use_compile
+from edge_runtime.models.train import _use_bf16, _use_compile, recipe
 
 __all__ = ["DetectTrainConfig", "train_detector", "evaluate_detector", "detect_batch", "load_detector"]
 
@@ -158,8 +158,7 @@ def _save(path: Path, model, cfg: DetectTrainConfig, data, size: int, history: l
             "classes": list(data.classes),
             "input": {"size": [size, size], "mean": list(MEAN), "std": list(STD)},
             "detection": DetectionParams(cfg.score_threshold, cfg.nms_iou).to_dict(),
-            "train": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
-            | {"num_train": len(data), "data_task": data.task},
+            "train": recipe(cfg) | {"num_train": len(data), "data_task": data.task},
             "history": history,
         },
         tmp,

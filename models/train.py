@@ -26,7 +26,7 @@ from edge_runtime.models.data import MEAN, STD, ArrayDataset, to_tensor
 from edge_runtime.models.networks import build_model
 from edge_runtime.photos import CAMERAS
 
-__all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of", "map_loss"]
+__all__ = ["TrainConfig", "train", "evaluate", "load_checkpoint", "logits_of", "map_loss", "recipe"]
 
 log = logging.getLogger(__name__)
 _TYPICAL = CAMERAS["typical"]
@@ -69,6 +69,11 @@ class TrainConfig:
     # batch 64, 2 threads: 128 ms a step against 163 eager. off | on | auto (on where a C++
     # compiler is found; inductor needs one). Costs 20-40 s of compiling at the start.
     compile: str = "off"
+
+
+def recipe(cfg) -> dict:
+    """A training config (a flat dataclass) as JSON holds it: tuples as lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
 
 
 def _use_compile(mode: str) -> bool:
@@ -342,8 +347,7 @@ def _save(path: Path, model, cfg: TrainConfig, data: ArrayDataset, history: list
                 "mean": list(MEAN),
                 "std": list(STD),
             },
-            "train": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
-            | {"num_train": len(data)},
+            "train": recipe(cfg) | {"num_train": len(data)},
             "history": history,
         },
         tmp,

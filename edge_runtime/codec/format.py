@@ -442,15 +442,11 @@ def get_scale_codes(
     out: list[int] = []
     v = 0
     for i in range(n):
-        if pos < end and mv[pos] < 0x80:  # a one-byte varint (most codes): no call
-            u = mv[pos]
-            pos += 1
-        else:
-            u, pos = get_varint(mv, pos, end, "scale code", 1 << 20)
+        u, pos = get_varint(mv, pos, end, "scale code", 1 << 20)
         if base is not None:
-            v = base[i] + ((u >> 1) ^ -(u & 1))  # unzz64, inline
+            v = base[i] + unzz64(u)
         else:
-            v = v + ((u >> 1) ^ -(u & 1)) if i else u
+            v = v + unzz64(u) if i else u
         if not 0x0400 <= v << shift <= F16_MAX_BITS or v < 0:
             raise HeaderError(f"scale code {v} does not stand for a positive finite float16")
         out.append(v)

@@ -54,10 +54,10 @@ def test_grids_are_scale_free_and_ours_also_chooses_what_the_perception_branch_s
 def test_a_run_trained_before_a_new_recipe_option_existed_is_reused_while_that_option_is_off():
     from dataclasses import asdict
 
-    from edge_runtime.models.train import TrainConfig
+    from edge_runtime.models.train import TrainConfig, recipe
 
     def params(cfg):
-        return {"p": 0.85, "config": decoy._recipe(cfg)}
+        return {"p": 0.85, "config": recipe(cfg)}
 
     cfg = decoy.base_config(argparse.Namespace(augment=False, threads=2), 8)
     old = params(cfg)
