@@ -398,7 +398,9 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()
     train_data, test_data = _data(args)
     print(f"training {args.arch} on {len(train_data)} images, validating on {len(test_data)}")
-    path = train(cfg, train_data, test_data, args.out, data_seconds=time.perf_counter() - t0)
+    path = train(
+        cfg, train_data, test_data, args.out, progress=not args.no_progress, data_seconds=time.perf_counter() - t0
+    )
     print(f"checkpoint: {path}")
     if args.export:
         return _export(path, args.export, None, None)

@@ -13,12 +13,13 @@ from benchmarks import training  # noqa: E402
 
 
 @pytest.mark.slow
-def test_record_reads_the_recipes_own_times_and_compares_bundles_on_validation(tmp_path):
+def test_record_reads_the_recipes_own_times_and_compares_bundles_on_validation(tmp_path, capsys):
     from edge_runtime.cli import main
 
     run, ft, bundle = tmp_path / "run", tmp_path / "ft", tmp_path / "bundle"
     common = ["--num-train", "96", "--num-val", "32", "--epochs", "1", "--threads", "1", "--no-progress"]
     assert main(["train", "--out", str(run), "--size", "64", "--batch-size", "32", *common]) == 0
+    assert "epoch 1/1" not in capsys.readouterr().err  # --no-progress: no epoch bar either
     assert (
         main(["finetune", str(run / "checkpoint.pt"), "--out", str(ft), "--export", str(bundle), *common])
         == 0
