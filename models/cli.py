@@ -399,7 +399,12 @@ def cmd_train(args) -> int:
     train_data, test_data = _data(args)
     print(f"training {args.arch} on {len(train_data)} images, validating on {len(test_data)}")
     path = train(
-        cfg, train_data, test_data, args.out, progress=not args.no_progress, data_seconds=time.perf_counter() - t0
+        cfg,
+        train_data,
+        test_data,
+        args.out,
+        progress=not args.no_progress,
+        data_seconds=time.perf_counter() - t0,
     )
     print(f"checkpoint: {path}")
     if args.export:

@@ -209,6 +209,30 @@ def test_tcoder_corrupt_streams_raise_coder_error():
             tcoder.decode_predicted(bad, ref.shape, 2, False, ref, None)
 
 
+def test_frames_coded_alone_share_zero_references_that_stay_zero():
+    # a frame with no reference is predicted from one zero pair per shape, made once and only
+    # read by the coder: after encoding, decoding and a corrupt stream it is still all zero
+    rng = np.random.default_rng(7)
+    sym = rng.integers(0, 8, (3, 5, 6)).astype(np.uint8)
+    keep = rng.random((5, 6)) < 0.6
+    sym[:, ~keep] = 0
+    buf, _ = tcoder.encode_predicted(sym, keep, 3, None, None, tcoder.V5)
+    out, k, _ = tcoder.decode_predicted(buf, sym.shape, 3, True, None, None, tcoder.V5)
+    np.testing.assert_array_equal(out, sym)
+    np.testing.assert_array_equal(k, keep)
+    for _ in range(20):  # garbage: decodes to something or raises CoderError, writes nothing shared
+        try:
+            tcoder.decode_predicted(bytes(rng.integers(1, 256, 40, np.uint8)), sym.shape, 3, True, None, None)
+        except tcoder.CoderError:
+            pass
+    pred, prev_keep = tcoder._no_ref_arrays(sym.shape)
+    assert not pred.any() and not prev_keep.any()
+    assert tcoder._no_ref_arrays(sym.shape)[0] is pred  # made once
+    for i in range(40):  # shapes come from messages: the cache stays bounded
+        tcoder._no_ref_arrays((1, 1, i + 1))
+    assert len(tcoder._NO_REF) <= 16
+
+
 def test_ack_v2_round_trip_and_v1_still_read():
     a = decode_ack(encode_ack("cam-ü", 5, 12, decoded=11))
     assert a == ("cam-ü", 5, 12) and a.decoded == 11
