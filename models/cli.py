@@ -144,7 +144,7 @@ def _add_map_weight(p: argparse.ArgumentParser, text: str) -> None:
     p.add_argument("--map-weight", type=float, default=1.0, help=f"{text} (default: %(default)s)")
 
 
-def _add_data_args(p: argparse.ArgumentParser, *, num_train: int) -> None:
+def _add_data_args(p: argparse.ArgumentParser, *, num_train: int | None) -> None:
     """Data, seed and threads: shared by ``train`` and ``finetune`` (both read them in ``_data``)."""
     from edge_runtime.datasets import DEFAULT_TASK, TASKS
 
@@ -159,7 +159,12 @@ def _add_data_args(p: argparse.ArgumentParser, *, num_train: int) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
-        "--num-train", type=int, default=num_train, help="built-in scenes to train on (default: %(default)s)"
+        "--num-train",
+        type=int,
+        default=num_train,
+        help="built-in scenes to train on (default: %(default)s)"
+        if num_train is not None
+        else "built-in scenes to train on (default: 12000; a detector: 4000 frames it never trained on)",
     )
     p.add_argument(
         "--num-val",
@@ -528,14 +533,20 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     _add_byo_args(p)
     p.add_argument("--out", default="runs/finetune", help="run folder for the new checkpoint.pt")
     p.add_argument("--export", metavar="DIR", help="export a bundle to DIR when fine-tuning ends")
-    _add_data_args(p, num_train=12000)
-    p.add_argument("--epochs", type=int, default=3, help="passes over the training set")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--keep-min", type=float, default=0.05, help="smallest keep ratio drawn")
-    p.add_argument("--keep-max", type=float, default=0.7, help="largest keep ratio drawn (besides 1.0)")
+    # budget and ranges: None is the model's own default (the classifier's, or a detector's:
+    # models.detect_finetune.DetectFinetuneConfig, the detection benchmark's fair-baseline budget)
+    _add_data_args(p, num_train=None)
+    p.add_argument("--epochs", type=int, help="passes over the training set (default: 3; a detector: 1)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: 64; a detector: 32)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3; a detector: 5e-4)")
+    p.add_argument(
+        "--keep-min", type=float, help="smallest keep ratio drawn (default: 0.05; a detector: 0.1)"
+    )
+    p.add_argument(
+        "--keep-max", type=float, help="largest keep ratio drawn besides 1.0 (default: 0.7; a detector: 0.95)"
+    )
     p.add_argument("--p-full", type=float, default=0.2, help="probability of no mask")
-    p.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 6, 8], help="bit depths drawn")
+    p.add_argument("--bits", type=int, nargs="+", help="bit depths drawn (default: 2 3 4 6 8)")
     p.add_argument("--p-float", type=float, default=0.1, help="probability of no quantization")
     p.add_argument("--train-bottleneck", action="store_true", help="also train the split's 1x1 bottleneck")
     p.add_argument("--distill", type=float, default=1.0, help="weight of KL to the original model")
@@ -546,9 +557,10 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name in the manifest (default: the architecture)")
 
 
-def _masked_quant_options(args) -> dict:
-    """The options both fine-tuning paths share (``models.finetune.MaskedQuantConfig``)."""
-    return {
+def _masked_quant_options(args, distill: bool = True) -> dict:
+    """The options the fine-tuning paths share (``models.finetune.MaskedQuantConfig``), those
+    given: the config's own defaults stand for the rest."""
+    opts = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -556,11 +568,13 @@ def _masked_quant_options(args) -> dict:
         "keep_min": args.keep_min,
         "keep_max": args.keep_max,
         "p_full": args.p_full,
-        "bits": tuple(args.bits),
+        "bits": None if args.bits is None else tuple(args.bits),
         "p_float": args.p_float,
-        "distill": args.distill,
         "threads": args.threads,
     }
+    if distill:
+        opts["distill"] = args.distill
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def cmd_finetune_onnx(args) -> int:
@@ -627,6 +641,12 @@ def cmd_finetune_onnx(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    from edge_runtime.models.detect_cli import cmd_finetune_detect, is_detector_checkpoint
+
+    if args.checkpoint and not args.onnx and is_detector_checkpoint(args.checkpoint):
+        return cmd_finetune_detect(args, _masked_quant_options(args, distill=False))
+    if args.num_train is None:
+        args.num_train = 12000
     if args.onnx:
         return cmd_finetune_onnx(args)
     if not args.checkpoint:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["cmd_train_detect", "export_detector", "is_detector_checkpoint", "detect_task_of"]
+__all__ = [
+    "cmd_train_detect",
+    "cmd_finetune_detect",
+    "export_detector",
+    "is_detector_checkpoint",
+    "detect_task_of",
+]
 
 DEFAULT_ARCH = "centernet-s"
 
@@ -63,6 +69,39 @@ def cmd_train_detect(args) -> int:
     return 0
 
 
+def cmd_finetune_detect(args, options: dict) -> int:
+    """``edge-runtime finetune`` of a detector checkpoint: its back half on reduced split tensors
+    (:mod:`models.detect_finetune`); ``options``: the shared fine-tuning options given."""
+    from edge_runtime.datasets import DEFAULT_DETECT_TASK, load_boxes
+    from edge_runtime.models.detect_finetune import TRAIN_START, DetectFinetuneConfig, finetune_detector
+    from edge_runtime.models.detect_train import load_detector
+
+    if args.data:
+        raise ValueError("a detector fine-tunes on the built-in detection scenes (no --data)")
+    if args.train_bottleneck:
+        raise ValueError("--train-bottleneck is for the classifier; a detector's front stays as it is")
+    model, ckpt = load_detector(args.checkpoint)
+    task = (ckpt.get("train") or {}).get("data_task") or DEFAULT_DETECT_TASK
+    if args.num_train is not None:
+        options["images"] = args.num_train
+    cfg = DetectFinetuneConfig(**options)
+    size = int(ckpt["input"]["size"][0])
+    progress = not args.no_progress
+    train = load_boxes(task, "train", cfg.images, size=size, start=TRAIN_START, progress=progress)
+    val = load_boxes(task, "validation", args.num_val, size=size, progress=progress)
+    print(f"fine-tuning {args.checkpoint} ({task}) on {len(train)} frames, validating on {len(val)}")
+    path = finetune_detector(model, ckpt, cfg, train, val, args.out, progress=progress)
+    import torch
+
+    rec = torch.load(path, map_location="cpu", weights_only=True)["finetune"]
+    for when in ("before", "after"):
+        print(f"{when}: " + ", ".join(f"{k} {v}" for k, v in rec[when].items() if k.startswith("map50")))
+    print(f"checkpoint: {path}")
+    if args.export:
+        return export_detector(path, args.export, args.name, None)
+    return 0
+
+
 def is_detector_checkpoint(path) -> bool:
     """True when ``path`` is a checkpoint written by ``train --task detect``."""
     import torch
@@ -88,6 +127,8 @@ def export_detector(checkpoint, out, name, variants) -> int:
 
     model, ckpt = load_detector(checkpoint)
     final = ckpt["history"][-1] if ckpt.get("history") else {}
+    if ckpt.get("finetune"):  # models.detect_finetune: scored after, on validation
+        final = ckpt["finetune"]["after"]
     metrics = {k: final[k] for k in ("map", "map50", "map75", "n", "objects") if k in final}
     d = ckpt.get("detection", {})
     params = DetectionParams(float(d.get("score_threshold", 0.3)), float(d.get("nms_iou", 0.5)))
@@ -105,7 +146,10 @@ def export_detector(checkpoint, out, name, variants) -> int:
             params=params,
             variants=variants,
             metrics=metrics,
-            extra={"training": ckpt.get("train", {})},
+            extra={
+                "training": ckpt.get("train", {})
+                | ({"finetune": ckpt["finetune"]} if ckpt.get("finetune") else {})
+            },
         )
     print(
         f"bundle {out}: task detect, model id {manifest['model_id'][:16]}, graphs {sorted(manifest['graphs'])}"

@@ -88,6 +88,26 @@ def test_train_command_writes_a_detector_checkpoint(tmp_path, capsys):
     logits, boxes = model(torch.zeros(1, 3, 64, 64))
     assert logits.shape == (1, 256, 10) and boxes.shape == (1, 256, 4)
 
+    # masking-aware fine-tuning of its back half: `finetune` knows a detector checkpoint
+    from edge_runtime.models.detect_finetune import BACK_MODULES
+
+    ft = tmp_path / "ft"
+    argv = ["finetune", str(ckpt), "--num-train", "32", "--num-val", "8", "--batch-size", "16",
+            "--threads", "1", "--out", str(ft), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "fine-tuning" in capsys.readouterr().out
+    tuned, meta = load_detector(ft / "checkpoint.pt")
+    rec = meta["finetune"]
+    assert rec["images"] == 32 and rec["epochs"] == 1 and rec["lr"] == 5e-4  # the detector's defaults
+    assert {"map50", "map50_fused_keep0.4_3bit"} <= set(rec["before"]) & set(rec["after"])
+    old, new = model.state_dict(), tuned.state_dict()
+    back = [k for k in old if k.split(".")[0] in BACK_MODULES]
+    # the edge's graph (front, objectness) and every BatchNorm statistic stay; the back half trains
+    assert all(torch.equal(old[k], new[k]) for k in old if k not in back or "running" in k)
+    assert any(not torch.equal(old[k], new[k]) for k in back)
+    code = main(["finetune", str(ckpt), "--train-bottleneck", "--out", str(tmp_path / "x"), "--no-progress"])
+    assert code == 2 and "error: --train-bottleneck is for the classifier" in capsys.readouterr().err
+
 
 def test_train_command_errors_name_the_problem(tmp_path, capsys):
     from edge_runtime.cli import main
