@@ -522,7 +522,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
         nargs="?",
-        help="checkpoint.pt of an ABN written by `edge-runtime train` (or use --onnx)",
+        help="checkpoint.pt written by `edge-runtime train`: an ABN, or a detector (--task detect); or use --onnx",
     )
     p.add_argument("--onnx", metavar="MODEL", help="fine-tune an outside ONNX classifier's back half instead")
     p.add_argument("--at", help="--onnx: the tensor to split at")
