@@ -91,11 +91,6 @@ def cmd_finetune_detect(args, options: dict) -> int:
     val = load_boxes(task, "validation", args.num_val, size=size, progress=progress)
     print(f"fine-tuning {args.checkpoint} ({task}) on {len(train)} frames, validating on {len(val)}")
     path = finetune_detector(model, ckpt, cfg, train, val, args.out, progress=progress)
-    import torch
-
-    rec = torch.load(path, map_location="cpu", weights_only=True)["finetune"]
-    for when in ("before", "after"):
-        print(f"{when}: " + ", ".join(f"{k} {v}" for k, v in rec[when].items() if k.startswith("map50")))
     print(f"checkpoint: {path}")
     if args.export:
         return export_detector(path, args.export, args.name, None)

@@ -83,11 +83,10 @@ class DetectFinetuneConfig:
             raise ValueError(f"bits must be depths in 1..8, got {self.bits!r}")
 
 
-@torch.no_grad()
-def _front(model, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _split_and_map(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The split tensor and the fused attention map at its resolution (the edge's ``fused``)."""
-    f, layers = model.features(to_tensor(images))
-    m = fuse(layers, FUSION_WEIGHTS, map_size_for(images.shape[1:3]))
+    f, layers = model.features(x)
+    m = fuse(layers, FUSION_WEIGHTS, map_size_for(tuple(x.shape[2:])))
     return f, F.interpolate(m, size=f.shape[2:], mode="bilinear", align_corners=False)
 
 
@@ -111,9 +110,7 @@ class _Reduced(torch.nn.Module):
         self.model, self.keep, self.bits = model, keep, bits
 
     def forward(self, x):
-        f, layers = self.model.features(x)
-        m = fuse(layers, FUSION_WEIGHTS, map_size_for(tuple(x.shape[2:])))
-        m = F.interpolate(m, size=f.shape[2:], mode="bilinear", align_corners=False)
+        f, m = _split_and_map(self.model, x)
         n = f.shape[0]
         return self.model.back(
             fake_quantize(f, keep_top(m, torch.full((n,), self.keep)), torch.full((n,), self.bits))
@@ -149,6 +146,8 @@ def finetune_detector(
     k = len(ckpt["classes"])
     before = _scores(model, val, params, k, cfg)
     log.info("before fine-tuning: %s", before)
+    if progress:
+        tqdm.write(f"before: {before}")
     back = [p for name, p in model.named_parameters() if name.split(".")[0] in BACK_MODULES]
     for name, p in model.named_parameters():
         p.requires_grad_(name.split(".")[0] in BACK_MODULES)
@@ -161,7 +160,8 @@ def finetune_detector(
         bar = tqdm(range(steps), desc=f"fine-tune {epoch + 1}/{cfg.epochs}", disable=not progress)
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            f, fused = _front(model, train.images[idx])
+            with torch.no_grad():
+                f, fused = _split_and_map(model, to_tensor(train.images[idx]))
             tgt = targets(
                 [train.boxes[i] for i in idx], [train.labels[i] for i in idx], k, train.images.shape[1]
             )
@@ -180,6 +180,8 @@ def finetune_detector(
         p.requires_grad_(True)
     after = _scores(model, val, params, k, cfg)
     log.info("after fine-tuning: %s (%.1f s)", after, seconds)
+    if progress:
+        tqdm.write(f"after: {after}")
     record = asdict(cfg) | {"before": before, "after": after, "seconds": round(seconds, 1),
                             "n_train": len(train), "n_validation": len(val)}  # fmt: skip
     path = out_dir / "checkpoint.pt"
