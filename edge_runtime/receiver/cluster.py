@@ -119,10 +119,11 @@ class ClusterConfig:
 
 @dataclass
 class Done:
-    """A finished request: its token, and logits or the error that ended its tries."""
+    """A finished request: its token, and its outputs (logits; for a detection bundle
+    ``(logits, boxes)``) or the error that ended its tries."""
 
     token: Any
-    logits: np.ndarray | None
+    logits: np.ndarray | tuple[np.ndarray, np.ndarray] | None
     error: str | None
     tries: int
 

@@ -193,6 +193,7 @@ class _Slot:
     scores: np.ndarray | None = None
     batch: int = 0
     error: str | None = None
+    detections: list | None = None  # detection bundles: after NMS
 
 
 class Engine:
@@ -417,7 +418,7 @@ class Engine:
         while q and q[0].ready:
             s = q.popleft()
             if s.error is None:
-                self._emit_result(s.frame, s.bundle, s.scores, s.batch)
+                self._emit_result(s.frame, s.bundle, s.scores, s.batch, s.detections)
             else:
                 if self.ledger is not None:
                     self.ledger.release(s.frame.stream_id, s.frame.epoch, s.frame.seq)
@@ -439,6 +440,11 @@ class Engine:
             if d.error is not None:
                 self._rlog.log(logging.ERROR, "inference", "back half on the cluster failed on a batch of %d "
                                "after %d tries: %s", len(slots), d.tries, d.error)  # fmt: skip
+                scores = [None] * len(slots)
+            elif slots[0].bundle.task == "detect":  # one request, one model; NMS here, as in-process
+                logits, boxes = d.logits
+                for s, lo, bo in zip(slots, logits, boxes, strict=True):
+                    s.detections = postprocess(lo, bo, s.bundle.detection)
                 scores = [None] * len(slots)
             else:
                 scores = softmax(d.logits.astype(np.float64))

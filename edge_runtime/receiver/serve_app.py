@@ -2,7 +2,8 @@
 
 Each replica loads the bundles from their paths (the same path on every node of the cluster) and
 runs ``back.onnx`` with ONNX Runtime. A request is one micro-batch from an ingest process:
-``(model id, float32 array (n, C, H, W))`` -> logits ``(n, classes)``. ``@serve.batch`` merges
+``(model id, float32 array (n, C, H, W))`` -> logits ``(n, classes)``, or for a detection bundle
+``(logits (n, P, K), boxes (n, P, 4))`` (NMS stays with the ingest, as in-process). ``@serve.batch`` merges
 the requests of all ingest processes that arrive together into one ONNX run per model, up to
 ``max_batch_size`` frames (counted in frames, not requests) or ``batch_wait_timeout_s``.
 
@@ -51,21 +52,24 @@ class BackHalf:
     def stats(self) -> dict:
         return {"batches": self.batches}
 
-    async def __call__(self, model_id: bytes, x: np.ndarray) -> np.ndarray:
+    async def __call__(self, model_id: bytes, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         if model_id not in self.bundles:
             raise ValueError(f"model {model_id.hex()} is not served by this deployment")
         return await self._batched((model_id, x))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, batch_size_fn=frames_in)
-    async def _batched(self, items: list[tuple[bytes, np.ndarray]]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(items)
+    async def _batched(self, items: list[tuple[bytes, np.ndarray]]) -> list:
+        out: list = [None] * len(items)
         for mid in {m for m, _ in items}:
             idx = [i for i, (m, _) in enumerate(items) if m == mid]
             xs = [items[i][1] for i in idx]
-            logits = self.bundles[mid].back(xs[0] if len(xs) == 1 else np.concatenate(xs))
+            b = self.bundles[mid]
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            outputs = b.detect(x) if b.task == "detect" else (b.back(x),)
             self.batches += 1
             start = 0
             for i, x in zip(idx, xs, strict=True):
-                out[i] = logits[start : start + len(x)]
+                part = tuple(o[start : start + len(x)] for o in outputs)
+                out[i] = part if b.task == "detect" else part[0]
                 start += len(x)
         return out

@@ -259,12 +259,6 @@ class Receiver:
             ]
         self.max_message_bytes = limits_for(bundles, self.max_streams).max_message_bytes
         if self.cluster is not None:
-            detect = [str(b.path) for b in bundles if b.task == "detect"]
-            if detect:
-                raise ConfigError(
-                    f"cluster mode (--ray) serves classification bundles only; {detect[0]} is a detection "
-                    "bundle: serve it in-process or with --workers"
-                )
             self._start_cluster(bundles)
         front = self._public_socket()
         if self._backend is not None:

@@ -12,13 +12,15 @@ import pytest
 from helpers.system import require
 
 from benchmarks.harness.receiver import Sender, make_messages
+from edge_runtime.bundle import DETECT_BUNDLE, load_bundle
 from edge_runtime.cli import main
 from edge_runtime.config import config_from_dict
+from edge_runtime.detection import FrameGeometry
 from edge_runtime.pipeline import EdgeLoop, EdgePipeline
 from edge_runtime.receiver import Receiver, Result
 from edge_runtime.receiver.cluster import ClusterConfig
 from edge_runtime.sender import Sender as EdgeSender
-from edge_runtime.sources import FrameFeed
+from edge_runtime.sources import Captured, DetectionSceneSource, FrameFeed
 
 pytestmark = pytest.mark.slow
 
@@ -102,6 +104,42 @@ def test_results_equal_the_in_process_receivers(bundle, ray_address, deployment)
         else:
             np.testing.assert_allclose(r.scores, w.scores, atol=1e-5)
     assert len(_replicas("t-e2e")) == 2
+
+
+def test_detection_bundle_through_the_cluster_gives_the_in_process_boxes(ray_address, deployment):
+    """The back half of a detection bundle on the replicas (logits and boxes back), NMS and the
+    frame-pixel boxes at the ingest: the same detections as the in-process receiver's."""
+    b = load_bundle(DETECT_BUNDLE, threads=1)
+    src = DetectionSceneSource(seed=7, frame_hw=(144, 192))  # 2-3 tracks over these frames
+    frames = [src.read() for _ in range(80)][::4]
+    blank = Captured(np.full((144, 192, 3), 96, np.uint8), 80, time.time_ns(), truth=(np.zeros((0, 4)), []))
+    cfg = config_from_dict(
+        {"importance": {"provider": "grad_selective"}, "reduce": {"value": 0.5}, "codec": {"temporal": "off"},
+         "runtime": {"stream_id": "cam0"}},
+        env={},
+    )  # fmt: skip
+    pipe = EdgePipeline(b, cfg)
+    outs = [pipe.process(f, i) for i, f in enumerate([*frames, blank])]
+    assert outs[-1].empty and not all(o.empty for o in outs)
+    msgs = [o.message for o in outs]
+    geometry = FrameGeometry({"cam0": (144, 192)})
+    _, ref, _ = _run(b, msgs, geometry=geometry)
+    cluster = ClusterConfig(address=ray_address, deployment=deployment("t-detect"))
+    _, got, totals = _run(b, msgs, cluster=cluster, geometry=geometry)
+    assert totals["results"] == len(msgs) and totals["rejected"] == {}
+    assert [r.seq for r in got] == list(range(len(msgs)))  # in order
+    want = {r.seq: r for r in ref}
+    assert sum(len(r.detections or ()) for r in got) > 0
+    for r in got:
+        w = want[r.seq]
+        assert r.task == "detect" and r.coords == "frame" and r.frame_size == (144, 192)
+        if w.detections is None:
+            assert r.detections is None  # the empty message
+            continue
+        assert [d["class"] for d in r.detections] == [d["class"] for d in w.detections]
+        for d, e in zip(r.detections, w.detections, strict=True):
+            np.testing.assert_allclose(d["box"], e["box"], atol=1e-2)
+            assert abs(d["score"] - e["score"]) < 1e-4
 
 
 def test_reliable_edge_through_the_cluster_gets_every_frame_acknowledged(bundle, ray_address, deployment):
