@@ -68,8 +68,8 @@ class BackHalf:
             outputs = b.detect(x) if b.task == "detect" else (b.back(x),)
             self.batches += 1
             start = 0
-            for i, x in zip(idx, xs, strict=True):
-                part = tuple(o[start : start + len(x)] for o in outputs)
+            for i, xi in zip(idx, xs, strict=True):
+                part = tuple(o[start : start + len(xi)] for o in outputs)
                 out[i] = part if b.task == "detect" else part[0]
-                start += len(x)
+                start += len(xi)
         return out
