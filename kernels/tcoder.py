@@ -311,8 +311,7 @@ def encode_predicted(
     codes no mask; masked positions of ``sym`` must be zero. ``state``: the probability state to
     start from (the reference's, or None: :func:`new_state`). Returns the bytes and the state the
     coder ended in (the next frame predicted from this one starts there)."""
-    no_ref = pred is None
-    sym, pred, prev_keep = _no_ref(sym, pred, prev_keep)
+    sym, pred, prev_keep, no_ref = _no_ref(sym, pred, prev_keep)
     _check(sym, keep, pred, prev_keep, bits, variant, no_ref)
     C, H, W = sym.shape
     if sym.size and int(sym.max()) >= (1 << bits):
@@ -330,9 +329,10 @@ def encode_predicted(
 
 
 def _no_ref(sym, pred, prev_keep):
+    """``(sym, pred, prev_keep, coded alone)``: without ``pred``, the shared zero pair."""
     if pred is None and isinstance(sym, np.ndarray) and sym.ndim == 3:
-        return (sym, *_no_ref_arrays(sym.shape))
-    return sym, pred, prev_keep
+        return (sym, *_no_ref_arrays(sym.shape), True)
+    return sym, pred, prev_keep, False
 
 
 _NO_REF: dict = {}
@@ -366,8 +366,7 @@ def decode_predicted(
     stream is corrupt."""
     C, H, W = shape
     sym = np.zeros((C, H, W), np.uint8)
-    no_ref = pred is None
-    sym, pred, prev_keep = _no_ref(sym, pred, prev_keep)
+    sym, pred, prev_keep, no_ref = _no_ref(sym, pred, prev_keep)
     _check(sym, None, pred, prev_keep, bits, variant, no_ref)
     keep = np.zeros((H, W), np.bool_) if has_mask else np.ones((H, W), np.bool_)
     prev_keep = np.ones((H, W), np.bool_) if prev_keep is None else np.ascontiguousarray(prev_keep)

@@ -38,6 +38,9 @@ LOSSES = ("att", "per", "map", "rrr")
 #: The method's loss, L_att + L_per + gamma * ||M' - M||^2; "rrr" (models/rrr.py, the peer
 #: method: an input-gradient penalty outside the teacher map) is an option beside it.
 DEFAULT_LOSSES = ("att", "per", "map")
+#: scenes the classifier's masking- and quantization-aware fine-tuning trains on (a detector's:
+#: models.detect_finetune.DetectFinetuneConfig.images; not imported here: the CLI loads no torch)
+FINETUNE_IMAGES = 12000
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -164,7 +167,8 @@ def _add_data_args(p: argparse.ArgumentParser, *, num_train: int | None) -> None
         default=num_train,
         help="built-in scenes to train on (default: %(default)s)"
         if num_train is not None
-        else "built-in scenes to train on (default: 12000; a detector: 4000 frames it never trained on)",
+        else f"built-in scenes to train on (default: {FINETUNE_IMAGES}; a detector: 4000 frames it never "
+        "trained on)",
     )
     p.add_argument(
         "--num-val",
@@ -646,7 +650,7 @@ def cmd_finetune(args) -> int:
     if args.checkpoint and not args.onnx and is_detector_checkpoint(args.checkpoint):
         return cmd_finetune_detect(args, _masked_quant_options(args, distill=False))
     if args.num_train is None:
-        args.num_train = 12000
+        args.num_train = FINETUNE_IMAGES
     if args.onnx:
         return cmd_finetune_onnx(args)
     if not args.checkpoint:
