@@ -204,8 +204,10 @@ def edge_settings(keeps=KEEPS, bits=BITS, skips=SKIPS) -> list[Setting]:
     return out
 
 
-def _edge_messages(bundle: Bundle, st: Stream, s: Setting, drop=(), variant=None) -> tuple[list, np.ndarray]:
-    """The pipeline over the stream in order; each frame's ack reaches the edge ``ACK_LAG`` frames
+def _edge_messages(
+    bundle: Bundle, st: Stream, s: Setting, drop=(), variant=None, ack_lag: int = ACK_LAG
+) -> tuple[list, np.ndarray]:
+    """The pipeline over the stream in order; each frame's ack reaches the edge ``ack_lag`` frames
     later, except for frames in ``drop`` (lost in transit: never decoded, never acknowledged)."""
     pipe = EdgePipeline(bundle, config_from_dict(s.config, env={}))
     if variant is not None:
@@ -215,7 +217,7 @@ def _edge_messages(bundle: Bundle, st: Stream, s: Setting, drop=(), variant=None
         t0 = time.perf_counter()
         msgs.append(pipe.process(Captured(im, i, 0), i).message)
         secs[i] = time.perf_counter() - t0
-        a = i - ACK_LAG + 1
+        a = i - ack_lag + 1
         if pipe.temporal and a >= 0 and a not in drop:
             pipe.encoder.acknowledge(pipe.stream_id, decoded=a)
     return msgs, secs
