@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import run_cli, write_result  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
+from edge_runtime.codec.format import REF_WINDOW  # noqa: E402
 from edge_runtime.config import config_from_dict  # noqa: E402
 
 NEW_SYMBOL_COST = 2  # symbols of a position the reference did not keep are coded alone: ~2 units
@@ -112,6 +113,10 @@ def run(argv=None) -> int:
     args = p.parse_args(argv)
     if args.step <= 0 or args.reach < 0:
         raise ValueError("--step must be > 0 and --reach >= 0")
+    if not all(1 <= lag <= REF_WINDOW for lag in args.lags) or args.frames <= max(args.lags):
+        raise ValueError(
+            f"--lags must lie in 1..{REF_WINDOW} (the encoder's reference window) and below --frames"
+        )
     grid = [round(float(v), 6) for v in np.arange(-args.reach, args.reach + 1e-9, args.step)]
     if 0.0 not in grid:
         raise ValueError("--reach must be a multiple of --step, so that the grid holds the zero shift")
@@ -154,9 +159,10 @@ def run(argv=None) -> int:
     summary = {"intra_top1": intra["top1"]} | {f"lag{r['lag']}": {k: r[k] for k in keys} for r in rows}
     print(write_result("temporal_motion", summary, params, rows, args.out))
     for r in rows:
+        ratio = "-" if r["cost_best_over_zero"] is None else f"{r['cost_best_over_zero']:.4f}"
         print(
             f"lag {r['lag']}: {r['frames']} frames, best shift not zero in {100 * r['share_best_shift_not_zero']:.1f} %, "
-            f"cost at best / at zero {r['cost_best_over_zero']:.4f}; temporal coding "
+            f"cost at best / at zero {ratio}; temporal coding "
             f"{r['temporal_bytes']:.1f} B ({r['temporal_vs_intra_bytes']:.3f} x intra), top-1 {100 * r['temporal_top1']:.2f} %"
         )
     return 0

@@ -49,7 +49,9 @@ def test_command_writes_the_lag_table(tmp_path):
     assert doc["parameters"]["shifts"]["count"] == 25
 
 
-@pytest.mark.parametrize("argv", [["--step", "0"], ["--reach", "1", "--step", "0.3"]])
+@pytest.mark.parametrize(
+    "argv", [["--step", "0"], ["--reach", "1", "--step", "0.3"], ["--lags", "0"], ["--lags", "9"]]
+)
 def test_bad_grid_is_an_error_line(argv, capsys):
     assert tm.main(argv) == 2
     assert capsys.readouterr().err.startswith("error: ")
