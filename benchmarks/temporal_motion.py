@@ -136,7 +136,7 @@ def run(argv=None) -> int:
             | {f"temporal_{k}": v for k, v in t.items()}
             | {"temporal_vs_intra_bytes": t["bytes"] / intra["bytes"]}
         )
-    c, h, w = b.split_shape
+    _, h, w = b.split_shape
     params = {
         "bundle": args.bundle or "shipped",
         "model_id": b.model_id,

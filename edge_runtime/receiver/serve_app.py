@@ -65,11 +65,12 @@ class BackHalf:
             xs = [items[i][1] for i in idx]
             b = self.bundles[mid]
             x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-            outputs = b.detect(x) if b.task == "detect" else (b.back(x),)
+            detect = b.task == "detect"
+            outputs = b.detect(x) if detect else b.back(x)
             self.batches += 1
             start = 0
             for i, xi in zip(idx, xs, strict=True):
-                part = tuple(o[start : start + len(xi)] for o in outputs)
-                out[i] = part if b.task == "detect" else part[0]
+                part = slice(start, start + len(xi))
+                out[i] = tuple(o[part] for o in outputs) if detect else outputs[part]
                 start += len(xi)
         return out
