@@ -15,7 +15,7 @@ Beside it, what the lag costs the shipped temporal coding: bytes and top-1 of th
 ``codec.temporal = on`` when each acknowledgement reaches the edge ``lag`` frames after its frame,
 against the same setting coded alone.
 
-    python benchmarks/temporal_motion.py [--task fashion] [--frames 600] [--keep 0.3 --bits 3]
+    python benchmarks/temporal_motion.py [--task fashion] [--frames 600] [--keep K --bits B: the shipped ones]
 """
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import run_cli, write_result  # noqa: E402
+from benchmarks.rate_select import mean_interval, ratio_interval  # noqa: E402
 from edge_runtime import datasets  # noqa: E402
 from edge_runtime.codec.format import REF_WINDOW  # noqa: E402
 from edge_runtime.config import config_from_dict  # noqa: E402
 
 NEW_SYMBOL_COST = 2  # symbols of a position the reference did not keep are coded alone: ~2 units
-TEMPORAL_SKIP = config_from_dict({}, env={}).codec.temporal_skip  # the shipped default
+SHIPPED = config_from_dict({}, env={})  # keep ratio, bits and temporal_skip default to the shipped ones
+TEMPORAL_SKIP = SHIPPED.codec.temporal_skip
 
 
 def _shifted(x: np.ndarray, keep: np.ndarray, dy: float, dx: float):
@@ -91,8 +93,20 @@ def temporal_bytes(bundle, st, keep: float, bits: int, lag: int | None) -> dict:
 
     s = _edge_setting(keep, bits, None if lag is None else TEMPORAL_SKIP)
     msgs, _ = _edge_messages(bundle, st, s, ack_lag=lag or 1)
-    top1 = float((decode_logits(bundle, msgs).argmax(1) == st.labels).mean())
-    return {"bytes": float(np.mean([len(m) for m in msgs])), "top1": top1, "messages": msgs}
+    correct = decode_logits(bundle, msgs).argmax(1) == st.labels
+    sizes = np.array([len(m) for m in msgs], np.float64)
+    return {
+        "bytes": float(sizes.mean()),
+        "top1": float(correct.mean()),
+        "top1_ci": mean_interval(_per_segment(correct, st.segments)),
+        "messages": msgs,
+        "segment_bytes": _per_segment(sizes, st.segments),
+    }
+
+
+def _per_segment(x: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Means per object: the units the intervals resample (as in ``rate_stream.by_segment``)."""
+    return np.bincount(segments, x.astype(np.float64)) / np.bincount(segments)
 
 
 def run(argv=None) -> int:
@@ -104,8 +118,8 @@ def run(argv=None) -> int:
     p.add_argument("--bundle", help="bundle folder (default: the shipped bundle)")
     p.add_argument("--task", default=datasets.DEFAULT_TASK)
     p.add_argument("--frames", type=int, default=600, help="test frames of the moving stream")
-    p.add_argument("--keep", type=float, default=0.3)
-    p.add_argument("--bits", type=int, default=3)
+    p.add_argument("--keep", type=float, default=SHIPPED.reduce.value)
+    p.add_argument("--bits", type=int, default=SHIPPED.quantize.bits)
     p.add_argument("--lags", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--reach", type=float, default=2.0, help="largest shift, feature cells")
     p.add_argument("--step", type=float, default=0.5, help="shift grid step, feature cells")
@@ -127,14 +141,19 @@ def run(argv=None) -> int:
     intra = temporal_bytes(b, st, args.keep, args.bits, None)
     dec = Decoder(model_ids=[b.model_id_bytes])
     tensors = [dec.decode(m).tensor for m in intra.pop("messages")]
+    intra_segments = intra.pop("segment_bytes")
     rows = []
     for lag in args.lags:
         t = temporal_bytes(b, st, args.keep, args.bits, lag)
         del t["messages"]
+        seg = t.pop("segment_bytes")
         rows.append(
             measure(tensors, st.segments, lag, shifts)
             | {f"temporal_{k}": v for k, v in t.items()}
-            | {"temporal_vs_intra_bytes": t["bytes"] / intra["bytes"]}
+            | {
+                "temporal_vs_intra_bytes": t["bytes"] / intra["bytes"],
+                "temporal_vs_intra_bytes_ci": ratio_interval(seg, intra_segments),
+            }
         )
     _, h, w = b.split_shape
     params = {
@@ -152,10 +171,18 @@ def run(argv=None) -> int:
         "feature_grid": [h, w],
         "input_px_per_cell": b.input.size[0] / h,
         "shifts": {"reach_cells": args.reach, "step_cells": args.step, "count": len(shifts)},
+        "intervals": "paired percentile bootstrap 95% over whole objects (scipy.stats.bootstrap)",
         "cost_proxy": f"sum |symbol residual| at positions both keep + {NEW_SYMBOL_COST} per symbol kept only now",
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    keys = ("share_best_shift_not_zero", "cost_best_over_zero", "temporal_vs_intra_bytes", "temporal_top1")
+    keys = (
+        "share_best_shift_not_zero",
+        "cost_best_over_zero",
+        "temporal_vs_intra_bytes",
+        "temporal_vs_intra_bytes_ci",
+        "temporal_top1",
+        "temporal_top1_ci",
+    )
     summary = {"intra_top1": intra["top1"]} | {f"lag{r['lag']}": {k: r[k] for k in keys} for r in rows}
     print(write_result("temporal_motion", summary, params, rows, args.out))
     for r in rows:
