@@ -417,11 +417,11 @@ def cmd_train(args) -> int:
     )
     print(f"checkpoint: {path}")
     if args.export:
-        return _export(path, args.export, None, None)
+        return _export(path, args.export, None, None, progress=not args.no_progress)
     return 0
 
 
-def _export(checkpoint, out, name, variants) -> int:
+def _export(checkpoint, out, name, variants, progress: bool = True) -> int:
     from edge_runtime.models.detect_cli import export_detector, is_detector_checkpoint
 
     if is_detector_checkpoint(checkpoint):
@@ -436,7 +436,10 @@ def _export(checkpoint, out, name, variants) -> int:
     metrics = {k: final[k] for k in ("top1", "top1_attention_branch", "n") if k in final}
     variants = GRAD_VARIANTS if variants is None else variants
     graphs = (4 if hasattr(model, "attention") else 2) + len(variants)
-    with tqdm(total=graphs, desc=f"export {out}", unit="graph", leave=False) as bar, export_progress(bar):
+    with (
+        tqdm(total=graphs, desc=f"export {out}", unit="graph", leave=False, disable=not progress) as bar,
+        export_progress(bar),
+    ):
         manifest = export_bundle(
             model,
             out,
@@ -668,10 +671,10 @@ def cmd_finetune(args) -> int:
     args.decoy = None
     train_data, test_data = _data(args)
     print(f"fine-tuning {args.checkpoint} on {len(train_data)} images, validating on {len(test_data)}")
-    path = finetune(model, ckpt, cfg, train_data, test_data, args.out)
+    path = finetune(model, ckpt, cfg, train_data, test_data, args.out, progress=not args.no_progress)
     print(f"checkpoint: {path}")
     if args.export:
-        return _export(path, args.export, args.name, None)
+        return _export(path, args.export, args.name, None, progress=not args.no_progress)
     return 0
 
 

@@ -148,14 +148,14 @@ def degrade(
 
 
 @torch.no_grad()
-def _front_cache(model, data: ArrayDataset, train_bottleneck: bool, batch: int = 256):
+def _front_cache(model, data: ArrayDataset, train_bottleneck: bool, batch: int = 256, progress: bool = True):
     """Frozen front outputs: the split tensor (or stage 3's output) and the fused attention map."""
     from edge_runtime.models.attention import FUSION_WEIGHTS, fuse, map_size_for
 
     model.eval()
     feats, fused = [], []
     map_size = map_size_for(data.images.shape[1:3])  # the map the front graph outputs
-    for i in tqdm(range(0, len(data), batch), desc="front cache", leave=False):
+    for i in tqdm(range(0, len(data), batch), desc="front cache", leave=False, disable=not progress):
         f, layers = model.features(to_tensor(data.images[i : i + batch]))
         feats.append((layers[2] if train_bottleneck else f).half())
         fused.append(fuse(layers, FUSION_WEIGHTS, map_size))
@@ -210,7 +210,7 @@ def finetune(
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    cached, fused = _front_cache(model, train_data, cfg.train_bottleneck)
+    cached, fused = _front_cache(model, train_data, cfg.train_bottleneck, progress=progress)
     labels = torch.from_numpy(train_data.labels)
     masks = torch.from_numpy(train_data.masks) if cfg.map_weight and train_data.masks is not None else None
 

@@ -24,6 +24,8 @@ def test_record_reads_the_recipes_own_times_and_compares_bundles_on_validation(t
         main(["finetune", str(run / "checkpoint.pt"), "--out", str(ft), "--export", str(bundle), *common])
         == 0
     )
+    err = capsys.readouterr().err  # nor the fine-tuning's cache, epoch or export bars
+    assert "front cache" not in err and "finetune 1/1" not in err and f"export {bundle}" not in err
     out = tmp_path / "training.json"
     argv = ["--run", str(run / "checkpoint.pt"), "--finetuned", str(ft / "checkpoint.pt"), "--bundle",
             str(bundle), "--previous", str(bundle), "-n", "24", "--out", str(out)]  # fmt: skip
