@@ -106,6 +106,53 @@ def test_camera_augment_share_picks_images_and_zero_keeps_the_random_stream():
         augment(images, np.random.default_rng(7), camera=1.5)
 
 
+def test_shift_flip_kernel_gives_the_pixels_of_the_opencv_warps_it_replaced():
+    import cv2
+
+    from edge_runtime.models.train import _shift_flip
+
+    r = np.random.default_rng(4)
+    n, h, w, shift = 16, 20, 26, 8
+    images = r.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    masks = r.random((n, h, w)) < 0.3
+    dy, dx = r.integers(0, 2 * shift + 1, (2, n))
+    flip = r.random(n) < 0.5
+    perm = np.stack([r.permutation(3) for _ in range(n)])
+    out, out_masks = np.empty_like(images), np.empty_like(masks)
+    _shift_flip(images, masks, dy, dx, flip, perm, shift, out, out_masks)
+    for i in range(n):
+        tx, ty = shift - dx[i], shift - dy[i]
+        t = np.float32([[-1, 0, w - 1 - tx], [0, 1, ty]] if flip[i] else [[1, 0, tx], [0, 1, ty]])
+        for a, b in (
+            (np.ascontiguousarray(images[i][..., perm[i]]), out[i]),
+            (masks[i].view(np.uint8), out_masks[i]),
+        ):
+            warped = cv2.warpAffine(a, t, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+            np.testing.assert_array_equal(b.view(np.uint8), warped)
+
+
+def test_colour_kernel_matches_the_pytorch_passes_it_replaced():
+    from edge_runtime.models.data import MEAN, STD
+    from edge_runtime.models.train import _NOISE_FIELDS, _colour, _noise_bank, colour_reference
+
+    r = np.random.default_rng(11)
+    n = 12
+    images = r.integers(0, 256, (n, 24, 20, 3), dtype=np.uint8)
+    images[0] = 255  # saturates: the clamp must hold
+    gain = r.uniform(0.8, 1.2, (n, 3)).astype(np.float32)
+    contrast, bright = r.uniform(0.7, 1.3, n).astype(np.float32), r.uniform(-0.1, 0.1, n).astype(np.float32)
+    fields = r.integers(0, _NOISE_FIELDS, n)
+    for sigma in (np.zeros(n, np.float32), np.where(r.random(n) < 0.5, 0.0, r.uniform(-0.05, 0.05, n))):
+        sigma = sigma.astype(np.float32)
+        out = np.full(images.shape, np.nan, np.float32)
+        bank = _noise_bank(images.shape[1:]).numpy()
+        _colour(images, gain, contrast, bright, sigma, fields, bank, np.float32(MEAN), np.float32(STD), out)
+        ref = colour_reference(images, gain, contrast, bright, sigma, fields).numpy()
+        # the same float32 operations; only the image mean is summed in another order
+        np.testing.assert_allclose(out, ref, rtol=0, atol=2e-6)
+        assert not np.array_equal(out[1], out[2])  # per-image parameters, not one image's
+
+
 def test_augment_moves_the_masks_with_the_images():
     from edge_runtime.models.train import augment
 
