@@ -80,8 +80,9 @@ SWEEP_CRFS = (0, 5, *CRFS)
 FT_CRFS = (10, 14, 20, 26, 30)
 GOP = 30
 SEGMENT = 30  # frames per object
-# the photographic stream passes at keep 0.3; on the saturated shapes model (99.98 %) every keep
-# below 1 stays 0.3-0.5 point short, so its command (README) sweeps --keeps up to 1.0 and --bits to 6
+# the photographic stream passes at keep 0.3, the shapes stream (its bundle trained with L_map) at
+# keep 0.1; the shapes bundle before it, whose map had not learned where the shape is, passed only
+# at keep 1.0 (--keeps ... 1.0 --bits ... 6 for such a model)
 KEEPS = (0.1, 0.15, 0.2, 0.3, 0.5)
 BITS = (2, 3, 4)
 SKIPS = (0, 2)  # codec.temporal_skip swept in the temporal mode
