@@ -37,31 +37,19 @@ def augment_before(images, rng, masks, camera: float, shift: int = 8):
     from edge_runtime.models import train as t
 
     n, h, w, _ = images.shape
-    recap = rng.random(n) < camera if camera else np.zeros(n, bool)
-    dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
-    flip = rng.random(n) < 0.5
-    perm = np.where(
-        rng.random(n)[:, None] < 0.5, rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3)
-    )
+    recap, dy, dx, flip, perm = t.geometry_draws(rng, n, shift, camera)
     out, out_masks = np.empty_like(images), np.empty_like(masks)
     for i in range(n):
         tx, ty = shift - dx[i], shift - dy[i]
         m = np.float32([[-1, 0, w - 1 - tx], [0, 1, ty]] if flip[i] else [[1, 0, tx], [0, 1, ty]])
         img = images[i] if (perm[i] == (0, 1, 2)).all() else np.ascontiguousarray(images[i][..., perm[i]])
         out[i] = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-        if recap[i]:
-            t._recapture(out[i], rng)
         m8 = cv2.warpAffine(masks[i].view(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST,
                             borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
         out_masks[i] = m8.view(bool)
-    gain = rng.uniform(0.8, 1.2, (n, 3)).astype(np.float32)
-    contrast = rng.uniform(0.7, 1.3, n).astype(np.float32)
-    bright = rng.uniform(-0.1, 0.1, n).astype(np.float32)
-    sigma, fields = np.zeros(n, np.float32), np.zeros(n, np.int64)
-    if recap.any():
-        sign = np.where(recap, np.where(rng.random(n) < 0.5, -1.0, 1.0), 0.0)
-        sigma = (sign * rng.uniform(*t._TYPICAL.noise, n) / 255.0).astype(np.float32)
-        fields = rng.integers(0, t._NOISE_FIELDS, n)
+    for i in np.flatnonzero(recap):
+        t._recapture(out[i], rng)
+    gain, contrast, bright, sigma, fields = t.colour_draws(rng, recap)
     x = t.colour_reference(out, gain, contrast, bright, sigma, fields)
     return x.permute(0, 3, 1, 2), out_masks
 

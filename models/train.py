@@ -133,18 +133,36 @@ def augment(
     if not 0.0 <= camera <= 1.0:
         raise ValueError(f"camera must be a share in [0, 1], got {camera!r}")
     n, h, w, _ = images.shape
-    recap = rng.random(n) < camera if camera else np.zeros(n, bool)
-    dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
-    flip = rng.random(n) < 0.5
-    perm = np.where(
-        rng.random(n)[:, None] < 0.5, rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3)
-    )
+    recap, dy, dx, flip, perm = geometry_draws(rng, n, shift, camera)
     out = np.empty_like(images)
     out_masks = np.empty((0, h, w), bool) if masks is None else np.empty_like(masks)
     _shift_flip(images, np.empty((0, h, w), bool) if masks is None else masks, dy, dx, flip, perm, shift,
                 out, out_masks)  # fmt: skip
     for i in np.flatnonzero(recap):
         _recapture(out[i], rng)
+    gain, contrast, bright, sigma, fields = colour_draws(rng, recap)
+    x = np.empty(out.shape, np.float32)
+    bank = _noise_bank(out.shape[1:]).numpy() if sigma.any() else np.zeros((1, 1, 1, 1), np.float32)
+    _colour(out, gain, contrast, bright, sigma, fields, bank, np.float32(MEAN), np.float32(STD), x)
+    return torch.from_numpy(x).permute(0, 3, 1, 2), None if masks is None else out_masks
+
+
+def geometry_draws(rng: np.random.Generator, n: int, shift: int, camera: float):
+    """A batch's first random draws: which images get the camera pass, the shift, the flip and
+    the channel order (``perm``: the identity on about half the images)."""
+    recap = rng.random(n) < camera if camera else np.zeros(n, bool)
+    dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
+    flip = rng.random(n) < 0.5
+    perm = np.where(
+        rng.random(n)[:, None] < 0.5, rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3)
+    )
+    return recap, dy, dx, flip, perm
+
+
+def colour_draws(rng: np.random.Generator, recap: np.ndarray):
+    """A batch's colour draws, after the camera pass's: per-channel gain, contrast, brightness,
+    and the sensor noise's signed sigma (0 where no camera pass) and bank field per image."""
+    n = len(recap)
     gain = rng.uniform(0.8, 1.2, (n, 3)).astype(np.float32)
     contrast = rng.uniform(0.7, 1.3, n).astype(np.float32)
     bright = rng.uniform(-0.1, 0.1, n).astype(np.float32)
@@ -153,10 +171,7 @@ def augment(
         sign = np.where(recap, np.where(rng.random(n) < 0.5, -1.0, 1.0), 0.0)
         sigma = (sign * rng.uniform(*_TYPICAL.noise, n) / 255.0).astype(np.float32)
         fields = rng.integers(0, _NOISE_FIELDS, n)
-    x = np.empty(out.shape, np.float32)
-    bank = _noise_bank(out.shape[1:]).numpy() if recap.any() else np.zeros((1, 1, 1, 1), np.float32)
-    _colour(out, gain, contrast, bright, sigma, fields, bank, np.float32(MEAN), np.float32(STD), x)
-    return torch.from_numpy(x).permute(0, 3, 1, 2), None if masks is None else out_masks
+    return gain, contrast, bright, sigma, fields
 
 
 @jit
@@ -164,7 +179,7 @@ def _shift_flip(images, masks, dy, dx, flip, perm, shift, out, out_masks):
     """``out[i]``: the window at ``(dy[i], dx[i])`` of image ``i`` reflect-padded by ``shift``
     (OpenCV's BORDER_REFLECT_101, NumPy's "reflect"), mirrored left-right where ``flip[i]``, its
     channels in the order ``perm[i]``; ``out_masks[i]`` the same window of ``masks[i]`` (none when
-    ``masks`` is empty). The pixels of the two integer ``cv2.warpAffine`` calls a image (and a
+    ``masks`` is empty). The pixels of the two integer ``cv2.warpAffine`` calls an image (and a
     channel-permuted copy) it replaced, which took about 6 of the 20 ms a batch of 64 took."""
     n, h, w, c = images.shape
     cols = np.empty(w, np.int64)
