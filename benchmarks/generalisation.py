@@ -18,7 +18,8 @@ which has no unseen-backgrounds variant (those photographs are kept for the test
 Summary: float_top1_in_domain, float_top1_unseen_backgrounds, float_top1_camera_variation,
 float_top1_4x3_frames (at the default resize mode), domain_gap_pt (the worst of the last three
 below in domain; goal <= 3), train_minutes (the default recipe's measured wall time, read from
-benchmarks/results/training.json where the training run recorded it).
+benchmarks/results/training.json where the training run recorded it; null for a bundle that run
+did not make).
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         }
     record = RESULTS / "training.json"
     train_minutes = None
-    if record.exists():
-        train_minutes = json.loads(record.read_text()).get("summary", {}).get("default_recipe_wall_minutes")
+    if record.exists():  # the recorded run's wall time, if it made the bundle scored here
+        rec = json.loads(record.read_text()).get("summary", {})
+        if rec.get("selection_on_validation", {}).get("new_default_bundle") == bundle.model_id[:12]:
+            train_minutes = rec.get("default_recipe_wall_minutes")
     summary = {
         "float_top1_in_domain": results["in_domain"]["top1"],
         "float_top1_unseen_backgrounds": results.get("unseen_backgrounds", {}).get("top1"),

@@ -23,6 +23,22 @@ def test_summary_is_derived_from_the_measured_variants(tmp_path):
     assert abs(s["domain_gap_pt"] - worst) < 0.02
     lo, hi = v["in_domain"]["ci95"]
     assert lo <= v["in_domain"]["top1"] <= hi and doc["parameters"]["split"] == "test"
+    record = json.loads((gen.RESULTS / "training.json").read_text())["summary"]  # the shipped bundle's run
+    assert s["train_minutes"] == record["default_recipe_wall_minutes"]
+
+
+def test_train_minutes_only_for_the_bundle_the_recorded_run_made(tmp_path, monkeypatch):
+    record = {
+        "summary": {
+            "default_recipe_wall_minutes": 12.3,
+            "selection_on_validation": {"new_default_bundle": "0" * 12},
+        }
+    }
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    monkeypatch.setattr(gen, "RESULTS", tmp_path)
+    out = tmp_path / "g.json"
+    assert gen.main(["-n", "8", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["summary"]["train_minutes"] is None  # another run's bundle
 
 
 def test_missing_bundle_is_an_error_line(tmp_path, capsys):
