@@ -312,12 +312,14 @@ def measure_video(bundle: Bundle, st: Stream, codec: str, crfs, fair) -> list[Me
     return out
 
 
+def segment_means(x: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Per-frame values ``x`` averaged per segment (object): the units the intervals resample."""
+    return np.bincount(segments, x.astype(np.float64)) / np.bincount(segments)
+
+
 def by_segment(m: Measured, segments: np.ndarray) -> Measured:
-    """``m`` with bytes and accuracy averaged per segment: the units the intervals resample."""
-    k = int(segments.max()) + 1
-    cnt = np.bincount(segments, minlength=k)
-    b = np.bincount(segments, m.bytes, k) / cnt
-    c = np.bincount(segments, m.correct.astype(float), k) / cnt
+    """``m`` with bytes and accuracy averaged per segment (:func:`segment_means`)."""
+    b, c = segment_means(m.bytes, segments), segment_means(m.correct, segments)
     return Measured(m.setting, m.split, b, c, m.edge_ms, m.extra)
 
 

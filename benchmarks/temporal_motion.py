@@ -88,7 +88,7 @@ def measure(tensors, segments, lag: int, shifts) -> dict:
 def temporal_bytes(bundle, st, keep: float, bits: int, lag: int | None) -> dict:
     """Mean bytes and top-1 of the edge over the stream: temporal coding with acknowledgements
     ``lag`` frames late (None: intra, every frame coded alone)."""
-    from benchmarks.rate_stream import _edge_messages, _edge_setting
+    from benchmarks.rate_stream import _edge_messages, _edge_setting, segment_means
     from benchmarks.rate_sweep import decode_logits
 
     s = _edge_setting(keep, bits, None if lag is None else TEMPORAL_SKIP)
@@ -98,15 +98,10 @@ def temporal_bytes(bundle, st, keep: float, bits: int, lag: int | None) -> dict:
     return {
         "bytes": float(sizes.mean()),
         "top1": float(correct.mean()),
-        "top1_ci": mean_interval(_per_segment(correct, st.segments)),
+        "top1_ci": mean_interval(segment_means(correct, st.segments)),
         "messages": msgs,
-        "segment_bytes": _per_segment(sizes, st.segments),
+        "segment_bytes": segment_means(sizes, st.segments),
     }
-
-
-def _per_segment(x: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """Means per object: the units the intervals resample (as in ``rate_stream.by_segment``)."""
-    return np.bincount(segments, x.astype(np.float64)) / np.bincount(segments)
 
 
 def run(argv=None) -> int:

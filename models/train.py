@@ -134,10 +134,9 @@ def augment(
         raise ValueError(f"camera must be a share in [0, 1], got {camera!r}")
     n, h, w, _ = images.shape
     recap, dy, dx, flip, perm = geometry_draws(rng, n, shift, camera)
-    out = np.empty_like(images)
-    out_masks = np.empty((0, h, w), bool) if masks is None else np.empty_like(masks)
-    _shift_flip(images, np.empty((0, h, w), bool) if masks is None else masks, dy, dx, flip, perm, shift,
-                out, out_masks)  # fmt: skip
+    masks_in = np.empty((0, h, w), bool) if masks is None else masks  # none: the kernel skips them
+    out, out_masks = np.empty_like(images), np.empty_like(masks_in)
+    _shift_flip(images, masks_in, dy, dx, flip, perm, shift, out, out_masks)
     for i in np.flatnonzero(recap):
         _recapture(out[i], rng)
     gain, contrast, bright, sigma, fields = colour_draws(rng, recap)
